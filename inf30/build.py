@@ -1,0 +1,427 @@
+"""`inf30 build`: sources -> normalized, content-addressed images + a manifest of every input item.
+
+Architecture (as img2dataset): a reader plans the work (enumerate sources, extract archives safely,
+split items into parts), a per-part worker decodes, normalizes, hashes and stores images, and a writer
+commits each part's rows atomically to ``DIR/.work/parts``. The part is the unit of work, of resumption
+and of distribution: a killed build re-run with the same command skips committed parts and ends with the
+same manifest and files as an uninterrupted one. ``--shard K/N`` builds a deterministic 1/N of the
+inputs; :mod:`inf30.merge` combines shard outputs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import multiprocessing as mp
+import os
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
+from inf30 import archive as archive_mod
+from inf30.atomic import write_bytes_atomic, write_text_atomic
+from inf30.decode import DEFAULT_MAX_PIXELS, DecodeError, decode_to_gray, encode_png, pixel_id, rgb_to_gray
+from inf30.entropy import entropy8
+from inf30.hashing import compute_hashes
+from inf30.manifest import SCHEMA, empty_row, rows_to_table, write_manifest, write_table
+from inf30.sources import IMAGE_SUFFIXES, Input, SourceSpec, enumerate_inputs
+from inf30.video import VideoError, is_video_name, sample_frames
+
+__all__ = ["BuildOptions", "BuildSummary", "build", "parse_shard", "summarize"]
+
+
+@dataclass
+class BuildOptions:
+    """Build settings. Per-source ``options`` in the config override ``video_every``,
+    ``drop_pseudocolor`` and ``agc_percentiles`` for that source."""
+
+    workers: int = 0  # 0 = all cores
+    video_every: float = 1.0  # seconds between sampled video frames
+    min_size: int = 20  # drop when width AND height are below this (paper: 20 px)
+    min_side: int = 0  # also drop when the shorter side is below this (0 = off)
+    agc_percentiles: tuple[float, float] = (1.0, 99.0)
+    max_pixels: int = DEFAULT_MAX_PIXELS  # decompression-bomb limit
+    shard: str | None = None  # "K/N", K in 0..N-1
+    drop_pseudocolor: bool = False
+    dedupe: bool = True
+    hashes: tuple[str, ...] = ("phash",)
+    progress: bool = True
+    part_size: int = 64  # images per part (a video is a part of its own)
+    max_archive_bytes: int = 64 << 30
+    max_archive_files: int = 1_000_000
+
+
+@dataclass
+class BuildSummary:
+    """Counts of a build: per status/reason, overall and per source."""
+
+    out_dir: str
+    items: int
+    kept: int
+    dropped: dict[str, int] = field(default_factory=dict)
+    per_source: dict[str, dict[str, int]] = field(default_factory=dict)
+    skipped_files: int = 0
+    dedupe: str | None = None
+
+    def table(self) -> str:
+        lines = [f"Inf30 build: {self.out_dir}", f"  items   {self.items:>8}", f"  kept    {self.kept:>8}"]
+        for reason, n in sorted(self.dropped.items(), key=lambda x: -x[1]):
+            lines.append(f"  dropped {n:>8}  {reason}")
+        if self.skipped_files:
+            lines.append(f"  ({self.skipped_files} non-image files ignored)")
+        if len(self.per_source) > 1:
+            lines.append("  per source: " + ", ".join(
+                f"{s} {c.get('kept', 0)}/{sum(c.values())}" for s, c in sorted(self.per_source.items())))
+        if self.dedupe:
+            lines.append(self.dedupe)
+        return "\n".join(lines)
+
+
+def parse_shard(shard: str | None) -> tuple[int, int] | None:
+    """"K/N" -> (K, N) with 0 <= K < N."""
+    if shard is None:
+        return None
+    try:
+        k, n = (int(x) for x in shard.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard must look like K/N (for example 0/8), got {shard!r}") from None
+    if n < 1 or not 0 <= k < n:
+        raise ValueError(f"--shard {shard}: K must be in 0..N-1")
+    return k, n
+
+
+def in_shard(key: str, shard: tuple[int, int] | None) -> bool:
+    if shard is None:
+        return True
+    k, n = shard
+    return int.from_bytes(hashlib.sha1(key.encode()).digest()[:8], "big") % n == k
+
+
+# ------------------------------------------------------------------------------------------- planning
+@dataclass(frozen=True)
+class WorkItem:
+    key: str
+    path: str
+    kind: str  # image | video
+    source: str
+    origin: str
+    origin_kind: str  # file | archive_member | url
+    licence: str | None
+    video_every: float
+    drop_pseudocolor: bool
+    agc: tuple[float, float]
+
+
+@dataclass
+class Plan:
+    parts: list[tuple[str, list[WorkItem]]]
+    pre_rows: list[dict]  # rows decided while planning (unsafe archive members, bombs, unreadable archives)
+    skipped_files: int
+
+
+def _source_settings(spec: SourceSpec, opts: BuildOptions) -> tuple[float, bool, tuple[float, float]]:
+    o = spec.options
+    every = float(o.get("video_every", opts.video_every))
+    drop = bool(o.get("drop_pseudocolor", opts.drop_pseudocolor))
+    agc_p = tuple(float(x) for x in o.get("agc_percentiles", opts.agc_percentiles))
+    return every, drop, agc_p  # type: ignore[return-value]
+
+
+def _extract_archive(inp: Input, work: Path, opts: BuildOptions) -> archive_mod.Extracted:
+    """Extract once per archive; a ``.done`` record makes it resumable."""
+    dest = work / "extract" / hashlib.sha1(inp.key.encode()).hexdigest()[:20]
+    done = dest.with_suffix(".done.json")
+    if done.exists():
+        rec = json.loads(done.read_text())
+        return archive_mod.Extracted(rec["members"], rec["rejected"], rec["error"])
+    res = archive_mod.extract(inp.path, dest, max_bytes=opts.max_archive_bytes, max_files=opts.max_archive_files)
+    write_text_atomic(done, json.dumps(asdict(res)))
+    return res
+
+
+def _file_stamp(path: str) -> str:
+    try:
+        st = os.stat(path)
+        return f"{st.st_size}:{st.st_mtime_ns}"
+    except OSError:
+        return "missing"
+
+
+def make_plan(specs: list[SourceSpec], out_dir: Path, opts: BuildOptions) -> Plan:
+    shard = parse_shard(opts.shard)
+    work = out_dir / ".work"
+    singles: list[WorkItem] = []
+    pre_rows: list[dict] = []
+    skipped = 0
+    for spec in specs:
+        every, drop, agc_p = _source_settings(spec, opts)
+        inputs, skip = enumerate_inputs(spec)
+        skipped += skip
+        for inp in inputs:
+            if not in_shard(inp.key, shard):
+                continue
+            common = dict(source=inp.source, licence=spec.licence, video_every=every, drop_pseudocolor=drop, agc=agc_p)
+            if inp.kind != "archive":
+                singles.append(WorkItem(inp.key, inp.path, inp.kind, origin=inp.origin, origin_kind=inp.origin_kind, **common))
+                continue
+            res = _extract_archive(inp, work, opts)
+            if res.error:
+                pre_rows.append(empty_row(item_key=inp.key, source=inp.source, origin=inp.origin,
+                                          origin_kind=inp.origin_kind, licence=spec.licence, status="dropped",
+                                          reason=res.error))
+            for member, reason in res.rejected.items():
+                pre_rows.append(empty_row(item_key=f"{inp.key}!{member}", source=inp.source,
+                                          origin=f"{inp.origin}!{member}", origin_kind="archive_member",
+                                          licence=spec.licence, status="dropped", reason=reason))
+            for member, path in sorted(res.members.items()):
+                low = member.lower()
+                if is_video_name(low):
+                    kind = "video"
+                elif low.endswith(IMAGE_SUFFIXES):
+                    kind = "image"
+                else:
+                    if archive_mod.is_archive_name(low):
+                        pre_rows.append(empty_row(item_key=f"{inp.key}!{member}", source=inp.source,
+                                                  origin=f"{inp.origin}!{member}", origin_kind="archive_member",
+                                                  licence=spec.licence, status="dropped",
+                                                  reason="unsupported | nested archive"))
+                    else:
+                        skipped += 1
+                    continue
+                singles.append(WorkItem(f"{inp.key}!{member}", path, kind, origin=f"{inp.origin}!{member}",
+                                        origin_kind="archive_member", **common))
+    singles.sort(key=lambda w: w.key)
+    fingerprint = json.dumps(
+        [opts.min_size, opts.min_side, opts.max_pixels, list(opts.hashes)], sort_keys=True)
+    parts: list[tuple[str, list[WorkItem]]] = []
+    images = [w for w in singles if w.kind == "image"]
+    videos = [w for w in singles if w.kind == "video"]
+    groups = [images[i : i + opts.part_size] for i in range(0, len(images), opts.part_size)] + [[v] for v in videos]
+    for group in groups:
+        h = hashlib.sha1(fingerprint.encode())
+        for w in group:
+            h.update(json.dumps([w.key, w.licence, w.video_every, w.drop_pseudocolor, list(w.agc), w.origin,
+                                 _file_stamp(w.path)]).encode())
+        parts.append((h.hexdigest()[:24], group))
+    return Plan(parts, pre_rows, skipped)
+
+
+# --------------------------------------------------------------------------------------------- worker
+def _store(out_dir: Path, image_id: str, data: bytes, ext: str) -> str:
+    rel = f"images/{image_id[:2]}/{image_id}{ext}"
+    target = out_dir / rel
+    if not target.exists():
+        write_bytes_atomic(target, data)
+    return rel
+
+
+def _finish_row(row: dict, gray: np.ndarray, item: WorkItem, opts: BuildOptions, out_dir: Path,
+                original: tuple[bytes, str] | None) -> dict:
+    """Size filter, pseudo-colour filter, id, entropy, hashes, storage."""
+    h, w = gray.shape
+    row.update(width=w, height=h)
+    row["id"] = pixel_id(gray)
+    if w < opts.min_size and h < opts.min_size:
+        return {**row, "status": "dropped", "reason": f"too_small | {w}x{h} < {opts.min_size} px on both sides"}
+    if opts.min_side and min(w, h) < opts.min_side:
+        return {**row, "status": "dropped", "reason": f"too_small | shorter side {min(w, h)} < {opts.min_side} px"}
+    if row["pseudocolor"] and item.drop_pseudocolor:
+        return {**row, "status": "dropped", "reason": "pseudocolor | differing colour channels"}
+    row["entropy"] = entropy8(gray)
+    for kind, value in compute_hashes(gray, opts.hashes).items():
+        row[kind] = value
+    data, ext = original if original is not None else (encode_png(gray), ".png")
+    row["path"] = _store(out_dir, row["id"], data, ext)
+    row["status"] = "kept"
+    return row
+
+
+def _base_row(item: WorkItem) -> dict:
+    return empty_row(item_key=item.key, source=item.source, origin=item.origin, origin_kind=item.origin_kind,
+                     licence=item.licence)
+
+
+def process_image(item: WorkItem, opts: BuildOptions, out_dir: Path) -> dict:
+    row = _base_row(item)
+    try:
+        with open(item.path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        return {**row, "status": "dropped", "reason": f"corrupt | unreadable file: {exc.strerror or exc}"}
+    row["source_sha256"] = hashlib.sha256(data).hexdigest()
+    try:
+        dec = decode_to_gray(data, max_pixels=opts.max_pixels, agc_percentiles=item.agc)
+    except DecodeError as exc:
+        return {**row, "status": "dropped", "reason": f"{exc.reason} | {exc.detail}" if exc.detail else exc.reason}
+    except MemoryError:
+        return {**row, "status": "dropped", "reason": "decompression_bomb | out of memory while decoding"}
+    row.update(orig_mode=dec.orig_mode, bit_depth=dec.bit_depth, pseudocolor=dec.pseudocolor,
+               normalization=dec.normalization)
+    ext = dec.store_ext
+    return _finish_row(row, dec.gray, item, opts, out_dir, (data, ext) if ext else None)
+
+
+def process_video(item: WorkItem, opts: BuildOptions, out_dir: Path) -> list[dict]:
+    rows = []
+    try:
+        with open(item.path, "rb") as f:
+            digest = hashlib.file_digest(f, "sha256").hexdigest()
+    except OSError as exc:
+        return [{**_base_row(item), "status": "dropped", "reason": f"video_unreadable | {exc.strerror or exc}"}]
+    try:
+        for t, frame in sample_frames(item.path, item.video_every):
+            row = _base_row(item)
+            row.update(item_key=f"{item.key}@{t:012.3f}", origin=f"{item.origin}@{t:.3f}s", timestamp_s=t,
+                       origin_kind="video_frame", source_sha256=digest, bit_depth=8)
+            if frame.ndim == 2:
+                gray, pseudo, label = frame, False, "none"
+                row["orig_mode"] = "L"
+            else:
+                gray, pseudo, label = rgb_to_gray(np.ascontiguousarray(frame[..., ::-1]))
+                row["orig_mode"] = "RGB"
+            row.update(pseudocolor=pseudo, normalization=f"video_frame+{label}")
+            rows.append(_finish_row(row, np.ascontiguousarray(gray), item, opts, out_dir, None))
+    except VideoError as exc:
+        if not rows:
+            return [{**_base_row(item), "source_sha256": digest, "status": "dropped",
+                     "reason": f"video_unreadable | {exc}"}]
+    except Exception as exc:  # a broken stream mid-way keeps the frames read so far, and says so
+        rows.append({**_base_row(item), "item_key": f"{item.key}@error", "source_sha256": digest,
+                     "status": "dropped", "reason": f"video_unreadable | stopped after {len(rows)} frames: {exc}"})
+    return rows
+
+
+def process_part(args: tuple[str, list[WorkItem], BuildOptions, str]) -> tuple[str, list[dict]]:
+    """Worker: decode/normalize/hash/store every item of one part; returns its rows."""
+    name, items, opts, out = args
+    out_dir = Path(out)
+    rows: list[dict] = []
+    for item in items:
+        try:
+            if item.kind == "video":
+                rows.extend(process_video(item, opts, out_dir))
+            else:
+                rows.append(process_image(item, opts, out_dir))
+        except Exception as exc:  # never let one odd file kill a long build
+            rows.append({**_base_row(item), "status": "dropped",
+                         "reason": f"corrupt | unexpected {type(exc).__name__}: {exc}"})
+    return name, rows
+
+
+# --------------------------------------------------------------------------------------------- writer
+def _clean_temporaries(out_dir: Path) -> None:
+    """Remove half-written files a killed run left behind (never taken as done)."""
+    for sub in ("images", ".work/parts"):
+        base = out_dir / sub
+        if base.exists():
+            for tmp in base.rglob(".tmp-*"):
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+    for tmp in out_dir.glob(".tmp-*"):
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+
+@contextlib.contextmanager
+def _locked(out_dir: Path):
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / ".lock", "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RuntimeError(f"another inf30 process is writing {out_dir}; wait for it or use another --out") from None
+        yield
+
+
+def mark_exact_duplicates(df: pd.DataFrame) -> pd.DataFrame:
+    """Among kept rows (in item_key order) keep the first of each id; the others become
+    ``exact_duplicate:<id>``. Returns the frame sorted by item_key."""
+    df = df.sort_values("item_key", kind="stable").reset_index(drop=True)
+    kept = df["status"] == "kept"
+    dup = kept & df["id"].duplicated(keep="first") & df["id"].notna()
+    df.loc[dup, "status"] = "dropped"
+    df.loc[dup, "reason"] = "exact_duplicate:" + df.loc[dup, "id"]
+    df.loc[dup, "path"] = None
+    return df
+
+
+def summarize(df: pd.DataFrame, out_dir: Path, skipped: int = 0) -> BuildSummary:
+    def category(reason: str | None) -> str:
+        return str(reason).split(" | ")[0].split(":")[0]
+
+    dropped = Counter(category(r) for r in df.loc[df["status"] != "kept", "reason"])
+    per_source: dict[str, dict[str, int]] = {}
+    for (src, status), n in df.groupby(["source", "status"]).size().items():
+        per_source.setdefault(str(src), {})[str(status)] = int(n)
+    return BuildSummary(str(out_dir), len(df), int((df["status"] == "kept").sum()), dict(dropped), per_source,
+                        skipped)
+
+
+def build(specs: list[SourceSpec], out_dir: str | Path, opts: BuildOptions | None = None) -> BuildSummary:
+    """Build (or resume building) a dataset from local sources into ``out_dir``."""
+    opts = opts or BuildOptions()
+    out_dir = Path(out_dir)
+    if not specs:
+        raise ValueError("no sources given")
+    with _locked(out_dir):
+        _clean_temporaries(out_dir)
+        plan = make_plan(specs, out_dir, opts)
+        parts_dir = out_dir / ".work" / "parts"
+        parts_dir.mkdir(parents=True, exist_ok=True)
+        todo = [(n, items) for n, items in plan.parts if not (parts_dir / f"{n}.parquet").exists()]
+        total = sum(len(items) for _, items in plan.parts)
+        done_items = total - sum(len(items) for _, items in todo)
+        workers = opts.workers or os.cpu_count() or 1
+        counts = Counter()
+        bar = tqdm(total=total, initial=done_items, unit="item", desc="build", disable=not opts.progress,
+                   dynamic_ncols=True)
+        jobs = [(n, items, opts, str(out_dir)) for n, items in todo]
+        sizes = {n: len(items) for n, items in todo}
+
+        def commit(name: str, rows: list[dict]) -> None:
+            write_table(parts_dir / f"{name}.parquet", rows_to_table(rows) if rows else SCHEMA.empty_table())
+            counts.update(r["status"] for r in rows)
+            bar.update(sizes[name])
+            bar.set_postfix(kept=counts["kept"], dropped=counts["dropped"])
+
+        try:
+            if workers <= 1 or len(jobs) <= 1:
+                for job in jobs:
+                    commit(*process_part(job))
+            else:
+                with mp.get_context("fork").Pool(min(workers, len(jobs))) as pool:
+                    for name, rows in pool.imap_unordered(process_part, jobs):
+                        commit(name, rows)
+        finally:
+            bar.close()
+        frames = [pq.read_table(parts_dir / f"{n}.parquet").to_pandas() for n, _ in plan.parts]
+        if plan.pre_rows:
+            frames.append(rows_to_table(plan.pre_rows).to_pandas())
+        frames = [f for f in frames if len(f)]
+        if not frames:
+            raise ValueError(f"no image, video or archive found in the sources ({plan.skipped_files} other files)")
+        df = mark_exact_duplicates(pd.concat(frames, ignore_index=True))
+        write_manifest(out_dir, df)
+        summary = summarize(df, out_dir, plan.skipped_files)
+        write_text_atomic(out_dir / "build.json", json.dumps(
+            {"options": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(opts).items()},
+             "sources": [asdict(s) for s in specs], "summary": asdict(summary)}, indent=2, default=str))
+    if opts.dedupe and summary.kept:
+        summary.dedupe = run_dedupe(out_dir, opts.progress)
+    return summary
+
+
+def run_dedupe(out_dir: Path, progress: bool) -> str | None:
+    """The near-duplicate stage (inf30.dedupe), run after the build; returns its summary text."""
+    try:
+        from inf30.dedupe import dedupe_dataset
+    except ImportError:  # pragma: no cover - the stage ships with the package
+        return None
+    return dedupe_dataset(out_dir, progress=progress).table()

@@ -1,0 +1,76 @@
+"""`inf30 merge`: combine shard outputs of `inf30 build --shard K/N` into one dataset.
+
+Rows are concatenated, kept images linked (or copied) into the merged folder, cross-shard exact
+duplicates dropped with the same rule as a single build (first in item_key order wins), and the
+near-duplicate stage runs across shards from the shards' feature caches.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pandas as pd
+from tqdm import tqdm
+
+from inf30.atomic import atomic_path, write_text_atomic
+from inf30.build import BuildSummary, _locked, mark_exact_duplicates, run_dedupe, summarize
+from inf30.manifest import read_manifest, write_manifest
+
+DEDUPE_REASONS = ("near_copy:", "near_duplicate:")
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    if dst.exists():
+        return
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(dst) as tmp:
+        tmp.unlink()
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+
+
+def merge(shard_dirs: list[str | Path], out_dir: str | Path, dedupe: bool = True, progress: bool = True) -> BuildSummary:
+    """Merge built shard folders into ``out_dir``; returns the merged summary."""
+    shard_dirs = [Path(d) for d in shard_dirs]
+    out_dir = Path(out_dir)
+    if not shard_dirs:
+        raise ValueError("give at least one shard folder to merge")
+    for d in shard_dirs:
+        if d.resolve() == out_dir.resolve():
+            raise ValueError(f"--out {out_dir} must differ from the shard folders")
+    frames = []
+    for d in shard_dirs:
+        df = read_manifest(d)
+        df["_shard_dir"] = str(d)
+        frames.append(df)
+    df = pd.concat(frames, ignore_index=True)
+    if df["item_key"].duplicated().any():
+        dup = df.loc[df["item_key"].duplicated(), "item_key"].iloc[0]
+        raise ValueError(f"item {dup!r} appears in two shard folders: were they built with different --shard N?")
+    # near-duplicate decisions are re-made across shards (when dedupe runs), so undo the shards' ones
+    if dedupe:
+        redo = df["reason"].fillna("").str.startswith(DEDUPE_REASONS)
+        df.loc[redo, "status"] = "kept"
+        df.loc[redo, "reason"] = None
+    with _locked(out_dir):
+        kept = df[df["status"] == "kept"]
+        for path, shard in tqdm(list(zip(kept["path"], kept["_shard_dir"], strict=True)), desc="merge",
+                                unit="img", disable=not progress):
+            _link_or_copy(Path(shard) / path, out_dir / path)
+        if dedupe:
+            from inf30.dedupe import merge_caches
+
+            merge_caches(shard_dirs, out_dir)
+        df = mark_exact_duplicates(df.drop(columns=["_shard_dir"]))
+        write_manifest(out_dir, df)
+        summary = summarize(df, out_dir)
+        write_text_atomic(out_dir / "build.json", json.dumps(
+            {"merged_from": [str(d) for d in shard_dirs], "summary": summary.__dict__}, indent=2, default=str))
+    if dedupe and summary.kept:
+        summary.dedupe = run_dedupe(out_dir, progress)
+    return summary
