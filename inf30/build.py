@@ -29,6 +29,7 @@ from inf30 import archive as archive_mod
 from inf30.atomic import write_bytes_atomic, write_text_atomic
 from inf30.decode import DEFAULT_MAX_PIXELS, DecodeError, decode_to_gray, encode_png, pixel_id, rgb_to_gray
 from inf30.entropy import entropy8
+from inf30.errors import UserError
 from inf30.hashing import compute_hashes
 from inf30.manifest import SCHEMA, empty_row, rows_to_table, write_manifest, write_table
 from inf30.sources import IMAGE_SUFFIXES, Input, SourceSpec, enumerate_inputs
@@ -77,15 +78,19 @@ class BuildSummary:
         if self.skipped_files:
             lines.append(f"  ({self.skipped_files} non-image files ignored)")
         if len(self.per_source) > 1:
-            lines.append("  per source: " + ", ".join(
-                f"{s} {c.get('kept', 0)}/{sum(c.values())}" for s, c in sorted(self.per_source.items())))
+            lines.append(
+                "  per source: "
+                + ", ".join(
+                    f"{s} {c.get('kept', 0)}/{sum(c.values())}" for s, c in sorted(self.per_source.items())
+                )
+            )
         if self.dedupe:
             lines.append(self.dedupe)
         return "\n".join(lines)
 
 
 def parse_shard(shard: str | None) -> tuple[int, int] | None:
-    """"K/N" -> (K, N) with 0 <= K < N."""
+    """ "K/N" -> (K, N) with 0 <= K < N."""
     if shard is None:
         return None
     try:
@@ -141,7 +146,9 @@ def _extract_archive(inp: Input, work: Path, opts: BuildOptions) -> archive_mod.
     if done.exists():
         rec = json.loads(done.read_text())
         return archive_mod.Extracted(rec["members"], rec["rejected"], rec["error"])
-    res = archive_mod.extract(inp.path, dest, max_bytes=opts.max_archive_bytes, max_files=opts.max_archive_files)
+    res = archive_mod.extract(
+        inp.path, dest, max_bytes=opts.max_archive_bytes, max_files=opts.max_archive_files
+    )
     write_text_atomic(done, json.dumps(asdict(res)))
     return res
 
@@ -167,19 +174,41 @@ def make_plan(specs: list[SourceSpec], out_dir: Path, opts: BuildOptions) -> Pla
         for inp in inputs:
             if not in_shard(inp.key, shard):
                 continue
-            common = dict(source=inp.source, licence=spec.licence, video_every=every, drop_pseudocolor=drop, agc=agc_p)
+            common = dict(
+                source=inp.source, licence=spec.licence, video_every=every, drop_pseudocolor=drop, agc=agc_p
+            )
             if inp.kind != "archive":
-                singles.append(WorkItem(inp.key, inp.path, inp.kind, origin=inp.origin, origin_kind=inp.origin_kind, **common))
+                singles.append(
+                    WorkItem(
+                        inp.key, inp.path, inp.kind, origin=inp.origin, origin_kind=inp.origin_kind, **common
+                    )
+                )
                 continue
             res = _extract_archive(inp, work, opts)
             if res.error:
-                pre_rows.append(empty_row(item_key=inp.key, source=inp.source, origin=inp.origin,
-                                          origin_kind=inp.origin_kind, licence=spec.licence, status="dropped",
-                                          reason=res.error))
+                pre_rows.append(
+                    empty_row(
+                        item_key=inp.key,
+                        source=inp.source,
+                        origin=inp.origin,
+                        origin_kind=inp.origin_kind,
+                        licence=spec.licence,
+                        status="dropped",
+                        reason=res.error,
+                    )
+                )
             for member, reason in res.rejected.items():
-                pre_rows.append(empty_row(item_key=f"{inp.key}!{member}", source=inp.source,
-                                          origin=f"{inp.origin}!{member}", origin_kind="archive_member",
-                                          licence=spec.licence, status="dropped", reason=reason))
+                pre_rows.append(
+                    empty_row(
+                        item_key=f"{inp.key}!{member}",
+                        source=inp.source,
+                        origin=f"{inp.origin}!{member}",
+                        origin_kind="archive_member",
+                        licence=spec.licence,
+                        status="dropped",
+                        reason=reason,
+                    )
+                )
             for member, path in sorted(res.members.items()):
                 low = member.lower()
                 if is_video_name(low):
@@ -188,27 +217,56 @@ def make_plan(specs: list[SourceSpec], out_dir: Path, opts: BuildOptions) -> Pla
                     kind = "image"
                 else:
                     if archive_mod.is_archive_name(low):
-                        pre_rows.append(empty_row(item_key=f"{inp.key}!{member}", source=inp.source,
-                                                  origin=f"{inp.origin}!{member}", origin_kind="archive_member",
-                                                  licence=spec.licence, status="dropped",
-                                                  reason="unsupported | nested archive"))
+                        pre_rows.append(
+                            empty_row(
+                                item_key=f"{inp.key}!{member}",
+                                source=inp.source,
+                                origin=f"{inp.origin}!{member}",
+                                origin_kind="archive_member",
+                                licence=spec.licence,
+                                status="dropped",
+                                reason="unsupported | nested archive",
+                            )
+                        )
                     else:
                         skipped += 1
                     continue
-                singles.append(WorkItem(f"{inp.key}!{member}", path, kind, origin=f"{inp.origin}!{member}",
-                                        origin_kind="archive_member", **common))
+                singles.append(
+                    WorkItem(
+                        f"{inp.key}!{member}",
+                        path,
+                        kind,
+                        origin=f"{inp.origin}!{member}",
+                        origin_kind="archive_member",
+                        **common,
+                    )
+                )
     singles.sort(key=lambda w: w.key)
     fingerprint = json.dumps(
-        [opts.min_size, opts.min_side, opts.max_pixels, list(opts.hashes)], sort_keys=True)
+        [opts.min_size, opts.min_side, opts.max_pixels, list(opts.hashes)], sort_keys=True
+    )
     parts: list[tuple[str, list[WorkItem]]] = []
     images = [w for w in singles if w.kind == "image"]
     videos = [w for w in singles if w.kind == "video"]
-    groups = [images[i : i + opts.part_size] for i in range(0, len(images), opts.part_size)] + [[v] for v in videos]
+    groups = [images[i : i + opts.part_size] for i in range(0, len(images), opts.part_size)] + [
+        [v] for v in videos
+    ]
     for group in groups:
         h = hashlib.sha1(fingerprint.encode())
         for w in group:
-            h.update(json.dumps([w.key, w.licence, w.video_every, w.drop_pseudocolor, list(w.agc), w.origin,
-                                 _file_stamp(w.path)]).encode())
+            h.update(
+                json.dumps(
+                    [
+                        w.key,
+                        w.licence,
+                        w.video_every,
+                        w.drop_pseudocolor,
+                        list(w.agc),
+                        w.origin,
+                        _file_stamp(w.path),
+                    ]
+                ).encode()
+            )
         parts.append((h.hexdigest()[:24], group))
     return Plan(parts, pre_rows, skipped)
 
@@ -218,20 +276,34 @@ def _store(out_dir: Path, image_id: str, data: bytes, ext: str) -> str:
     rel = f"images/{image_id[:2]}/{image_id}{ext}"
     target = out_dir / rel
     if not target.exists():
-        write_bytes_atomic(target, data)
+        write_bytes_atomic(target, data, fsync=False)
     return rel
 
 
-def _finish_row(row: dict, gray: np.ndarray, item: WorkItem, opts: BuildOptions, out_dir: Path,
-                original: tuple[bytes, str] | None) -> dict:
+def _finish_row(
+    row: dict,
+    gray: np.ndarray,
+    item: WorkItem,
+    opts: BuildOptions,
+    out_dir: Path,
+    original: tuple[bytes, str] | None,
+) -> dict:
     """Size filter, pseudo-colour filter, id, entropy, hashes, storage."""
     h, w = gray.shape
     row.update(width=w, height=h)
     row["id"] = pixel_id(gray)
     if w < opts.min_size and h < opts.min_size:
-        return {**row, "status": "dropped", "reason": f"too_small | {w}x{h} < {opts.min_size} px on both sides"}
+        return {
+            **row,
+            "status": "dropped",
+            "reason": f"too_small | {w}x{h} < {opts.min_size} px on both sides",
+        }
     if opts.min_side and min(w, h) < opts.min_side:
-        return {**row, "status": "dropped", "reason": f"too_small | shorter side {min(w, h)} < {opts.min_side} px"}
+        return {
+            **row,
+            "status": "dropped",
+            "reason": f"too_small | shorter side {min(w, h)} < {opts.min_side} px",
+        }
     if row["pseudocolor"] and item.drop_pseudocolor:
         return {**row, "status": "dropped", "reason": "pseudocolor | differing colour channels"}
     row["entropy"] = entropy8(gray)
@@ -244,8 +316,13 @@ def _finish_row(row: dict, gray: np.ndarray, item: WorkItem, opts: BuildOptions,
 
 
 def _base_row(item: WorkItem) -> dict:
-    return empty_row(item_key=item.key, source=item.source, origin=item.origin, origin_kind=item.origin_kind,
-                     licence=item.licence)
+    return empty_row(
+        item_key=item.key,
+        source=item.source,
+        origin=item.origin,
+        origin_kind=item.origin_kind,
+        licence=item.licence,
+    )
 
 
 def process_image(item: WorkItem, opts: BuildOptions, out_dir: Path) -> dict:
@@ -259,11 +336,19 @@ def process_image(item: WorkItem, opts: BuildOptions, out_dir: Path) -> dict:
     try:
         dec = decode_to_gray(data, max_pixels=opts.max_pixels, agc_percentiles=item.agc)
     except DecodeError as exc:
-        return {**row, "status": "dropped", "reason": f"{exc.reason} | {exc.detail}" if exc.detail else exc.reason}
+        return {
+            **row,
+            "status": "dropped",
+            "reason": f"{exc.reason} | {exc.detail}" if exc.detail else exc.reason,
+        }
     except MemoryError:
         return {**row, "status": "dropped", "reason": "decompression_bomb | out of memory while decoding"}
-    row.update(orig_mode=dec.orig_mode, bit_depth=dec.bit_depth, pseudocolor=dec.pseudocolor,
-               normalization=dec.normalization)
+    row.update(
+        orig_mode=dec.orig_mode,
+        bit_depth=dec.bit_depth,
+        pseudocolor=dec.pseudocolor,
+        normalization=dec.normalization,
+    )
     ext = dec.store_ext
     return _finish_row(row, dec.gray, item, opts, out_dir, (data, ext) if ext else None)
 
@@ -274,12 +359,20 @@ def process_video(item: WorkItem, opts: BuildOptions, out_dir: Path) -> list[dic
         with open(item.path, "rb") as f:
             digest = hashlib.file_digest(f, "sha256").hexdigest()
     except OSError as exc:
-        return [{**_base_row(item), "status": "dropped", "reason": f"video_unreadable | {exc.strerror or exc}"}]
+        return [
+            {**_base_row(item), "status": "dropped", "reason": f"video_unreadable | {exc.strerror or exc}"}
+        ]
     try:
         for t, frame in sample_frames(item.path, item.video_every):
             row = _base_row(item)
-            row.update(item_key=f"{item.key}@{t:012.3f}", origin=f"{item.origin}@{t:.3f}s", timestamp_s=t,
-                       origin_kind="video_frame", source_sha256=digest, bit_depth=8)
+            row.update(
+                item_key=f"{item.key}@{t:012.3f}",
+                origin=f"{item.origin}@{t:.3f}s",
+                timestamp_s=t,
+                origin_kind="video_frame",
+                source_sha256=digest,
+                bit_depth=8,
+            )
             if frame.ndim == 2:
                 gray, pseudo, label = frame, False, "none"
                 row["orig_mode"] = "L"
@@ -290,11 +383,24 @@ def process_video(item: WorkItem, opts: BuildOptions, out_dir: Path) -> list[dic
             rows.append(_finish_row(row, np.ascontiguousarray(gray), item, opts, out_dir, None))
     except VideoError as exc:
         if not rows:
-            return [{**_base_row(item), "source_sha256": digest, "status": "dropped",
-                     "reason": f"video_unreadable | {exc}"}]
+            return [
+                {
+                    **_base_row(item),
+                    "source_sha256": digest,
+                    "status": "dropped",
+                    "reason": f"video_unreadable | {exc}",
+                }
+            ]
     except Exception as exc:  # a broken stream mid-way keeps the frames read so far, and says so
-        rows.append({**_base_row(item), "item_key": f"{item.key}@error", "source_sha256": digest,
-                     "status": "dropped", "reason": f"video_unreadable | stopped after {len(rows)} frames: {exc}"})
+        rows.append(
+            {
+                **_base_row(item),
+                "item_key": f"{item.key}@error",
+                "source_sha256": digest,
+                "status": "dropped",
+                "reason": f"video_unreadable | stopped after {len(rows)} frames: {exc}",
+            }
+        )
     return rows
 
 
@@ -310,8 +416,13 @@ def process_part(args: tuple[str, list[WorkItem], BuildOptions, str]) -> tuple[s
             else:
                 rows.append(process_image(item, opts, out_dir))
         except Exception as exc:  # never let one odd file kill a long build
-            rows.append({**_base_row(item), "status": "dropped",
-                         "reason": f"corrupt | unexpected {type(exc).__name__}: {exc}"})
+            rows.append(
+                {
+                    **_base_row(item),
+                    "status": "dropped",
+                    "reason": f"corrupt | unexpected {type(exc).__name__}: {exc}",
+                }
+            )
     return name, rows
 
 
@@ -336,7 +447,9 @@ def _locked(out_dir: Path):
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise RuntimeError(f"another inf30 process is writing {out_dir}; wait for it or use another --out") from None
+            raise UserError(
+                f"another inf30 process is writing {out_dir}; wait for it or use another --out"
+            ) from None
         yield
 
 
@@ -360,8 +473,9 @@ def summarize(df: pd.DataFrame, out_dir: Path, skipped: int = 0) -> BuildSummary
     per_source: dict[str, dict[str, int]] = {}
     for (src, status), n in df.groupby(["source", "status"]).size().items():
         per_source.setdefault(str(src), {})[str(status)] = int(n)
-    return BuildSummary(str(out_dir), len(df), int((df["status"] == "kept").sum()), dict(dropped), per_source,
-                        skipped)
+    return BuildSummary(
+        str(out_dir), len(df), int((df["status"] == "kept").sum()), dict(dropped), per_source, skipped
+    )
 
 
 def build(specs: list[SourceSpec], out_dir: str | Path, opts: BuildOptions | None = None) -> BuildSummary:
@@ -380,8 +494,14 @@ def build(specs: list[SourceSpec], out_dir: str | Path, opts: BuildOptions | Non
         done_items = total - sum(len(items) for _, items in todo)
         workers = opts.workers or os.cpu_count() or 1
         counts = Counter()
-        bar = tqdm(total=total, initial=done_items, unit="item", desc="build", disable=not opts.progress,
-                   dynamic_ncols=True)
+        bar = tqdm(
+            total=total,
+            initial=done_items,
+            unit="item",
+            desc="build",
+            disable=not opts.progress,
+            dynamic_ncols=True,
+        )
         jobs = [(n, items, opts, str(out_dir)) for n, items in todo]
         sizes = {n: len(items) for n, items in todo}
 
@@ -406,13 +526,24 @@ def build(specs: list[SourceSpec], out_dir: str | Path, opts: BuildOptions | Non
             frames.append(rows_to_table(plan.pre_rows).to_pandas())
         frames = [f for f in frames if len(f)]
         if not frames:
-            raise ValueError(f"no image, video or archive found in the sources ({plan.skipped_files} other files)")
+            raise ValueError(
+                f"no image, video or archive found in the sources ({plan.skipped_files} other files)"
+            )
         df = mark_exact_duplicates(pd.concat(frames, ignore_index=True))
         write_manifest(out_dir, df)
         summary = summarize(df, out_dir, plan.skipped_files)
-        write_text_atomic(out_dir / "build.json", json.dumps(
-            {"options": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(opts).items()},
-             "sources": [asdict(s) for s in specs], "summary": asdict(summary)}, indent=2, default=str))
+        write_text_atomic(
+            out_dir / "build.json",
+            json.dumps(
+                {
+                    "options": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(opts).items()},
+                    "sources": [asdict(s) for s in specs],
+                    "summary": asdict(summary),
+                },
+                indent=2,
+                default=str,
+            ),
+        )
     if opts.dedupe and summary.kept:
         summary.dedupe = run_dedupe(out_dir, opts.progress)
     return summary

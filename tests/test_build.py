@@ -1,0 +1,348 @@
+"""`inf30 build` on the real infrared images in ../shared/data, odd formats and hostile input."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import struct
+import subprocess
+import sys
+import tarfile
+import zipfile
+import zlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from inf30.build import BuildOptions, build
+from inf30.decode import pixel_id
+from inf30.manifest import read_manifest
+from inf30.sources import load_sources
+
+INF30 = str(Path(sys.executable).parent / "inf30")
+OPTS = dict(workers=1, dedupe=False, progress=False)
+
+
+def run_build(paths, out, config=None, **kw):
+    return build(load_sources([str(p) for p in paths], config=config, out_dir=out), out, BuildOptions(**{**OPTS, **kw}))
+
+
+def stored_gray(out: Path, rel: str) -> np.ndarray:
+    return np.asarray(Image.open(out / rel).convert("L"))
+
+
+def reason_of(df: pd.DataFrame, suffix: str) -> str:
+    row = df[df["item_key"].str.endswith(suffix)]
+    assert len(row) == 1, f"expected one row for {suffix}, got {len(row)}"
+    return str(row["reason"].iloc[0])
+
+
+def test_sirst_mixed_modes_are_normalized_and_stored_losslessly(sirst_dir, tmp_path):
+    out = tmp_path / "ds"
+    summary = run_build([sirst_dir / "images"], out, workers=2)
+    df = read_manifest(out)
+    n_files = len(list((sirst_dir / "images").iterdir()))
+    assert len(df) == n_files == summary.items
+    assert set(df["orig_mode"]) >= {"L", "RGB", "P"}
+    kept = df[df["status"] == "kept"]
+    assert len(kept) == n_files  # SIRST has no exact duplicates, nothing tiny or broken
+    for row in kept.itertuples():
+        gray = stored_gray(out, row.path)
+        assert gray.shape == (row.height, row.width)
+        assert pixel_id(gray) == row.id  # the stored file decodes to exactly the normalized pixels
+        if row.orig_mode == "L":
+            # 8-bit gray needs no conversion: the original bytes are kept (no re-encoding loss)
+            assert row.normalization == "none"
+            assert hashlib.sha256((out / row.path).read_bytes()).hexdigest() == row.source_sha256
+        assert 0 < row.entropy <= 8
+        assert len(row.phash) == 16
+    assert kept["pseudocolor"].dtype == bool
+
+
+def test_hituav_video_frames_sampled_with_timestamps(hituav_dir, tmp_path):
+    frames = sorted((hituav_dir / "train").glob("*.jpg"))[:25]
+    video = tmp_path / "src" / "flight.mp4"
+    video.parent.mkdir()
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 10, (640, 512))
+    for f in frames:
+        writer.write(cv2.imread(str(f)))
+    writer.release()
+    out = tmp_path / "ds"
+    run_build([video], out, video_every=1.0)
+    df = read_manifest(out)
+    assert list(df["timestamp_s"]) == [0.0, 1.0, 2.0]  # 25 frames at 10 fps: t = 0, 1, 2 s
+    assert set(df["origin_kind"]) == {"video_frame"}
+    assert df["origin"].iloc[1].endswith("flight.mp4@1.000s")
+    assert (df["status"] == "kept").all()
+    assert (df["width"] == 640).all() and (df["height"] == 512).all()
+    # the first frame is the first HIT-UAV image, through a lossy codec
+    first = stored_gray(out, df["path"].iloc[0]).astype(int)
+    ref = cv2.imread(str(frames[0]), cv2.IMREAD_GRAYSCALE).astype(int)
+    assert np.abs(first - ref).mean() < 6
+
+
+def test_16bit_and_float_tiff_use_percentile_agc(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    rng = np.random.default_rng(0)
+    raw = (rng.normal(30000, 800, (64, 80))).clip(0, 65535).astype(np.uint16)
+    Image.fromarray(raw).save(src / "radiometric.tif")
+    temps = rng.normal(295.0, 3.0, (48, 48)).astype(np.float32)
+    Image.fromarray(temps, mode="F").save(src / "kelvin.tif")
+    out = tmp_path / "ds"
+    run_build([src], out, agc_percentiles=(2.0, 98.0))
+    df = read_manifest(out).set_index("item_key")
+    r16 = df.loc["src:radiometric.tif"]
+    assert r16["bit_depth"] == 16 and r16["normalization"].startswith("agc(p2=")
+    lo, hi = np.percentile(raw.astype(float), [2, 98])
+    expected = np.clip(np.rint((raw - lo) * 255.0 / (hi - lo)), 0, 255).astype(np.uint8)
+    assert np.array_equal(stored_gray(out, r16["path"]), expected)
+    rf = df.loc["src:kelvin.tif"]
+    assert rf["orig_mode"] == "F" and rf["status"] == "kept"
+    g = stored_gray(out, rf["path"])
+    assert g.min() == 0 and g.max() == 255  # the 2nd..98th percentile span fills the 8-bit range
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height but carries almost no data (a decompression bomb)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 100)) + chunk(b"IEND", b"")
+
+
+def test_bad_input_is_recorded_with_reasons_never_crashes(hituav_dir, sirst_dir, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    jpg = next((hituav_dir / "val").glob("*.jpg")).read_bytes()
+    png = next((sirst_dir / "images").glob("*.png")).read_bytes()
+    (src / "zero.png").write_bytes(b"")
+    (src / "trunc.png").write_bytes(png[: len(png) // 2])
+    (src / "trunc.jpg").write_bytes(jpg[: len(jpg) // 3])
+    (src / "text.jpg").write_text("hello, I am not a JPEG\n")
+    (src / "badheader.png").write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(200))
+    (src / "bomb.png").write_bytes(_png_header_only(30000, 30000))  # 900 M pixels claimed
+    (src / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(4000))
+    Image.fromarray(np.full((12, 15), 100, np.uint8)).save(src / "tiny.png")
+    Image.fromarray(np.full((10, 400), 100, np.uint8)).save(src / "thin_strip.png")  # height < 20 only: kept
+    pano = np.tile(np.linspace(0, 255, 6912, dtype=np.uint8), (1024, 1))
+    Image.fromarray(pano).save(src / "panorama.png")  # the paper's largest image size
+    (src / "README.txt").write_text("not an input")
+    out = tmp_path / "ds"
+    summary = run_build([src], out)
+    df = read_manifest(out)
+    assert reason_of(df, "zero.png").startswith("corrupt | empty")
+    assert reason_of(df, "trunc.png").startswith("corrupt")
+    assert reason_of(df, "trunc.jpg").startswith("corrupt")
+    assert reason_of(df, "text.jpg").startswith("unsupported")
+    assert reason_of(df, "badheader.png").startswith("corrupt")
+    assert reason_of(df, "bomb.png").startswith("decompression_bomb")
+    assert reason_of(df, "broken.mp4").startswith("video_unreadable")
+    assert reason_of(df, "tiny.png").startswith("too_small")
+    kept = set(df.loc[df["status"] == "kept", "item_key"])
+    assert kept == {"src:thin_strip.png", "src:panorama.png"}
+    pano_row = df[df["item_key"] == "src:panorama.png"].iloc[0]
+    assert (pano_row["width"], pano_row["height"]) == (6912, 1024)
+    assert summary.skipped_files == 1  # README.txt is not an input
+
+
+def test_min_side_and_max_pixels_options(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    Image.fromarray(np.full((10, 400), 100, np.uint8)).save(src / "strip.png")
+    Image.fromarray(np.full((300, 300), 100, np.uint8)).save(src / "square.png")
+    out = tmp_path / "ds"
+    run_build([src], out, min_side=16, max_pixels=50_000)
+    df = read_manifest(out)
+    assert reason_of(df, "strip.png").startswith("too_small | shorter side 10")
+    assert reason_of(df, "square.png").startswith("decompression_bomb")
+
+
+def _tar_add(tf: tarfile.TarFile, name: str, data: bytes = b"", **attrs) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    for k, v in attrs.items():
+        setattr(info, k, v)
+    tf.addfile(info, io.BytesIO(data) if data else None)
+
+
+def test_hostile_archives_never_write_outside_and_bombs_are_bounded(sirst_dir, tmp_path):
+    imgs = sorted((sirst_dir / "images").glob("*.png"))[:3]
+    blobs = [p.read_bytes() for p in imgs]
+    work = tmp_path / "work"
+    src = work / "src"
+    src.mkdir(parents=True)
+    with zipfile.ZipFile(src / "evil.zip", "w") as zf:
+        zf.writestr("ok/a.png", blobs[0])
+        zf.writestr("../../escape.png", blobs[1])
+        zf.writestr("/abs/escape.png", blobs[1])
+        link = zipfile.ZipInfo("link.png")
+        link.external_attr = (0o120777 << 16)
+        zf.writestr(link, "/etc/passwd")
+    with tarfile.open(src / "evil.tar.gz", "w:gz") as tf:
+        _tar_add(tf, "good/b.png", blobs[1])
+        _tar_add(tf, "../escape2.png", blobs[2])
+        _tar_add(tf, "sym.png", type=tarfile.SYMTYPE, linkname="/etc/passwd")
+        _tar_add(tf, "hard.png", type=tarfile.LNKTYPE, linkname="good/b.png")
+        _tar_add(tf, "dev/null", type=tarfile.CHRTYPE, devmajor=1, devminor=3)
+    with zipfile.ZipFile(src / "bomb.zip", "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("c.png", blobs[2])
+        zf.writestr("huge.png", b"\x00" * (8 << 20))  # 8 MB of zeros, compresses to a few KB
+        zf.writestr("after.png", blobs[0])
+    with tarfile.open(src / "broken.tar.xz", "w:xz") as tf:
+        _tar_add(tf, "x.png", blobs[0])
+    data = (src / "broken.tar.xz").read_bytes()
+    (src / "broken.tar.xz").write_bytes(data[: len(data) // 2])
+    before = sorted(p.name for p in tmp_path.iterdir())
+    out = work / "ds"
+    run_build([src], out, max_archive_bytes=1 << 20)
+    df = read_manifest(out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert not list(tmp_path.rglob("escape*.png"))
+    assert reason_of(df, "evil.zip!../../escape.png").startswith("unsafe_archive_member")
+    assert reason_of(df, "evil.zip!/abs/escape.png").startswith("unsafe_archive_member")
+    assert reason_of(df, "evil.zip!link.png").startswith("unsafe_archive_member | symlink")
+    assert reason_of(df, "evil.tar.gz!../escape2.png").startswith("unsafe_archive_member")
+    assert reason_of(df, "evil.tar.gz!sym.png").startswith("unsafe_archive_member | link")
+    assert reason_of(df, "evil.tar.gz!hard.png").startswith("unsafe_archive_member | link")
+    assert reason_of(df, "evil.tar.gz!dev/null").startswith("unsafe_archive_member | device")
+    assert reason_of(df, "bomb.zip!huge.png").startswith("archive_bomb")
+    assert reason_of(df, "broken.tar.xz").startswith("corrupt | archive unreadable")
+    kept = df[df["status"] == "kept"]
+    assert set(kept["item_key"]) == {"src:evil.zip!ok/a.png", "src:evil.tar.gz!good/b.png", "src:bomb.zip!c.png"}
+    assert set(kept["origin_kind"]) == {"archive_member"}
+
+
+def test_exact_duplicates_kept_once_first_by_key(sirst_dir, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    f = next(p for p in sorted((sirst_dir / "images").glob("*.png")) if Image.open(p).mode == "L")
+    (src / "b_original.png").write_bytes(f.read_bytes())
+    (src / "c_copy.png").write_bytes(f.read_bytes())
+    g = np.asarray(Image.open(f))
+    Image.fromarray(np.stack([g] * 3, -1)).save(src / "a_rgb_equal.png")  # same pixels, other encoding
+    out = tmp_path / "ds"
+    summary = run_build([src], out)
+    df = read_manifest(out).set_index("item_key")
+    assert df.loc["src:a_rgb_equal.png", "status"] == "kept"
+    anchor = df.loc["src:a_rgb_equal.png", "id"]
+    for k in ("src:b_original.png", "src:c_copy.png"):
+        assert df.loc[k, "reason"] == f"exact_duplicate:{anchor}"
+    assert summary.kept == 1 and summary.dropped == {"exact_duplicate": 2}
+
+
+def test_config_yaml_licence_filters_and_pseudocolor(sirst_dir, hituav_dir, tmp_path):
+    cfg = tmp_path / "sources.yaml"
+    cfg.write_text(
+        f"""
+sources:
+  - name: sirst
+    path: {sirst_dir / 'images'}
+    licence: research-only
+    include: ["Misc_1*.png"]
+    options: {{drop_pseudocolor: true}}
+  - name: hituav
+    path: {hituav_dir / 'val'}
+    licence: CC-BY-4.0
+    exclude: ["1_*"]
+"""
+    )
+    out = tmp_path / "ds"
+    run_build([], out, config=cfg)
+    df = read_manifest(out)
+    sirst = df[df["source"] == "sirst"]
+    assert len(sirst) and sirst["item_key"].str.match(r"sirst:Misc_1.*\.png").all()
+    assert set(sirst["licence"]) == {"research-only"}
+    pseudo = sirst[sirst["pseudocolor"]]
+    assert len(pseudo) and (pseudo["reason"] == "pseudocolor | differing colour channels").all()
+    hit = df[df["source"] == "hituav"]
+    assert len(hit) and not hit["item_key"].str.contains("hituav:1_").any()
+    assert set(hit["licence"]) == {"CC-BY-4.0"}
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    r = subprocess.run([INF30, "build", str(tmp_path / "missing"), "--out", str(tmp_path / "o")],
+                       capture_output=True, text=True)
+    assert r.returncode != 0
+    assert r.stderr.strip().startswith("error: ") and "missing" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("sources: [ {path: x")
+    r = subprocess.run([INF30, "build", "--config", str(bad), "--out", str(tmp_path / "o")], capture_output=True, text=True)
+    assert r.returncode != 0 and "Traceback" not in r.stderr and "not valid YAML" in r.stderr
+    r = subprocess.run([INF30, "build", str(tmp_path), "--shard", "3/2", "--out", str(tmp_path / "o")],
+                       capture_output=True, text=True)
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+
+
+def _snapshot(out: Path) -> tuple[pd.DataFrame, dict[str, str]]:
+    df = read_manifest(out).sort_values("item_key").reset_index(drop=True)
+    files = {p.relative_to(out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+             for p in (out / "images").rglob("*") if p.is_file()}
+    return df, files
+
+
+@pytest.fixture(scope="module")
+def mixed_src(tmp_path_factory, sirst_dir, hituav_dir) -> Path:
+    """A folder of symlinks to ~160 real images (SIRST + HIT-UAV) plus planted duplicates."""
+    src = tmp_path_factory.mktemp("mixed")
+    for p in sorted((sirst_dir / "images").glob("*"))[:100]:
+        (src / f"s_{p.name}").symlink_to(p)
+    for p in sorted((hituav_dir / "val").glob("*.jpg"))[:60]:
+        (src / f"h_{p.name}").symlink_to(p)
+    first = sorted((sirst_dir / "images").glob("*"))[0]
+    (src / "zz_dup.png").symlink_to(first)
+    return src
+
+
+def test_shards_merged_equal_a_single_build(mixed_src, tmp_path):
+    full = tmp_path / "full"
+    run_build([mixed_src], full, part_size=16)
+    shards = []
+    for k in range(3):
+        d = tmp_path / f"shard{k}"
+        run_build([mixed_src], d, shard=f"{k}/3", part_size=16)
+        shards.append(d)
+    sizes = [len(read_manifest(d)) for d in shards]
+    assert sum(sizes) == len(read_manifest(full)) and min(sizes) > 0
+    r = subprocess.run([INF30, "merge", *map(str, shards), "--out", str(tmp_path / "merged"), "--no-dedupe"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    a, fa = _snapshot(full)
+    b, fb = _snapshot(tmp_path / "merged")
+    pd.testing.assert_frame_equal(a, b)
+    assert fa == fb
+
+
+def test_killed_build_resumes_to_the_same_result(mixed_src, tmp_path):
+    """SIGKILL a real `inf30 build` process at several points; the resumed result equals a clean build."""
+    ref = tmp_path / "ref"
+    run_build([mixed_src], ref, part_size=8)
+    out = tmp_path / "killed"
+    cmd = [INF30, "build", str(mixed_src), "--out", str(out), "--workers", "1", "--part-size", "8",
+           "--no-dedupe", "--quiet"]
+    parts = out / ".work" / "parts"
+    killed_mid_run = 0
+    for stop_after in (0, 3, 9, 15):
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        while proc.poll() is None:
+            n = len(list(parts.glob("*.parquet"))) if parts.exists() else 0
+            if n >= stop_after:
+                proc.kill()
+                killed_mid_run += proc.wait() == -9
+                break
+        proc.wait()
+    assert killed_mid_run >= 3, "the build finished before it could be killed: the test proved nothing"
+    assert not (out / "manifest.parquet").exists()  # never killed after the end: no manifest yet
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    a, fa = _snapshot(ref)
+    b, fb = _snapshot(out)
+    pd.testing.assert_frame_equal(a, b)
+    assert fa == fb
+    assert not list(out.rglob(".tmp-*"))
