@@ -148,6 +148,8 @@ def _from_pil(img: Image.Image, agc_p: tuple[float, float]) -> Decoded:
         arr = np.asarray(img)
         if arr.dtype.byteorder not in ("=", "|"):
             arr = arr.astype(arr.dtype.newbyteorder("="))
+        if mode == "I" and fmt in ("PNG", "PPM", "TIFF") and arr.size and 0 <= arr.min() and arr.max() <= 65535:
+            depth = 16  # Pillow widens 16-bit PNG/PGM samples to 32-bit mode I
         gray, label = agc(arr, agc_p)
         steps.append(label)
     else:
@@ -221,6 +223,11 @@ def decode_to_gray(
         raise DecodeError("corrupt", f"invalid size {w}x{h}")
     if w * h > max_pixels:
         raise DecodeError("decompression_bomb", f"{w}x{h} = {w * h} pixels > limit {max_pixels}")
+    if img.format == "TIFF" and img.mode not in ("I", "F") and not img.mode.startswith("I;16"):
+        bits = img.tag_v2.get(258, (8,))
+        if max(bits if isinstance(bits, tuple) else (bits,)) > 8:
+            # Pillow would cut multi-channel 16-bit TIFF to 8 bits; OpenCV keeps every bit for the AGC
+            return _from_cv2(data, agc_percentiles)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -346,3 +346,42 @@ def test_killed_build_resumes_to_the_same_result(mixed_src, tmp_path):
     pd.testing.assert_frame_equal(a, b)
     assert fa == fb
     assert not list(out.rglob(".tmp-*"))
+
+
+def test_every_common_format_mode_and_exif_orientation(sirst_dir, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    g = np.asarray(Image.open(next(p for p in sorted((sirst_dir / "images").glob("*.png"))
+                                   if Image.open(p).mode == "L")))
+    Image.fromarray(g).save(src / "a.bmp")
+    Image.fromarray(g).save(src / "b.webp", lossless=True)
+    Image.fromarray(g).save(src / "c.pgm")
+    Image.fromarray(g).save(src / "d.tif")
+    cv2.imwrite(str(src / "e16.pgm"), g.astype(np.uint16) * 257)  # 16-bit PGM
+    rgb16 = np.stack([g, g, g], -1).astype(np.uint16) * 257
+    cv2.imwrite(str(src / "f_rgb16.tif"), rgb16)  # 3-channel 16-bit TIFF (Pillow cannot read it)
+    Image.fromarray(g).convert("LA").save(src / "g_la.png")
+    Image.fromarray(g).convert("RGB").convert("CMYK").save(src / "h_cmyk.jpg", quality=95)
+    pal = Image.fromarray(g).convert("P")
+    pal.info["transparency"] = 0
+    pal.save(src / "i_palette.png", transparency=0)
+    Image.fromarray(g).convert("1").save(src / "j_bilevel.png")
+    rotated = Image.fromarray(g)
+    exif = rotated.getexif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    rotated.save(src / "k_exif.jpg", exif=exif, quality=95)
+    out = tmp_path / "ds"
+    run_build([src], out)
+    df = read_manifest(out).set_index("item_key")
+    assert (df["reason"].fillna("").str.startswith(("corrupt", "unsupported")) == False).all(), df["reason"]  # noqa: E712
+    gid = pixel_id(g)
+    for lossless in ("a.bmp", "b.webp", "c.pgm", "d.tif", "g_la.png", "i_palette.png"):
+        row = df.loc[f"src:{lossless}"]
+        assert row["id"] == gid or row["reason"] == f"exact_duplicate:{gid}", lossless
+    assert df.loc["src:e16.pgm", "bit_depth"] == 16 and df.loc["src:e16.pgm", "normalization"].startswith("agc")
+    assert df.loc["src:f_rgb16.tif", "normalization"].startswith("gray_from_equal_channels+agc")
+    assert not df.loc["src:h_cmyk.jpg", "pseudocolor"]
+    assert df.loc["src:j_bilevel.png", "bit_depth"] == 1
+    k = df.loc["src:k_exif.jpg"]
+    assert (k["width"], k["height"]) == (g.shape[0], g.shape[1])  # displayed upright: sides swapped
+    assert k["normalization"].startswith("exif_transpose")
