@@ -21,8 +21,9 @@ demo: $(STAMP)
 	$(BIN)/python -m pipelines.demo --out demo-out
 
 test: $(STAMP)
+	bash scripts/ensure_chromium.sh
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --durations=15 tests
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
