@@ -174,9 +174,9 @@ def make_plan(specs: list[SourceSpec], out_dir: Path, opts: BuildOptions) -> Pla
         for inp in inputs:
             if not in_shard(inp.key, shard):
                 continue
-            common = dict(
-                source=inp.source, licence=spec.licence, video_every=every, drop_pseudocolor=drop, agc=agc_p
-            )
+            # per-file licences (a scraped URL list's licence column) override the source's
+            licence = (spec.options.get("licences") or {}).get(inp.key.split(":", 1)[1], spec.licence)
+            common = dict(source=inp.source, licence=licence, video_every=every, drop_pseudocolor=drop, agc=agc_p)
             if inp.kind != "archive":
                 singles.append(
                     WorkItem(
