@@ -1,6 +1,7 @@
 """`make demo`: the main job end to end on a small built-in sample.
 
-sample sources -> `inf30 build` (with dedupe) -> printed summary. Later stages are added here as they land.
+sample sources -> `inf30 build` (with dedupe) -> printed summary -> `inf30 report` -> a few minutes of
+`infmae_tiny` pre-training on the CPU (pipelines/pretrain.py) -> the reconstruction PNG and the report's path.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from inf30.sample import write_sample
 from inf30.sources import load_sources
 
 
-def run_demo(out: str | Path, workers: int = 0) -> dict:
+def run_demo(out: str | Path, workers: int = 0, pretrain_minutes: float = 3.0) -> dict:
     """Run the demo into ``out``; returns the paths it produced."""
     out = Path(out)
     src = out / "sources"
@@ -22,15 +23,28 @@ def run_demo(out: str | Path, workers: int = 0) -> dict:
     dataset = out / "inf30-demo"
     summary = build(load_sources([str(src)], out_dir=dataset), dataset, BuildOptions(workers=workers))
     print(f"[2] built {dataset}\n{summary.table()}")
-    return {"sources": str(src), "dataset": str(dataset)}
+    from inf30.report import ReportOptions, write_report
+
+    report = write_report(dataset, ReportOptions(progress=False))
+    print(f"[3] report: {report.html}")
+    from pipelines.pretrain import run_pretrain
+
+    run = out / "pretrain-tiny"
+    print(f"[4] pre-training infmae_tiny on the CPU for about {pretrain_minutes:g} min into {run} (re-run to resume)")
+    result = run_pretrain(dataset, run, minutes=pretrain_minutes)
+    print(f"[4] step {result['step']}/{result['total_steps']}, loss {result['loss']:.4f}; checkpoint {result['checkpoint']}")
+    print(f"reconstruction: {result['png']}\nreport: {report.html}")
+    return {"sources": str(src), "dataset": str(dataset), "report": str(report.html), "run": str(run),
+            "checkpoint": result["checkpoint"], "reconstruction": result["png"]}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", default="demo-out")
     ap.add_argument("--workers", type=int, default=0)
+    ap.add_argument("--pretrain-minutes", type=float, default=3.0, help="CPU pre-training time budget")
     args = ap.parse_args()
-    run_demo(args.out, args.workers)
+    run_demo(args.out, args.workers, args.pretrain_minutes)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# InfMAE-base pre-training throughput and model FLOP utilization on one GPU: bf16 autocast, torch.compile,
+# batch 128 at 224x224, forward + backward + AdamW (against transformers' ViTMAE-B when it is installed).
+# Runs in well under 5 minutes on an H100. Usage: bash benchmarks/gpu_pretrain.sh [extra model_throughput args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+[ -x "$PY" ] || PY=python3
+if ! "$PY" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)'; then
+  echo "gpu_pretrain.sh: no CUDA GPU visible to torch; nothing to measure (run it on a GPU machine)." >&2
+  exit 2
+fi
+"$PY" -c 'import torch; p = torch.cuda.get_device_properties(0); print(f"GPU: {p.name}, {p.total_memory / 2**30:.0f} GiB")'
+MODELS="infmae_base"
+"$PY" -c 'import transformers' 2>/dev/null && MODELS="infmae_base hf_vitmae_base"
+ARGS=(--device cuda --batch "${BATCH:-128}" --precision bf16 --warmup "${WARMUP:-3}" --steps "${STEPS:-10}" --models $MODELS)
+# torch.compile first; if compilation fails on this stack, report it and measure eager mode instead
+if ! timeout "${COMPILE_TIMEOUT:-200}" "$PY" benchmarks/model_throughput.py "${ARGS[@]}" --compile "$@"; then
+  echo "gpu_pretrain.sh: the torch.compile run failed or timed out; eager-mode figures follow" >&2
+  timeout 90 "$PY" benchmarks/model_throughput.py "${ARGS[@]}" "$@"
+fi
+
+# ----------------------------------------------------------------------------------------------------------
+# Part 2 (issue 8): the real pre-training pipeline on this GPU. First the loader alone (img/s per worker on
+# the real frames of ../shared/data), then `infmae.train.pretrain` (real frames -> DataLoader workers ->
+# InfMAE base, bf16, torch.compile) for PIPE_STEPS optimizer steps: img/s, MFU, loader stall %.
+# ----------------------------------------------------------------------------------------------------------
+DATA=${INFMAE_DATA:-../shared/data}
+if [ ! -d "$DATA/sirst" ]; then
+  echo "gpu_pretrain.sh: real frames not found at $DATA (set INFMAE_DATA); pipeline part skipped" >&2
+  exit 0
+fi
+NW=$(( $(nproc) - 2 )); [ "$NW" -lt 1 ] && NW=1
+echo "== data pipeline alone (img/s per worker) beside the model's img/s =="
+timeout 240 "$PY" benchmarks/dataloader_throughput.py --data "$DATA" --workers "1,4,$NW" --seconds 5 \
+  --models infmae_base --model-batch "${BATCH:-128}" --model-steps 10 || echo "gpu_pretrain.sh: loader benchmark failed" >&2
+echo "== real pipeline: infmae pretrain for ${PIPE_STEPS:-300} steps (batch ${BATCH:-128}, $NW workers) =="
+PIPE=(--data "$DATA" --pipeline-steps "${PIPE_STEPS:-300}" --pipeline-preset infmae_base --size 224
+      --batch "${BATCH:-128}" --workers "$NW" --precision bf16)
+if ! timeout "${COMPILE_TIMEOUT:-300}" "$PY" benchmarks/dataloader_throughput.py "${PIPE[@]}" --compile; then
+  echo "gpu_pretrain.sh: the compiled pipeline run failed or timed out; eager-mode figures follow" >&2
+  timeout 240 "$PY" benchmarks/dataloader_throughput.py "${PIPE[@]}"
+fi
