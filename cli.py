@@ -216,6 +216,42 @@ def scrape_cmd(
 
 
 # --- inf30 dedupe (issue 4) ---
+@inf30_app.command("dedupe")
+def dedupe_cmd(
+    dataset: Annotated[Path, typer.Argument(help="A built dataset folder (with manifest.parquet).")],
+    hashes: Annotated[str, typer.Option(help="Stage 2 hashes, comma-separated (phash,dhash,whash,ahash).")] = "phash",
+    hash_threshold: Annotated[int, typer.Option(help="Stage 2: max Hamming distance per 64-bit hash.")] = 8,
+    scene: Annotated[bool, typer.Option("--scene/--no-scene", help="Run stage 3 (scene-level, ORB + RANSAC).")] = True,
+    min_inliers: Annotated[int, typer.Option(help="Stage 3: RANSAC inliers to call a pair the same scene.")] = 20,
+    neighbors: Annotated[int, typer.Option(help="Stage 3: candidates verified per image.")] = 40,
+    order: Annotated[str, typer.Option(help="Anchor order keys, descending, comma-separated (size,entropy).")] = "size,entropy",
+    workers: Annotated[int, typer.Option(help="Processes (0 = all cores); never changes the result.")] = 0,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Drop near-copies (perceptual hash) and scene-level near-duplicates (local features), keeping one
+    anchor per group; writes DATASET/dedupe/groups.parquet and groups.png. Safe to re-run.
+
+    Example: inf30 dedupe inf30 --hash-threshold 6 --min-inliers 25
+    """
+    from dataclasses import replace
+
+    from inf30.dedupe import DedupeOptions, dedupe_dataset
+    from inf30.scene import SceneParams
+
+    if min_inliers < 4:
+        fail(f"--min-inliers must be at least 4, got {min_inliers}")
+    opts = DedupeOptions(
+        hashes=tuple(h.strip() for h in hashes.split(",") if h.strip()),
+        hash_threshold=hash_threshold,
+        scene=scene,
+        scene_params=replace(SceneParams(), min_inliers=min_inliers),
+        neighbors=neighbors,
+        order=tuple(k.strip() for k in order.split(",") if k.strip()),
+        workers=workers,
+    )
+    summary = _guard(dedupe_dataset, dataset, opts, progress=not quiet)
+    typer.echo(summary.table())
+
 
 # --- inf30 entropy / report (issue 5) ---
 @inf30_app.command("entropy")
@@ -326,6 +362,7 @@ def pretrain_cmd(
     precision: Annotated[str, typer.Option(help="auto (bf16 on GPU, fp32 on CPU), bf16, fp16 or fp32.")] = "auto",
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model.")] = False,
     workers: Annotated[int, typer.Option(help="DataLoader worker processes per training process.")] = 8,
+    threads: Annotated[int, typer.Option(help="Torch CPU threads per process (0 = torch's default).")] = 0,
     device: Annotated[str, typer.Option(help="auto, cuda or cpu.")] = "auto",
     nproc: Annotated[int, typer.Option(help="Processes per node (0 = number of GPUs, 1 on CPU).")] = 0,
     nnodes: Annotated[int, typer.Option(help="Number of nodes.")] = 1,
@@ -352,7 +389,7 @@ def pretrain_cmd(
     cfg = PretrainConfig(
         data=data, out=str(out), preset=preset, epochs=epochs, warmup_epochs=warmup_epochs, batch=batch, blr=blr,
         lr=lr, weight_decay=weight_decay, accum=accum, input_size=input_size, mask_stride=mask_stride,
-        norm_pix_loss=norm_pix_loss, precision=precision, compile=compile, workers=workers, device=device,
+        norm_pix_loss=norm_pix_loss, precision=precision, compile=compile, workers=workers, threads=threads, device=device,
         nproc=nproc, nnodes=nnodes, node_rank=node_rank, master_addr=master_addr, master_port=master_port,
         seed=seed, save_every=save_every, latest_every=latest_every, vis_every=vis_every, log_every=log_every,
         max_steps=max_steps, max_minutes=max_minutes, deterministic=deterministic, progress=not quiet,

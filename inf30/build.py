@@ -453,6 +453,15 @@ def _locked(out_dir: Path):
         yield
 
 
+def _pool_context():
+    """Worker processes come from a fork server: a clean process that imported the build's modules once,
+    so workers start fast and never inherit the threads (faiss, torch) of a long-lived caller, which can
+    deadlock a plain fork."""
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["inf30.build"])
+    return ctx
+
+
 def mark_exact_duplicates(df: pd.DataFrame) -> pd.DataFrame:
     """Among kept rows (in item_key order) keep the first of each id; the others become
     ``exact_duplicate:<id>``. Returns the frame sorted by item_key."""
@@ -516,7 +525,7 @@ def build(specs: list[SourceSpec], out_dir: str | Path, opts: BuildOptions | Non
                 for job in jobs:
                     commit(*process_part(job))
             else:
-                with mp.get_context("fork").Pool(min(workers, len(jobs))) as pool:
+                with _pool_context().Pool(min(workers, len(jobs))) as pool:
                     for name, rows in pool.imap_unordered(process_part, jobs):
                         commit(name, rows)
         finally:

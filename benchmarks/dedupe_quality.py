@@ -1,0 +1,336 @@
+"""Dedupe quality on real infrared pairs with known ground truth (issue 4).
+
+Collection: every SIRST and HIT-UAV image of ``../shared/data`` plus one synthetic variant of each (crop of
+60-90 % of the area, zoom-crop resized back, shift, rotation by 2-8 degrees, AGC/gamma/brightness change,
+Gaussian noise, JPEG re-encode, or a combination), drawn with a fixed seed.
+
+Labelled pairs:
+- positive: an image and its variant; two variants/images of one original; two HIT-UAV frames of one
+  sequence (same DAYNIGHT_ALTITUDE_ANGLE_X prefix) whose frame numbers are at most 5 apart (video frames of a
+  flying drone; ``--sheet`` writes a contact sheet of a sample of them for the visual check).
+- negative: images derived from different SIRST images; SIRST vs HIT-UAV; HIT-UAV frames of different
+  day/night flights or more than 500 frames apart.
+- everything else (same flight, 6 to 500 frames apart; variants of neighbouring frames) is unlabelled and
+  not counted: those may or may not show the same scene.
+
+It runs our stage 2 alone, stages 2+3 (the same code as ``inf30 dedupe``: faiss candidates + verification
+over the whole collection, not only over labelled pairs) and imagededup's PHash at its best threshold, and
+prints precision / recall on the same pairs.
+
+    .venv/bin/python benchmarks/dedupe_quality.py [--data ../shared/data] [--sheet /tmp/positives.png]
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from inf30.dedupe import DedupeOptions, find_edges, hex_to_codes  # noqa: E402
+from inf30.hashing import compute_hashes  # noqa: E402
+from inf30.scene import extract_features  # noqa: E402
+
+HIT_RE = re.compile(r"^(\d)_(\d+)_(\d+)_(\d+)_(\d+)$")
+AUGS = ("crop", "zoom", "shift", "rotate", "agc", "noise", "jpeg", "combo")
+
+
+def load_gray(path: Path) -> np.ndarray:
+    """Any image -> 8-bit gray (H, W) like the build's normalization (luminance for colour)."""
+    return np.asarray(Image.open(path).convert("L"))
+
+
+def augment(img: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
+    """One synthetic near-duplicate of an 8-bit gray image (H, W)."""
+    h, w = img.shape
+    if kind in ("crop", "zoom", "combo"):
+        area = rng.uniform(0.6, 0.9)
+        aspect = rng.uniform(0.85, 1.15)
+        ch = int(round(h * np.sqrt(area) * aspect ** 0.5))
+        cw = int(round(w * np.sqrt(area) / aspect ** 0.5))
+        ch, cw = min(ch, h), min(cw, w)
+        y, x = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
+        out = img[y : y + ch, x : x + cw]
+        if kind == "zoom":
+            out = cv2.resize(out, (w, h), interpolation=cv2.INTER_LINEAR)
+        if kind == "combo":
+            out = augment(augment(out, "agc", rng), "jpeg", rng)
+        return np.ascontiguousarray(out)
+    if kind == "shift":
+        dx, dy = rng.uniform(-0.12, 0.12) * w, rng.uniform(-0.12, 0.12) * h
+        m = np.float32([[1, 0, dx], [0, 1, dy]])
+        return cv2.warpAffine(img, m, (w, h), borderMode=cv2.BORDER_REFLECT)
+    if kind == "rotate":
+        ang = rng.uniform(2, 8) * rng.choice([-1, 1])
+        m = cv2.getRotationMatrix2D((w / 2, h / 2), ang, 1.08)
+        return cv2.warpAffine(img, m, (w, h), borderMode=cv2.BORDER_REFLECT)
+    if kind == "agc":
+        x = img.astype(np.float32) / 255.0
+        gamma = rng.uniform(0.6, 1.6)
+        gain, bias = rng.uniform(0.75, 1.25), rng.uniform(-0.12, 0.12)
+        return np.clip((x**gamma * gain + bias) * 255, 0, 255).astype(np.uint8)
+    if kind == "noise":
+        sigma = rng.uniform(3, 8)
+        return np.clip(img + rng.normal(0, sigma, img.shape), 0, 255).astype(np.uint8)
+    if kind == "jpeg":
+        q = int(rng.integers(30, 71))
+        ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, q])
+        return cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE)
+    raise ValueError(kind)
+
+
+def build_collection(data: Path, seed: int = 0) -> tuple[list[np.ndarray], list[dict]]:
+    """Images (gray arrays) and their labels: dict(src, base, hit=(daynight, prefix, frame) or None, aug)."""
+    rng = np.random.default_rng(seed)
+    files = sorted((data / "sirst" / "images").glob("*.png"))
+    files += sorted((data / "hit-uav" / "train").glob("*.jpg")) + sorted((data / "hit-uav" / "val").glob("*.jpg"))
+    images, labels = [], []
+    for n, f in enumerate(tqdm(files, desc="load + augment", unit="img")):
+        img = load_gray(f)
+        m = HIT_RE.match(f.stem)
+        hit = (m.group(1), "_".join(m.groups()[:4]), int(m.group(5))) if m else None
+        base = f"{'hit' if hit else 'sirst'}:{f.stem}"
+        images.append(img)
+        labels.append({"base": base, "hit": hit, "aug": "orig", "name": f.stem})
+        kind = AUGS[n % len(AUGS)]
+        images.append(augment(img, kind, rng))
+        labels.append({"base": base, "hit": hit, "aug": kind, "name": f"{f.stem}~{kind}"})
+    return images, labels
+
+
+UNLABELLED: set[tuple[int, int]] = set()  # video pairs without overlap (filled by main)
+
+
+def pair_label(a: dict, b: dict) -> int:
+    """1 positive, 0 negative, -1 unlabelled (see module docstring)."""
+    if a["base"] == b["base"]:
+        return 1
+    ha, hb = a["hit"], b["hit"]
+    if ha is None or hb is None:
+        return 0
+    if ha[0] != hb[0] or abs(ha[2] - hb[2]) > 500:
+        return 0
+    if a["aug"] == "orig" and b["aug"] == "orig" and ha[1] == hb[1] and abs(ha[2] - hb[2]) <= 5:
+        return 1
+    return -1
+
+
+def sift_overlap(images: list[np.ndarray], pairs: list[tuple[int, int]], min_inliers: int = 15) -> np.ndarray:
+    """Independent overlap oracle for video-frame pairs: full-resolution SIFT, ratio test, RANSAC homography
+    (not the ORB/similarity pipeline under test). Returns (P,) bool."""
+    sift = cv2.SIFT_create(nfeatures=2000)
+    feats: dict[int, tuple] = {}
+    for i in tqdm(sorted({k for p in pairs for k in p}), desc="SIFT overlap oracle"):
+        kp, d = sift.detectAndCompute(images[i], None)
+        feats[i] = (np.float32([k.pt for k in kp]), d)
+    bf = cv2.BFMatcher(cv2.NORM_L2)
+    out = []
+    for i, j in pairs:
+        (pa, da), (pb, db) = feats[i], feats[j]
+        if da is None or db is None or len(da) < 8 or len(db) < 8:
+            out.append(False)
+            continue
+        good = [m[0] for m in bf.knnMatch(da, db, k=2) if len(m) == 2 and m[0].distance < 0.75 * m[1].distance]
+        if len(good) < 8:
+            out.append(False)
+            continue
+        cv2.setRNGSeed(0)
+        _, mask = cv2.findHomography(pa[[m.queryIdx for m in good]], pb[[m.trainIdx for m in good]], cv2.RANSAC, 5.0)
+        out.append(mask is not None and int(mask.sum()) >= min_inliers)
+    return np.array(out, bool)
+
+
+def labelled_pairs(labels: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+    """All positive pairs (P, 2) and the count of negative pairs (among all pairs of the collection)."""
+    n = len(labels)
+    pos = []
+    neg = 0
+    for i in range(n):
+        for j in range(i + 1, n):
+            lab = pair_label(labels[i], labels[j])
+            if lab == 1:
+                pos.append((i, j))
+            elif lab == 0:
+                neg += 1
+    return np.array(pos, np.int64).reshape(-1, 2), neg
+
+
+def score(pred: set[tuple[int, int]], labels: list[dict], positives: np.ndarray) -> tuple[float, float, int, int, list]:
+    """Precision and recall of predicted pairs on the labelled pairs; also TP, FP counts and the FPs."""
+    pos = {(int(i), int(j)) for i, j in positives}
+    tp = len(pred & pos)
+    fps = [(i, j) for i, j in pred if (i, j) not in pos and pair_label(labels[i], labels[j]) == 0]
+    fp = len(fps)
+    prec = tp / (tp + fp) if tp + fp else 1.0
+    rec = tp / len(pos) if pos else 1.0
+    return prec, rec, tp, fp, fps
+
+
+def imagededup_phash(images: list[np.ndarray]) -> np.ndarray:
+    """imagededup PHash codes (N, 8) uint8 of the same arrays."""
+    from imagededup.methods import PHash
+
+    ph = PHash(verbose=False)
+    hexes = [ph.encode_image(image_array=np.stack([im] * 3, axis=-1)) for im in tqdm(images, desc="imagededup phash")]
+    return hex_to_codes([hexes])[0]
+
+
+def hamming_matrix_pairs(codes: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+    x = np.unpackbits(codes[pairs[:, 0]] ^ codes[pairs[:, 1]], axis=1)
+    return x.sum(1)
+
+
+def best_threshold(codes: np.ndarray, labels: list[dict], positives: np.ndarray) -> list[tuple[int, float, float]]:
+    """(threshold, precision, recall) of a hash on all labelled pairs for thresholds 0..32."""
+    n = len(codes)
+    bits = np.unpackbits(codes, axis=1).astype(np.float32)
+    # all-pairs Hamming distances (N^2/2 for a couple of thousand images is fine)
+    dist = (bits @ (1 - bits).T + (1 - bits) @ bits.T).astype(np.int32)
+    lab = np.full((n, n), -1, np.int8)
+    for i in range(n):
+        for j in range(i + 1, n):
+            lab[i, j] = -1 if (i, j) in UNLABELLED else pair_label(labels[i], labels[j])
+    iu = np.triu_indices(n, 1)
+    d, y = dist[iu], lab[iu]
+    out = []
+    npos = int((y == 1).sum())
+    for t in range(0, 33):
+        tp = int(((d <= t) & (y == 1)).sum())
+        fp = int(((d <= t) & (y == 0)).sum())
+        out.append((t, tp / (tp + fp) if tp + fp else 1.0, tp / npos))
+    return out
+
+
+def positives_sheet(images: list[np.ndarray], pairs: np.ndarray, path: Path, n: int = 24, seed: int = 1) -> None:
+    """Side-by-side thumbnails of a random sample of pairs (P, 2) (for the visual check)."""
+    pairs = np.asarray(pairs).reshape(-1, 2)
+    if not len(pairs):
+        return
+    rng = np.random.default_rng(seed)
+    sel = pairs[rng.choice(len(pairs), min(n, len(pairs)), replace=False)]
+    rows = []
+    for i, j in sel:
+        a = cv2.resize(images[i], (240, 192), interpolation=cv2.INTER_AREA)
+        b = cv2.resize(images[j], (240, 192), interpolation=cv2.INTER_AREA)
+        rows.append(np.hstack([a, np.full((192, 4), 255, np.uint8), b]))
+    cols = 3
+    while len(rows) % cols:
+        rows.append(np.zeros_like(rows[0]))
+    grid = np.vstack([np.hstack([np.pad(r, 4) for r in rows[k : k + cols]]) for k in range(0, len(rows), cols)])
+    cv2.imwrite(str(path), grid)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--workers", type=int, default=0)
+    ap.add_argument("--neighbors", type=int, default=DedupeOptions().neighbors, help="stage 3 candidates per image")
+    ap.add_argument("--sheet", type=Path, default=None, help="write a contact sheet of sample video positives")
+    ap.add_argument("--show-errors", type=int, default=10)
+    ap.add_argument("--no-overlap-oracle", dest="overlap_oracle", action="store_false",
+                    help="count every video pair <= 5 frames apart as positive, overlapping or not")
+    ap.add_argument("--errors-sheet", type=Path, default=None, help="contact sheets of false positives / misses")
+    args = ap.parse_args()
+
+    images, labels = build_collection(args.data, args.seed)
+    positives, nneg = labelled_pairs(labels)
+    is_video = np.array([labels[i]["base"] != labels[j]["base"] for i, j in positives])
+    video_all = positives[is_video]
+    n_no_overlap = 0
+    if args.overlap_oracle:
+        ok = sift_overlap(images, [tuple(p) for p in video_all])
+        n_no_overlap = int((~ok).sum())
+        drop = {tuple(p) for p in video_all[~ok]}
+        UNLABELLED.update(drop)
+        positives = np.array([p for p in positives if tuple(p) not in drop]).reshape(-1, 2)
+    video = np.array([(i, j) for i, j in positives if labels[i]["base"] != labels[j]["base"]]).reshape(-1, 2)
+    print(f"collection: {len(images)} images; labelled pairs: {len(positives)} positive "
+          f"({len(video)} overlapping video-frame pairs, {len(positives) - len(video)} synthetic), {nneg} negative; "
+          f"{n_no_overlap} of {len(video_all)} video pairs <= 5 frames apart fail the SIFT overlap oracle (unlabelled)")
+    if args.sheet:
+        positives_sheet(images, video, args.sheet)
+        print(f"wrote {args.sheet}")
+
+    opts = DedupeOptions(workers=args.workers, neighbors=args.neighbors)
+    t = time.perf_counter()
+    hexes = [compute_hashes(im, opts.hashes)["phash"] for im in tqdm(images, desc="our phash")]
+    codes, valid = hex_to_codes([hexes])
+    t_hash = time.perf_counter() - t
+    t = time.perf_counter()
+    feats = [extract_features(im, opts.scene_params) for im in tqdm(images, desc="scene features")]
+    t_feat = time.perf_counter() - t
+    names = [lab["name"] for lab in labels]
+
+    e2 = find_edges(codes, valid, None, opts, names)
+    t = time.perf_counter()
+    e23 = find_edges(codes, valid, feats, opts, names, progress=True)
+    t_edges = time.perf_counter() - t
+    p2 = set(zip(e2["i"].astype(int), e2["j"].astype(int), strict=True))
+    p23 = set(zip(e23["i"].astype(int), e23["j"].astype(int), strict=True))
+
+    print(f"\nour phash {t_hash:.1f}s, scene features {t_feat:.1f}s ({len(images) / t_feat:.0f} img/s), "
+          f"candidates + verification {t_edges:.1f}s (machine shared with other work)")
+    print(f"\n{'method':<44} {'precision':>9} {'recall':>7} {'TP':>6} {'FP':>5}")
+    rows = []
+    for name, pred in (
+        (f"stage 2 alone (pHash, Hamming <= {opts.hash_threshold})", p2),
+        ("stages 2+3 (pHash + ORB/BoW candidates + RANSAC)", p23),
+    ):
+        prec, rec, tp, fp, fps = score(pred, labels, positives)
+        rows.append((name, prec, rec, tp, fp, fps))
+        print(f"{name:<44} {prec:9.3f} {rec:7.3f} {tp:6d} {fp:5d}")
+    idd = imagededup_phash(images)
+    curve = best_threshold(idd, labels, positives)
+    f1 = max(curve, key=lambda r: 2 * r[1] * r[2] / (r[1] + r[2]) if r[1] + r[2] else 0)
+    hp = [r for r in curve if r[1] >= 0.98]
+    at98 = max(hp, key=lambda r: r[2]) if hp else (None, 0.0, 0.0)
+    print(f"{'imagededup PHash, best-F1 threshold ' + str(f1[0]):<44} {f1[1]:9.3f} {f1[2]:7.3f}")
+    print(f"{'imagededup PHash, max recall at prec>=0.98 (t=' + str(at98[0]) + ')':<44} {at98[1]:9.3f} {at98[2]:7.3f}")
+
+    # recall per positive type, stages 2+3
+    print("\nrecall of stages 2+3 by positive type:")
+    kinds: dict[str, list[int]] = {}
+    for i, j in positives:
+        a, b = labels[i], labels[j]
+        k = "video frames (<=5 apart)" if a["base"] != b["base"] else (b["aug"] if a["aug"] == "orig" else a["aug"])
+        kinds.setdefault(k, []).append(int((int(i), int(j)) in p23))
+    for k, v in sorted(kinds.items()):
+        print(f"  {k:<26} {np.mean(v):.3f}  ({sum(v)}/{len(v)})")
+    fps = rows[1][5]
+    if args.overlap_oracle and fps:
+        # adjudicate the "false positives" with the independent SIFT oracle: different SIRST images or HIT-UAV
+        # flights can show one scene (SIRST holds sequences; flights revisit the same place)
+        same = sift_overlap(images, fps, min_inliers=25)
+        tp, fp = rows[1][3], len(fps) - int(same.sum())
+        print(f"{'stages 2+3, FPs adjudicated by SIFT oracle':<44} {tp / (tp + fp):9.3f} {rows[1][2]:7.3f} {tp:6d} {fp:5d}"
+              f"   ({int(same.sum())} of {len(fps)} reported FPs overlap per SIFT: same scene, mislabelled)")
+        fps = [p for p, s in zip(fps, same, strict=True) if not s] + [p for p, s in zip(fps, same, strict=True) if s]
+    if fps and args.show_errors:
+        print("\nfalse positives (first few):")
+        for i, j in fps[: args.show_errors]:
+            ev = e23[(e23["i"] == i) & (e23["j"] == j)]["evidence"].tolist()
+            print(f"  {labels[i]['name']}  {labels[j]['name']}  {ev}")
+    missed = [(int(i), int(j)) for i, j in positives if (int(i), int(j)) not in p23]
+    if args.errors_sheet:
+        positives_sheet(images, np.array(fps), args.errors_sheet.with_suffix(".fp.png"))
+        vmiss = [(i, j) for i, j in missed if labels[i]["base"] != labels[j]["base"]]
+        positives_sheet(images, np.array(vmiss), args.errors_sheet.with_suffix(".missed.png"))
+        print(f"wrote {args.errors_sheet.with_suffix('.fp.png')} and .missed.png")
+    if missed and args.show_errors:
+        print("\nmissed positives (first few):")
+        for i, j in missed[: args.show_errors]:
+            print(f"  {labels[i]['name']}  {labels[j]['name']}  kp={len(feats[i].xy)},{len(feats[j].xy)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,161 @@
+"""Dedupe speed and scale (issue 4).
+
+1. Hashing: our ``compute_hashes`` (pHash) vs imagededup's PHash on the same real files in the same run,
+   end to end from the file (decode + hash) and hash-only from already decoded arrays (the build's case: it
+   hashes in its single decode pass). Prints images/s and the ratio, and the mean bit difference to
+   imagehash's pHash.
+2. Scene features (ORB on the working copy) in images/s on one core, on the 640x512 HIT-UAV frames.
+3. Neighbour search at 10 K, 100 K and 1 M synthetic items: stage 2 range search over 64-bit hashes (faiss
+   binary index) and stage 3 k-NN candidates over 256-d bag-of-words descriptors (faiss), with planted
+   near-duplicates whose recovery is printed, wall time and peak memory.
+
+    .venv/bin/python benchmarks/dedupe_scale.py [--sizes 10000,100000,1000000] [--skip-search]
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import imagehash
+import numpy as np
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from inf30.dedupe import candidate_pairs, near_copy_pairs  # noqa: E402
+from inf30.hashing import compute_hashes  # noqa: E402
+from inf30.scene import SceneParams, extract_features  # noqa: E402
+
+
+def peak_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+
+
+def bench_hashing(data: Path, repeats: int = 2) -> None:
+    from imagededup.methods import PHash
+
+    files = sorted((data / "hit-uav" / "val").glob("*.jpg")) + sorted((data / "sirst" / "images").glob("*.png"))
+    ph = PHash(verbose=False)
+    cv2.setNumThreads(1)
+
+    def ours_file() -> None:
+        for f in files:
+            compute_hashes(cv2.imread(str(f), cv2.IMREAD_GRAYSCALE))
+
+    def theirs_file() -> None:
+        for f in files:
+            ph.encode_image(image_file=str(f))
+
+    arrays = [cv2.imread(str(f), cv2.IMREAD_GRAYSCALE) for f in files]
+
+    def ours_array() -> None:
+        for a in arrays:
+            compute_hashes(a)
+
+    def theirs_array() -> None:
+        for a in arrays:
+            ph.encode_image(image_array=a)
+
+    res = {}
+    for name, fn in (("ours_file", ours_file), ("imagededup_file", theirs_file),
+                     ("ours_array", ours_array), ("imagededup_array", theirs_array)):
+        best = min(_timed(fn) for _ in range(repeats))
+        res[name] = len(files) / best
+    print(f"hashing {len(files)} real files (HIT-UAV val 640x512 JPEG + SIRST PNG), one process, best of {repeats}:")
+    print(f"  file -> pHash : ours {res['ours_file']:7.0f} img/s, imagededup PHash {res['imagededup_file']:7.0f} img/s, "
+          f"ratio {res['ours_file'] / res['imagededup_file']:.1f}x")
+    print(f"  array -> pHash: ours {res['ours_array']:7.0f} img/s, imagededup PHash {res['imagededup_array']:7.0f} img/s, "
+          f"ratio {res['ours_array'] / res['imagededup_array']:.1f}x")
+    diff = [bin(int(compute_hashes(a)["phash"], 16) ^ int(str(imagehash.phash(Image.fromarray(a))), 16)).count("1")
+            for a in arrays]
+    print(f"  our pHash vs imagehash.phash: mean {np.mean(diff):.2f} bits differ of 64 (max {max(diff)})")
+
+
+def _timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def bench_features(data: Path) -> None:
+    cv2.setNumThreads(1)
+    files = sorted((data / "hit-uav" / "val").glob("*.jpg"))[:200]
+    arrays = [cv2.imread(str(f), cv2.IMREAD_GRAYSCALE) for f in files]
+    p = SceneParams()
+    t_feat = _timed(lambda: [extract_features(a, p) for a in arrays])
+    t_all = _timed(lambda: [extract_features(cv2.imread(str(f), cv2.IMREAD_GRAYSCALE), p) for f in files])
+    print(f"scene features on {len(files)} HIT-UAV 640x512 frames, one process: {len(files) / t_feat:.0f} img/s "
+          f"(from decoded arrays), {len(files) / t_all:.0f} img/s including JPEG decode")
+
+
+def synthetic(n: int, rng: np.random.Generator, dim: int = 256) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """n hash codes (n, 8) uint8 and n descriptors (n, dim) float32 (L2-normalized, clustered like BoW
+    histograms); items [0, n/100) have a planted near-duplicate at index i + n/2. Returns codes, desc, planted
+    pairs (P, 2)."""
+    codes = rng.integers(0, 256, (n, 8), dtype=np.uint8)
+    centres = np.abs(rng.standard_normal((1000, dim), dtype=np.float32))
+    desc = centres[rng.integers(0, 1000, n)]
+    for s in range(0, n, 65536):  # float32 in chunks: keep the benchmark's own memory small
+        desc[s : s + 65536] += 0.8 * np.abs(rng.standard_normal((min(65536, n - s), dim), dtype=np.float32))
+    p = n // 100
+    src = np.arange(p)
+    dst = src + n // 2
+    flip = np.packbits((rng.random((p, 64)) < 0.05), axis=1)
+    codes[dst] = codes[src] ^ flip
+    desc[dst] = desc[src] + 0.15 * np.abs(rng.standard_normal((p, dim), dtype=np.float32))
+    desc /= np.linalg.norm(desc, axis=1, keepdims=True)
+    return codes, desc, np.stack([src, dst], 1)
+
+
+def found(pairs, planted: np.ndarray, n: int) -> float:
+    """Share of planted pairs (P, 2) present in a pairs DataFrame (columns i < j)."""
+    keys = pairs["i"].to_numpy(np.int64) * n + pairs["j"].to_numpy(np.int64)
+    return float(np.isin(planted[:, 0].astype(np.int64) * n + planted[:, 1], keys).mean())
+
+
+def bench_search(sizes: list[int]) -> None:
+    rng = np.random.default_rng(0)
+    print("\nneighbour search on synthetic items (2-core machine, shared):")
+    print(f"{'N':>9} {'stage':>6} {'search s':>9} {'planted found':>13} {'peak GB':>8}")
+    for n in sizes:
+        t = time.perf_counter()
+        codes, desc, planted = synthetic(n, rng)
+        t_gen = time.perf_counter() - t
+        t = time.perf_counter()
+        nc = near_copy_pairs(codes, 8)
+        t2 = time.perf_counter() - t
+        r2 = found(nc, planted, n)
+        print(f"{n:>9} {'2':>6} {t2:>9.1f} {r2:>13.3f} {peak_gb():>8.2f}   (64-bit hashes, range search <= 8 bits)",
+              flush=True)
+        t = time.perf_counter()
+        cp = candidate_pairs(desc, np.ones(n, bool), 40, 0.0)
+        t3 = time.perf_counter() - t
+        r3 = found(cp, planted, n)
+        print(f"{n:>9} {'3':>6} {t3:>9.1f} {r3:>13.3f} {peak_gb():>8.2f}   (256-d descriptors, 40-NN; "
+              f"data generation {t_gen:.0f} s not counted)", flush=True)
+        del codes, desc, nc, cp
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
+    ap.add_argument("--sizes", default="10000,100000,1000000")
+    ap.add_argument("--skip-search", action="store_true")
+    ap.add_argument("--hash-only", action="store_true")
+    args = ap.parse_args()
+    bench_hashing(args.data)
+    if args.hash_only:
+        return
+    bench_features(args.data)
+    if not args.skip_search:
+        bench_search([int(s) for s in args.sizes.split(",")])
+
+
+if __name__ == "__main__":
+    main()

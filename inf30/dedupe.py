@@ -1,0 +1,722 @@
+"""Near-duplicate removal (issue 4): stage 2 near-copies by perceptual hash, stage 3 scene-level
+near-duplicates by ORB features, with anchors chosen in a deterministic order (paper section 3.1).
+
+Stage 1 (exact duplicates by pixel hash) happens in the build. This module:
+
+- reads ``DIR/manifest.parquet``, resets its own earlier drops (so re-running is idempotent) and works on the
+  kept rows;
+- decodes each kept image once to compute its scene features (and any perceptual hash the manifest lacks),
+  cached under ``DIR/dedupe/cache/`` in chunk files keyed by image id (resumable, mergeable across shards);
+- stage 2: faiss binary index, range search under a Hamming threshold on the concatenated hash codes;
+- stage 3: faiss index over a bag-of-visual-words descriptor -> k nearest candidates -> each candidate pair
+  verified geometrically (:func:`inf30.scene.verify_pair`);
+- anchors: images visited in order (larger, then higher entropy, then id); an image not yet dropped becomes
+  an anchor and drops every later image linked to it by a stage 2 or stage 3 edge;
+- writes the manifest atomically (``status``/``reason`` and ``dup_stage``, ``dup_anchor``, ``dup_evidence``),
+  ``DIR/dedupe/groups.parquet`` and the contact sheet ``DIR/dedupe/groups.png``.
+
+The result depends only on the set of images, the options and the order rule, never on the worker count or
+the manifest's row order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import os
+import shutil
+import time
+from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import faiss
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from inf30.atomic import atomic_path, write_bytes_atomic
+from inf30.hashing import HASHES, compute_hashes
+from inf30.manifest import read_manifest, write_manifest, write_table
+from inf30.scene import EMPTY, LocalFeatures, SceneParams, Vocabulary, extract_features, verify_pair
+
+DEDUPE_DIR = "dedupe"
+CACHE_DIR = "cache"
+CHUNK = 512  # images per cache chunk
+OWN_REASONS = ("near_copy:", "near_duplicate:")
+ORDER_KEYS = ("size", "entropy")
+FLAT_LIMIT = 100_000  # exact (flat) binary index for stage 2 up to this many images, IVF beyond
+FLOAT_FLAT_LIMIT = 20_000  # exact (flat) float index for stage 3 candidates up to this many images, IVF beyond
+# workers are spawned, not forked: a fork after faiss/OpenMP threads ran can deadlock the child
+_MP = multiprocessing.get_context("spawn")
+
+
+@dataclass
+class DedupeOptions:
+    """Options of :func:`dedupe_dataset` (defaults tuned on real infrared data, see docs/dedupe.md).
+
+    hashes: perceptual hashes for stage 2 (each 64 bits); several are concatenated.
+    hash_threshold: Hamming distance per 64-bit hash at or below which two images are near-copies (with k
+        hashes the threshold on the concatenated code is k * hash_threshold).
+    scene: run stage 3.
+    scene_params: ORB feature and verification parameters (min_inliers etc.).
+    neighbors: stage 3 candidates per image from the global-descriptor index.
+    min_similarity: candidates below this cosine similarity of the global descriptors are not verified.
+    vocab_size: visual words of the global descriptor (trained on the dataset itself, deterministically).
+    order: anchor order keys, each descending: ``size`` (pixels), ``entropy``; ties by id.
+    workers: processes for features and verification (0 = all cores); never changes the result.
+    sheet_groups: groups shown in ``groups.png`` (largest first).
+    """
+
+    hashes: tuple[str, ...] = ("phash",)
+    hash_threshold: int = 8
+    scene: bool = True
+    scene_params: SceneParams = field(default_factory=SceneParams)
+    neighbors: int = 40
+    min_similarity: float = 0.3
+    vocab_size: int = 256
+    order: tuple[str, ...] = ("size", "entropy")
+    workers: int = 0
+    sheet_groups: int = 8
+
+    def validate(self) -> None:
+        for h in self.hashes:
+            if h not in HASHES:
+                raise ValueError(f"unknown hash {h!r}; choose from {', '.join(HASHES)}")
+        if not self.hashes:
+            raise ValueError("give at least one hash for stage 2")
+        for k in self.order:
+            if k not in ORDER_KEYS:
+                raise ValueError(f"unknown order key {k!r}; choose from {', '.join(ORDER_KEYS)}")
+        if not 0 <= self.hash_threshold <= 64:
+            raise ValueError(f"hash threshold must be in 0..64, got {self.hash_threshold}")
+        if self.neighbors < 1:
+            raise ValueError("neighbors must be at least 1")
+
+
+@dataclass
+class DedupeSummary:
+    """Counts of one dedupe run."""
+
+    considered: int = 0
+    near_copies: int = 0
+    near_duplicates: int = 0
+    kept: int = 0
+    groups: int = 0
+    no_scene_features: int = 0
+    unreadable: int = 0
+    candidate_pairs: int = 0
+    verified_pairs: int = 0
+    seconds: float = 0.0
+
+    def table(self) -> str:
+        rows = [
+            ("images considered (kept before dedupe)", self.considered),
+            ("dropped, stage 2 near-copy (hash)", self.near_copies),
+            ("dropped, stage 3 near-duplicate (scene)", self.near_duplicates),
+            ("kept", self.kept),
+            ("groups (anchors with members)", self.groups),
+            ("images without scene features (stage 2 only)", self.no_scene_features),
+            ("unreadable images (skipped)", self.unreadable),
+            ("stage 3 candidate pairs / verified", f"{self.candidate_pairs} / {self.verified_pairs}"),
+            ("seconds", f"{self.seconds:.1f}"),
+        ]
+        w = max(len(r[0]) for r in rows)
+        return "\n".join(f"{name:<{w}}  {value}" for name, value in rows)
+
+
+# ----------------------------------------------------------------------------------------- stage 2
+def hex_to_codes(hex_columns: list[Iterable[str | None]]) -> tuple[np.ndarray, np.ndarray]:
+    """k columns of 16-hex-char hashes (N each) -> codes (N, 8k) uint8 and a valid mask (N,) bool (False where
+    any hash is missing or malformed)."""
+    cols = [list(c) for c in hex_columns]
+    n = len(cols[0]) if cols else 0
+    codes = np.zeros((n, 8 * len(cols)), np.uint8)
+    valid = np.ones(n, bool)
+    for k, col in enumerate(cols):
+        for i, h in enumerate(col):
+            try:
+                b = bytes.fromhex(h) if isinstance(h, str) else b""
+            except ValueError:
+                b = b""
+            if len(b) != 8:
+                valid[i] = False
+                continue
+            codes[i, 8 * k : 8 * k + 8] = np.frombuffer(b, np.uint8)
+    return codes, valid
+
+
+def binary_index(codes: np.ndarray) -> faiss.IndexBinary:
+    """A faiss binary index over codes (N, B) uint8: exact up to :data:`FLAT_LIMIT`, IVF beyond."""
+    d = codes.shape[1] * 8
+    n = len(codes)
+    if n <= FLAT_LIMIT:
+        index = faiss.IndexBinaryFlat(d)
+    else:
+        nlist = int(min(65536, 4 * np.sqrt(n)))
+        index = faiss.IndexBinaryIVF(faiss.IndexBinaryFlat(d), d, nlist)
+        rng = np.random.default_rng(0)
+        index.train(codes[np.sort(rng.choice(n, min(n, 16 * nlist), replace=False))])
+        index.nprobe = 32
+    index.add(codes)
+    return index
+
+
+def near_copy_pairs(codes: np.ndarray, threshold: int, batch: int = 65536) -> pd.DataFrame:
+    """All pairs (i < j) of rows of ``codes`` (N, B) uint8 within Hamming distance ``threshold`` (bits).
+
+    Returns a DataFrame with columns i, j (int64) and hamming (int32). Range search in a faiss binary index:
+    exact flat search at small scale, IVF (approximate, sub-quadratic) past :data:`FLAT_LIMIT`.
+    """
+    n = len(codes)
+    if n < 2:
+        return pd.DataFrame(
+            {"i": np.zeros(0, np.int64), "j": np.zeros(0, np.int64), "hamming": np.zeros(0, np.int32)}
+        )
+    index = binary_index(np.ascontiguousarray(codes))
+    out_i, out_j, out_d = [], [], []
+    for start in range(0, n, batch):
+        q = codes[start : start + batch]
+        lims, dist, ids = index.range_search(np.ascontiguousarray(q), threshold + 1)
+        rows = np.repeat(np.arange(len(q)) + start, np.diff(lims).astype(np.int64))
+        keep = (ids > rows) & (dist <= threshold)
+        out_i.append(rows[keep])
+        out_j.append(ids[keep])
+        out_d.append(dist[keep])
+    return pd.DataFrame(
+        {
+            "i": np.concatenate(out_i).astype(np.int64),
+            "j": np.concatenate(out_j).astype(np.int64),
+            "hamming": np.concatenate(out_d).astype(np.int32),
+        }
+    )
+
+
+# ----------------------------------------------------------------------------------------- stage 3
+def float_index(x: np.ndarray) -> faiss.Index:
+    """Inner-product faiss index over L2-normalized rows (N, D): flat up to :data:`FLOAT_FLAT_LIMIT`, IVF beyond."""
+    n, d = x.shape
+    if n <= FLOAT_FLAT_LIMIT:
+        index = faiss.IndexFlatIP(d)
+    else:
+        nlist = int(min(65536, 4 * np.sqrt(n)))
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
+        index.cp.niter = 10
+        index.cp.seed = 0
+        rng = np.random.default_rng(0)
+        index.train(x[np.sort(rng.choice(n, min(n, 16 * nlist), replace=False))])
+        index.nprobe = 8
+    index.add(x)
+    return index
+
+
+def candidate_pairs(
+    desc: np.ndarray, usable: np.ndarray, k: int, min_similarity: float, batch: int = 16384
+) -> pd.DataFrame:
+    """Stage 3 candidates: for each usable row of ``desc`` (N, D) float32, its ``k`` nearest usable rows by
+    inner product with similarity >= ``min_similarity``. Returns unique pairs i < j with columns i, j,
+    similarity (the pair is a candidate if either is among the other's neighbours)."""
+    rows = np.flatnonzero(usable)
+    empty = pd.DataFrame(
+        {"i": np.zeros(0, np.int64), "j": np.zeros(0, np.int64), "similarity": np.zeros(0, np.float32)}
+    )
+    if len(rows) < 2:
+        return empty
+    x = np.ascontiguousarray(desc if len(rows) == len(desc) else desc[rows], dtype=np.float32)  # no copy if all usable
+    index = float_index(x)
+    kk = min(k + 1, len(rows))
+    parts = []
+    for start in range(0, len(rows), batch):
+        sims, nn = index.search(x[start : start + batch], kk)
+        q = np.repeat(np.arange(start, start + len(sims)), kk)
+        nn, sims = nn.ravel(), sims.ravel()
+        keep = (nn >= 0) & (nn != q) & (sims >= min_similarity)
+        a, b = rows[q[keep]], rows[nn[keep]]
+        parts.append((np.minimum(a, b).astype(np.int64), np.maximum(a, b).astype(np.int64), sims[keep]))
+    i, j, sim = (np.concatenate([p[c] for p in parts]) for c in range(3))
+    if not len(i):
+        return empty
+    key = i * len(desc) + j
+    order = np.lexsort((-sim, key))  # by pair, best similarity first
+    first = np.ones(len(order), bool)
+    first[1:] = key[order][1:] != key[order][:-1]
+    sel = order[first]
+    return pd.DataFrame({"i": i[sel], "j": j[sel], "similarity": sim[sel].astype(np.float32)})
+
+
+def _verify_chunk(args: tuple[list[tuple[LocalFeatures, LocalFeatures]], SceneParams]) -> list[int]:
+    cv2.setNumThreads(1)
+    pairs, params = args
+    return [verify_pair(a, b, params) for a, b in pairs]
+
+
+def verify_candidates(
+    feats: list[LocalFeatures],
+    pairs: pd.DataFrame,
+    params: SceneParams,
+    workers: int = 1,
+    progress: bool = False,
+) -> np.ndarray:
+    """RANSAC inlier counts (M,) int32 of candidate pairs (columns i, j index ``feats``); same result for
+    any worker count."""
+    ij = list(zip(pairs["i"].to_numpy(), pairs["j"].to_numpy(), strict=True))
+    chunks = [ij[s : s + 256] for s in range(0, len(ij), 256)]
+    tasks = (([(feats[i], feats[j]) for i, j in c], params) for c in chunks)
+    out: list[int] = []
+    bar = tqdm(total=len(ij), desc="verify pairs", unit="pair", disable=not progress)
+    if workers <= 1 or len(chunks) <= 1:
+        for t in tasks:
+            out += _verify_chunk(t)
+            bar.update(len(t[0]))
+    else:
+        with ProcessPoolExecutor(workers, mp_context=_MP) as ex:
+            for res in ex.map(_verify_chunk, tasks):
+                out += res
+                bar.update(len(res))
+    bar.close()
+    return np.asarray(out, dtype=np.int32)
+
+
+# ------------------------------------------------------------------------------------------ anchors
+def assign_anchors(rank: np.ndarray, edges: pd.DataFrame) -> dict[int, tuple[int, int, str]]:
+    """Greedy anchor assignment (paper section 3.1).
+
+    rank: (N,) int, the visiting position of each image (0 first). edges: columns i, j, stage (2 or 3),
+    evidence (str). Images are visited by rank; one not yet dropped is an anchor and drops every image
+    linked to it that is visited later. Returns {dropped index: (anchor index, stage, evidence)}. A pair
+    linked by both stages counts as stage 2 (the stronger evidence).
+    """
+    if edges.empty:
+        return {}
+    e = edges.sort_values(["stage"]).drop_duplicates(["i", "j"], keep="first")
+    adj: dict[int, list[tuple[int, int, int, str]]] = {}
+    for i, j, st, ev in zip(e["i"], e["j"], e["stage"], e["evidence"], strict=True):
+        a, b = (int(i), int(j)) if rank[i] < rank[j] else (int(j), int(i))
+        adj.setdefault(a, []).append((int(rank[b]), b, int(st), str(ev)))
+    dropped: dict[int, tuple[int, int, str]] = {}
+    for a in sorted(adj, key=lambda x: rank[x]):
+        if a in dropped:
+            continue
+        for _, b, st, ev in sorted(adj[a]):
+            if b not in dropped:
+                dropped[b] = (a, st, ev)
+    return dropped
+
+
+def anchor_rank(df: pd.DataFrame, order: tuple[str, ...]) -> np.ndarray:
+    """Visiting position (N,) of each row: keys of ``order`` descending (size = width*height, entropy),
+    ties broken by id ascending. Independent of the row order."""
+    keys = []
+    for k in order:
+        if k == "size":
+            keys.append(
+                -(df["width"].fillna(0).astype(np.int64) * df["height"].fillna(0).astype(np.int64)).to_numpy()
+            )
+        elif k == "entropy":
+            keys.append(-df["entropy"].fillna(-1.0).astype(np.float64).to_numpy())
+    ids = df["id"].astype(str).to_numpy()
+    perm = np.lexsort([ids] + keys[::-1])
+    rank = np.empty(len(df), np.int64)
+    rank[perm] = np.arange(len(df))
+    return rank
+
+
+def find_edges(
+    codes: np.ndarray | None,
+    code_valid: np.ndarray | None,
+    feats: list[LocalFeatures] | None,
+    opts: DedupeOptions,
+    train_ids: list[str] | None = None,
+    progress: bool = False,
+    stats: DedupeSummary | None = None,
+) -> pd.DataFrame:
+    """Stage 2 and 3 edges between N images.
+
+    codes: (N, 8k) uint8 hash codes with valid mask (N,) (None: skip stage 2). feats: N local features (None:
+    skip stage 3). train_ids: N stable keys, the vocabulary is trained on images sampled in their sorted
+    order (default: positions). Returns a DataFrame i, j, stage (2 or 3), evidence (str), hamming, inliers,
+    similarity (NaN/-1 where not applicable).
+    """
+    parts = []
+    if codes is not None and len(codes) > 1:
+        valid = code_valid if code_valid is not None else np.ones(len(codes), bool)
+        rows = np.flatnonzero(valid)
+        nc = near_copy_pairs(codes[rows], opts.hash_threshold * len(opts.hashes))
+        if len(nc):
+            parts.append(
+                pd.DataFrame(
+                    {
+                        "i": rows[nc["i"].to_numpy()],
+                        "j": rows[nc["j"].to_numpy()],
+                        "stage": 2,
+                        "evidence": [f"hamming={d}" for d in nc["hamming"]],
+                        "hamming": nc["hamming"].to_numpy(),
+                        "inliers": -1,
+                        "similarity": -1.0,
+                    }
+                )
+            )
+    if opts.scene and feats is not None and len(feats) > 1:
+        usable = np.array([f.usable for f in feats])
+        desc = global_descriptors(feats, opts, train_ids)
+        cand = candidate_pairs(desc, usable, opts.neighbors, opts.min_similarity)
+        if stats is not None:
+            stats.candidate_pairs = len(cand)
+        if len(cand):
+            workers = opts.workers or os.cpu_count() or 1
+            inl = verify_candidates(feats, cand, opts.scene_params, workers, progress)
+            ok = inl >= opts.scene_params.min_inliers
+            if stats is not None:
+                stats.verified_pairs = int(ok.sum())
+            v = cand[ok]
+            parts.append(
+                pd.DataFrame(
+                    {
+                        "i": v["i"].to_numpy(),
+                        "j": v["j"].to_numpy(),
+                        "stage": 3,
+                        "evidence": [
+                            f"inliers={n},similarity={s:.3f}"
+                            for n, s in zip(inl[ok], v["similarity"], strict=True)
+                        ],
+                        "hamming": -1,
+                        "inliers": inl[ok],
+                        "similarity": v["similarity"].to_numpy(),
+                    }
+                )
+            )
+    parts = [p for p in parts if len(p)]
+    if not parts:
+        return pd.DataFrame(columns=["i", "j", "stage", "evidence", "hamming", "inliers", "similarity"])
+    return pd.concat(parts, ignore_index=True)
+
+
+def global_descriptors(
+    feats: list[LocalFeatures], opts: DedupeOptions, train_ids: list[str] | None = None
+) -> np.ndarray:
+    """Bag-of-words descriptors (N, vocab) float32; the vocabulary is trained on up to ~40 k descriptors of
+    up to 1000 images taken evenly in sorted ``train_ids`` order (deterministic for a set of images)."""
+    keys = train_ids if train_ids is not None else [f"{i:012d}" for i in range(len(feats))]
+    usable = [i for i in np.argsort(np.asarray(keys, dtype=object), kind="stable") if feats[i].usable]
+    if not usable:
+        return np.zeros((len(feats), 1), np.float32)
+    step = max(1, len(usable) // 1000)
+    sample = [feats[i].desc for i in usable[::step]]
+    per = max(1, 40_000 // len(sample))
+    train = np.concatenate([np.asarray(d[:per]) for d in sample])
+    vocab = Vocabulary.train(train, k=opts.vocab_size, niter=10)
+    out = np.zeros((len(feats), vocab.size), np.float32)
+    for s in range(0, len(feats), 4096):
+        out[s : s + 4096] = vocab.encode(feats[s : s + 4096])
+    return out
+
+
+# ------------------------------------------------------------------------------------------- cache
+def _read_gray(path: Path) -> np.ndarray | None:
+    try:
+        img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    except cv2.error:
+        return None
+    return img
+
+
+def _feature_task(
+    args: tuple[str, str, tuple[str, ...], SceneParams],
+) -> tuple[str, LocalFeatures, dict[str, str], bool]:
+    cv2.setNumThreads(1)
+    ident, path, kinds, params = args
+    gray = _read_gray(Path(path))
+    if gray is None or gray.size == 0:
+        return ident, EMPTY, {}, False
+    hashes = compute_hashes(gray, kinds) if kinds else {}
+    return ident, extract_features(gray, params), hashes, True
+
+
+class FeatureCache:
+    """Per-image scene features (and hashes computed at dedupe) under ``DIR/dedupe/cache/<feature key>/``.
+
+    Each chunk of up to :data:`CHUNK` images is three files written atomically: ``<name>.desc.npy`` (sum N,
+    32) uint8, ``<name>.xy.npy`` (sum N, 2) float16, and last ``<name>.meta.npz`` (ids, offsets, hashes,
+    readable flags), whose presence marks the chunk complete. Arrays are memory-mapped on load.
+    """
+
+    def __init__(self, root: Path, params: SceneParams):
+        self.dir = Path(root) / params.feature_key()
+        self.feats: dict[str, LocalFeatures] = {}
+        self.hashes: dict[str, dict[str, str]] = {}
+        self.unreadable: set[str] = set()
+        self._pending: list[tuple[str, LocalFeatures, dict[str, str], bool]] = []
+
+    def load(self) -> None:
+        if not self.dir.is_dir():
+            return
+        for meta_path in sorted(self.dir.glob("*.meta.npz")):
+            name = meta_path.name[: -len(".meta.npz")]
+            try:
+                meta = np.load(meta_path, allow_pickle=False)
+                desc = np.load(self.dir / f"{name}.desc.npy", mmap_mode="r")
+                xy = np.load(self.dir / f"{name}.xy.npy", mmap_mode="r")
+            except (OSError, ValueError):
+                continue  # a damaged chunk is recomputed
+            ids, offs, ok = meta["ids"], meta["offsets"], meta["readable"]
+            hash_cols = {k[5:]: meta[k] for k in meta.files if k.startswith("hash_")}
+            for n, ident in enumerate(ids.tolist()):
+                if ident in self.feats or ident in self.unreadable:
+                    continue
+                if not ok[n]:
+                    self.unreadable.add(ident)
+                    continue
+                a, b = int(offs[n]), int(offs[n + 1])
+                self.feats[ident] = LocalFeatures(xy[a:b], desc[a:b]) if b > a else EMPTY
+                hs = {k: str(v[n]) for k, v in hash_cols.items() if str(v[n])}
+                if hs:
+                    self.hashes[ident] = hs
+
+    def __contains__(self, ident: str) -> bool:
+        return ident in self.feats or ident in self.unreadable
+
+    def add(self, ident: str, feats: LocalFeatures, hashes: dict[str, str], readable: bool) -> None:
+        if readable:
+            self.feats[ident] = feats
+            if hashes:
+                self.hashes.setdefault(ident, {}).update(hashes)
+        else:
+            self.unreadable.add(ident)
+        self._pending.append((ident, feats, hashes, readable))
+        if len(self._pending) >= CHUNK:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        items = self._pending
+        self._pending = []
+        self.dir.mkdir(parents=True, exist_ok=True)
+        ids = [x[0] for x in items]
+        name = "chunk-" + hashlib.sha1("\n".join(ids).encode()).hexdigest()[:16]
+        counts = [len(x[1].desc) for x in items]
+        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        desc = np.concatenate([np.asarray(x[1].desc, np.uint8).reshape(-1, 32) for x in items])
+        xy = np.concatenate([np.asarray(x[1].xy, np.float32).reshape(-1, 2) for x in items]).astype(
+            np.float16
+        )
+        kinds = sorted({k for x in items for k in x[2]})
+        extra = {f"hash_{k}": np.array([x[2].get(k, "") for x in items]) for k in kinds}
+        for suffix, arr in (("desc", desc), ("xy", xy)):
+            with atomic_path(self.dir / f"{name}.{suffix}.npy") as tmp:
+                with open(tmp, "wb") as f:
+                    np.save(f, arr)
+        with atomic_path(self.dir / f"{name}.meta.npz") as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(
+                    f, ids=np.array(ids), offsets=offsets, readable=np.array([x[3] for x in items]), **extra
+                )
+
+
+def compute_features(
+    dataset_dir: Path,
+    rows: pd.DataFrame,
+    kinds_missing: dict[str, set[str]],
+    opts: DedupeOptions,
+    progress: bool,
+) -> FeatureCache:
+    """Fill the cache for ``rows`` (columns id, path): one decode per uncached image computes its ORB
+    features and the hashes listed for it in ``kinds_missing`` ({id: kinds})."""
+    cache = FeatureCache(Path(dataset_dir) / DEDUPE_DIR / CACHE_DIR, opts.scene_params)
+    cache.load()
+    todo = []
+    for ident, path in zip(rows["id"], rows["path"], strict=True):
+        need_hash = kinds_missing.get(ident, set()) - set(cache.hashes.get(ident, {}))
+        if ident in cache and not need_hash:
+            continue
+        kinds = tuple(sorted(need_hash))
+        todo.append((ident, str(Path(dataset_dir) / str(path)), kinds, opts.scene_params))
+    if not todo:
+        return cache
+    workers = opts.workers or os.cpu_count() or 1
+    bar = tqdm(total=len(todo), desc="scene features", unit="img", disable=not progress)
+    try:
+        if workers <= 1:
+            for t in todo:
+                cache.add(*_feature_task(t))
+                bar.update()
+        else:
+            with ProcessPoolExecutor(workers, mp_context=_MP) as ex:
+                for res in ex.map(_feature_task, todo, chunksize=16):
+                    cache.add(*res)
+                    bar.update()
+    finally:
+        cache.flush()  # keep what was computed (resumable after Ctrl-C)
+        bar.close()
+    return cache
+
+
+def merge_caches(shard_dirs: list[Path], out_dir: Path) -> None:
+    """Union the shards' feature caches (``<shard>/dedupe/cache``) into ``<out_dir>/dedupe/cache`` so the
+    merged dedupe only decodes images no shard has features for. Chunks are content-named: a chunk present
+    in several shards is copied once. Hard links are used where the file system allows."""
+    dst_root = Path(out_dir) / DEDUPE_DIR / CACHE_DIR
+    for shard in shard_dirs:
+        src_root = Path(shard) / DEDUPE_DIR / CACHE_DIR
+        if not src_root.is_dir():
+            continue
+        for meta in sorted(src_root.glob("*/*.meta.npz")):
+            key = meta.parent.name
+            name = meta.name[: -len(".meta.npz")]
+            files = [meta.parent / f"{name}.{s}" for s in ("desc.npy", "xy.npy", "meta.npz")]
+            if not all(f.exists() for f in files):
+                continue
+            (dst_root / key).mkdir(parents=True, exist_ok=True)
+            for f in files:  # meta last: it marks the chunk complete
+                target = dst_root / key / f.name
+                if target.exists():
+                    continue
+                with atomic_path(target) as tmp:
+                    tmp.unlink()
+                    try:
+                        os.link(f, tmp)
+                    except OSError:
+                        shutil.copyfile(f, tmp)
+
+
+# ------------------------------------------------------------------------------------------ outputs
+def contact_sheet(
+    dataset_dir: Path,
+    groups: pd.DataFrame,
+    paths: dict[str, str],
+    n_groups: int = 8,
+    per_row: int = 8,
+    thumb: int = 112,
+) -> np.ndarray:
+    """A contact sheet (H, W) uint8 of the largest groups: one row per group, anchor first (white frame),
+    members after it labelled with their stage and evidence. Unreadable images show as grey tiles."""
+    label_h = 14
+    cell = thumb + label_h
+    if groups.empty:
+        sheet = np.full((cell, per_row * thumb), 40, np.uint8)
+        cv2.putText(sheet, "no near-duplicate groups", (6, cell // 2), cv2.FONT_HERSHEY_SIMPLEX, 0.45, 255, 1)
+        return sheet
+    sizes = groups.groupby("anchor").size().sort_values(ascending=False, kind="stable")
+    order = sorted(sizes.index, key=lambda a: (-sizes[a], a))[:n_groups]
+    sheet = np.full((cell * len(order), per_row * thumb), 40, np.uint8)
+
+    def tile(ident: str) -> np.ndarray:
+        img = _read_gray(Path(dataset_dir) / paths.get(ident, "")) if ident in paths else None
+        t = np.full((thumb, thumb), 90, np.uint8)
+        if img is None:
+            return t
+        s = thumb / max(img.shape)
+        small = cv2.resize(
+            img, (max(1, int(img.shape[1] * s)), max(1, int(img.shape[0] * s))), interpolation=cv2.INTER_AREA
+        )
+        t[: small.shape[0], : small.shape[1]] = small
+        return t
+
+    for r, anchor in enumerate(order):
+        members = groups[groups["anchor"] == anchor].sort_values(["stage", "member"])
+        items = [(anchor, f"anchor {anchor[:6]} +{len(members)}")]
+        items += [
+            (m, ("copy " if st == 2 else "scene ") + ev.split(",")[0].split("=")[-1])
+            for m, st, ev in zip(members["member"], members["stage"], members["evidence"], strict=True)
+        ]
+        for c, (ident, text) in enumerate(items[:per_row]):
+            y, x = r * cell, c * thumb
+            sheet[y : y + thumb, x : x + thumb] = tile(ident)
+            if c == 0:
+                cv2.rectangle(sheet, (x, y), (x + thumb - 1, y + thumb - 1), 255, 2)
+            cv2.putText(sheet, text, (x + 2, y + thumb + 11), cv2.FONT_HERSHEY_SIMPLEX, 0.36, 230, 1)
+    return sheet
+
+
+# --------------------------------------------------------------------------------------------- main
+def dedupe_dataset(
+    dataset_dir: str | os.PathLike, opts: DedupeOptions | None = None, progress: bool = True
+) -> DedupeSummary:
+    """Run stages 2 and 3 on a built dataset folder and rewrite its manifest (see module docstring).
+
+    Re-running is idempotent: rows this function dropped earlier are reconsidered from scratch.
+    """
+    t0 = time.perf_counter()
+    opts = opts or DedupeOptions()
+    opts.validate()
+    ddir = Path(dataset_dir)
+    df = read_manifest(ddir).reset_index(drop=True)
+    for col in ("dup_stage", "dup_anchor", "dup_evidence"):
+        if col not in df.columns:
+            df[col] = None
+    own = df["status"].eq("dropped") & df["reason"].fillna("").str.startswith(OWN_REASONS)
+    df.loc[own, "status"] = "kept"
+    df.loc[own, "reason"] = None
+    df["dup_stage"] = pd.array([None] * len(df), dtype="Int8")
+    df["dup_anchor"] = None
+    df["dup_evidence"] = None
+
+    sel = df.index[df["status"].eq("kept") & df["id"].notna() & df["path"].notna()].to_numpy()
+    work = df.loc[sel].drop_duplicates("id")
+    work = work.iloc[np.argsort(work["id"].to_numpy(), kind="stable")].reset_index()  # 'index' = manifest row
+    stats = DedupeSummary(considered=len(work))
+    ids = work["id"].astype(str).tolist()
+
+    missing: dict[str, set[str]] = {}
+    for kind in opts.hashes:
+        col = work[kind] if kind in work.columns else pd.Series([None] * len(work))
+        for ident, h in zip(ids, col, strict=True):
+            if not (isinstance(h, str) and len(h) == 16):
+                missing.setdefault(ident, set()).add(kind)
+    cache = compute_features(ddir, work[["id", "path"]], missing, opts, progress)
+    stats.unreadable = sum(1 for i in ids if i in cache.unreadable)
+
+    hash_cols = []
+    for kind in opts.hashes:
+        col = work[kind].tolist() if kind in work.columns else [None] * len(work)
+        hash_cols.append(
+            [
+                h if isinstance(h, str) and len(h) == 16 else cache.hashes.get(i, {}).get(kind)
+                for i, h in zip(ids, col, strict=True)
+            ]
+        )
+    codes, valid = hex_to_codes(hash_cols)
+    feats = [cache.feats.get(i, EMPTY) for i in ids]
+    stats.no_scene_features = sum(1 for f in feats if not f.usable)
+    edges = find_edges(codes, valid, feats if opts.scene else None, opts, ids, progress, stats)
+
+    rank = anchor_rank(work, opts.order)
+    dropped = assign_anchors(rank, edges)
+    g_rows = []
+    for member, (anchor, stage, ev) in sorted(dropped.items(), key=lambda kv: rank[kv[0]]):
+        a_id, m_id = ids[anchor], ids[member]
+        kind = "near_copy" if stage == 2 else "near_duplicate"
+        row = int(work.at[member, "index"])
+        df.loc[row, ["status", "reason", "dup_anchor", "dup_evidence"]] = [
+            "dropped",
+            f"{kind}:{a_id} | {ev}",
+            a_id,
+            ev,
+        ]
+        df.loc[row, "dup_stage"] = stage
+        g_rows.append(
+            {"anchor": a_id, "member": m_id, "stage": stage, "evidence": ev, "manifest_row": int(row)}
+        )
+    stats.near_copies = sum(1 for r in g_rows if r["stage"] == 2)
+    stats.near_duplicates = sum(1 for r in g_rows if r["stage"] == 3)
+    stats.kept = stats.considered - len(g_rows)
+    groups = pd.DataFrame(g_rows, columns=["anchor", "member", "stage", "evidence", "manifest_row"])
+    groups["stage"] = groups["stage"].astype(np.int8)
+    stats.groups = groups["anchor"].nunique()
+
+    out = ddir / DEDUPE_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    import pyarrow as pa
+
+    write_table(
+        out / "groups.parquet",
+        pa.Table.from_pandas(groups.drop(columns=["manifest_row"]), preserve_index=False),
+    )
+    paths = dict(zip(work["id"], work["path"], strict=True))
+    sheet = contact_sheet(ddir, groups, paths, opts.sheet_groups)
+    write_bytes_atomic(out / "groups.png", cv2.imencode(".png", sheet)[1].tobytes())
+    write_manifest(ddir, df)
+    stats.seconds = time.perf_counter() - t0
+    return stats

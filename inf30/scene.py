@@ -1,0 +1,194 @@
+"""Scene-level near-duplicates: ORB local features, a bag-of-visual-words global descriptor for candidate
+search, and geometric verification (ratio-test matches + RANSAC similarity transform) of candidate pairs.
+
+Why these choices (numbers in docs/dedupe.md): global perceptual hashes do not separate overlapping video
+frames or crops from unrelated images on real infrared data; local features with geometric verification do.
+ORB is used (not SIFT) because it runs at well over 100 images/s per core on 640x512 frames when computed on a
+working copy whose long side is :attr:`SceneParams.side` pixels; the image is histogram-equalized first so
+that gain/AGC/brightness changes do not move the keypoints. The global descriptor is a Hellinger-normalized
+histogram of visual words (k-means centres of ORB descriptors): it keeps most of its mass under crops, shifts,
+zooms and small rotations, which a global thumbnail or hash does not, and it is a short dense float vector
+that faiss indexes at any scale.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+
+import cv2
+import faiss
+import numpy as np
+
+
+@dataclass(frozen=True)
+class SceneParams:
+    """Parameters of the scene features and of the pair verification.
+
+    side: long side (px) of the working copy features are computed on (smaller images are not upscaled).
+    nfeatures: at most this many ORB keypoints per image.
+    fast_threshold: FAST corner threshold on the equalized working copy (low: infrared is low-contrast).
+    min_keypoints: an image with fewer keypoints has no scene features (too small/flat: stage 2 only).
+    ratio: Lowe ratio test for descriptor matches.
+    ransac_px: RANSAC reprojection threshold in working-copy pixels.
+    min_inliers: a candidate pair is a scene duplicate with at least this many RANSAC inliers ...
+    min_inlier_ratio: ... and at least this fraction of the ratio-test matches being inliers.
+    max_scale: the fitted similarity transform must scale by at most this factor (and at least its inverse).
+    """
+
+    side: int = 320
+    nfeatures: int = 500
+    fast_threshold: int = 10
+    min_keypoints: int = 12
+    ratio: float = 0.8
+    ransac_px: float = 4.0
+    min_inliers: int = 20
+    min_inlier_ratio: float = 0.25
+    max_scale: float = 3.0
+
+    def feature_key(self) -> str:
+        """Short hash of the parameters that change the cached features (not the verification ones)."""
+        keys = {k: v for k, v in asdict(self).items() if k in ("side", "nfeatures", "fast_threshold")}
+        return hashlib.sha1(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:10]
+
+
+@dataclass
+class LocalFeatures:
+    """ORB features of one image: ``xy`` (N, 2) float32 keypoint positions in working-copy pixels,
+    ``desc`` (N, 32) uint8 binary descriptors (256 bits). N is 0 for images too small or flat."""
+
+    xy: np.ndarray
+    desc: np.ndarray
+
+    @property
+    def usable(self) -> bool:
+        return len(self.xy) > 0
+
+
+EMPTY = LocalFeatures(np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8))
+
+
+def working_copy(gray: np.ndarray, side: int) -> np.ndarray:
+    """8-bit gray (H, W) -> equalized copy whose long side is at most ``side`` px (area interpolation)."""
+    gray = np.asarray(gray, dtype=np.uint8)
+    h, w = gray.shape[:2]
+    scale = side / max(h, w)
+    if scale < 1.0:
+        gray = cv2.resize(
+            gray, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA
+        )
+    return cv2.equalizeHist(np.ascontiguousarray(gray))
+
+
+def extract_features(gray: np.ndarray, params: SceneParams | None = None) -> LocalFeatures:
+    """ORB keypoints and descriptors of an 8-bit gray image (H, W). Never raises on tiny, flat or odd
+    images: they get :data:`EMPTY` features (fewer than ``min_keypoints`` keypoints)."""
+    p = params or SceneParams()
+    try:
+        gray = np.asarray(gray)
+        if gray.ndim != 2 or min(gray.shape) < 16 or int(gray.max()) == int(gray.min()):
+            return EMPTY
+        img = working_copy(gray, p.side)
+        edge = max(4, min(15, min(img.shape) // 4))
+        orb = cv2.ORB_create(
+            nfeatures=p.nfeatures, fastThreshold=p.fast_threshold, edgeThreshold=edge, patchSize=edge
+        )
+        kps, desc = orb.detectAndCompute(img, None)
+    except cv2.error:
+        return EMPTY
+    if desc is None or len(kps) < p.min_keypoints:
+        return EMPTY
+    order = np.argsort([-k.response for k in kps], kind="stable")  # strongest first (candidate search uses a prefix)
+    xy = np.array([k.pt for k in kps], dtype=np.float32).reshape(-1, 2)[order]
+    xy = xy.astype(np.float16).astype(np.float32)  # the cache stores float16: fresh == cached, bit for bit
+    return LocalFeatures(np.ascontiguousarray(xy), np.ascontiguousarray(desc[order], dtype=np.uint8))
+
+
+def verify_pair(a: LocalFeatures, b: LocalFeatures, params: SceneParams | None = None) -> int:
+    """Geometric verification of two images: ratio-test matches of their ORB descriptors, then a RANSAC
+    similarity transform (rotation, uniform scale, translation). Returns the inlier count (0 when either
+    image has no features or the transform is implausible). Deterministic (fixed RANSAC seed)."""
+    p = params or SceneParams()
+    if len(a.desc) < 2 or len(b.desc) < 2:
+        return 0
+    matcher = cv2.BFMatcher(cv2.NORM_HAMMING)
+    pairs = matcher.knnMatch(a.desc, b.desc, k=2)
+    good = [m[0] for m in pairs if len(m) == 2 and m[0].distance < p.ratio * m[1].distance]
+    if len(good) < max(3, p.min_inliers // 2):
+        return 0
+    src = np.asarray(a.xy[[m.queryIdx for m in good]], dtype=np.float32)
+    dst = np.asarray(b.xy[[m.trainIdx for m in good]], dtype=np.float32)
+    cv2.setRNGSeed(0)
+    model, mask = cv2.estimateAffinePartial2D(
+        src, dst, method=cv2.RANSAC, ransacReprojThreshold=p.ransac_px, maxIters=2000, confidence=0.995
+    )
+    if model is None or mask is None:
+        return 0
+    scale = float(np.hypot(model[0, 0], model[1, 0]))
+    if not (1.0 / p.max_scale <= scale <= p.max_scale):
+        return 0
+    inliers = int(mask.sum())
+    if inliers < p.min_inlier_ratio * len(good):
+        return 0
+    return inliers
+
+
+def is_scene_duplicate(inliers: int, params: SceneParams | None = None) -> bool:
+    """Decision rule on a :func:`verify_pair` result."""
+    return inliers >= (params or SceneParams()).min_inliers
+
+
+# ------------------------------------------------------------------------------------ global descriptor
+def unpack_bits(desc: np.ndarray) -> np.ndarray:
+    """(N, 32) uint8 ORB descriptors -> (N, 256) float32 of 0/1 bits."""
+    return np.unpackbits(np.asarray(desc, dtype=np.uint8), axis=1).astype(np.float32)
+
+
+class Vocabulary:
+    """k visual words (centres in the 256-d bit space of ORB descriptors) and the bag-of-words encoder.
+
+    ``centres`` (k, 256) float32. Trained deterministically (fixed seed, one thread) so the descriptor does
+    not depend on the number of workers.
+    """
+
+    def __init__(self, centres: np.ndarray):
+        self.centres = np.ascontiguousarray(centres, dtype=np.float32)
+        self.index = faiss.IndexFlatL2(self.centres.shape[1])
+        self.index.add(self.centres)
+
+    @property
+    def size(self) -> int:
+        return len(self.centres)
+
+    @classmethod
+    def train(cls, desc: np.ndarray, k: int = 256, seed: int = 0, niter: int = 20) -> Vocabulary:
+        """Train on (N, 32) uint8 descriptors (N should be at least 40 k; fewer -> k shrinks)."""
+        x = unpack_bits(desc)
+        k = max(1, min(k, len(x) // 40))
+        threads = faiss.omp_get_max_threads()
+        faiss.omp_set_num_threads(1)
+        try:
+            km = faiss.Kmeans(
+                x.shape[1], k, niter=niter, seed=seed, verbose=False, max_points_per_centroid=1000
+            )
+            km.train(x)
+        finally:
+            faiss.omp_set_num_threads(threads)
+        return cls(km.centroids)
+
+    def encode(self, feats: list[LocalFeatures]) -> np.ndarray:
+        """Images' features -> (M, k) float32 L2-normalized square-rooted word histograms (zero rows for
+        images without features)."""
+        out = np.zeros((len(feats), self.size), np.float32)
+        counts = [len(f.desc) for f in feats]
+        if sum(counts) == 0:
+            return out
+        allx = unpack_bits(np.concatenate([f.desc for f in feats if len(f.desc)]))
+        _, words = self.index.search(allx, 1)
+        owner = np.repeat(np.arange(len(feats)), counts)
+        np.add.at(out, (owner, words[:, 0]), 1.0)
+        out = np.sqrt(out)
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        np.divide(out, norms, out=out, where=norms > 0)
+        return out
