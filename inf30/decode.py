@@ -214,6 +214,8 @@ def decode_to_gray(
         img = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
         img = None
+    except Image.DecompressionBombError as exc:  # another module set Pillow's own (global) limit
+        raise DecodeError("decompression_bomb", str(exc)) from None
     except (OSError, ValueError, SyntaxError) as exc:  # a header Pillow recognizes but cannot parse
         raise DecodeError("corrupt", f"bad header: {exc}") from None
     if img is None:
@@ -232,6 +234,8 @@ def decode_to_gray(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             img.load()
+    except Image.DecompressionBombError as exc:
+        raise DecodeError("decompression_bomb", str(exc)) from None
     except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as exc:
         # Pillow cannot decode some valid files (16-bit multi-channel TIFF, some float TIFFs):
         # OpenCV gets a chance before we call the file corrupt.
