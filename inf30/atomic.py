@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,3 +48,16 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes, fsync: bool = True)
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def link_or_copy_atomic(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """Make ``dst`` a hard link to ``src`` (a copy across file systems), atomically; no-op if it exists."""
+    dst = Path(dst)
+    if dst.exists():
+        return
+    with atomic_path(dst, fsync=False) as tmp:
+        tmp.unlink()
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)

@@ -161,6 +161,12 @@ def _file_stamp(path: str) -> str:
         return "missing"
 
 
+def _dropped_member(inp: Input, member: str, licence: str | None, reason: str) -> dict:
+    """The manifest row of an archive member refused while planning."""
+    return empty_row(item_key=f"{inp.key}!{member}", source=inp.source, origin=f"{inp.origin}!{member}",
+                     origin_kind="archive_member", licence=licence, status="dropped", reason=reason)
+
+
 def make_plan(specs: list[SourceSpec], out_dir: Path, opts: BuildOptions) -> Plan:
     shard = parse_shard(opts.shard)
     work = out_dir / ".work"
@@ -186,29 +192,10 @@ def make_plan(specs: list[SourceSpec], out_dir: Path, opts: BuildOptions) -> Pla
                 continue
             res = _extract_archive(inp, work, opts)
             if res.error:
-                pre_rows.append(
-                    empty_row(
-                        item_key=inp.key,
-                        source=inp.source,
-                        origin=inp.origin,
-                        origin_kind=inp.origin_kind,
-                        licence=spec.licence,
-                        status="dropped",
-                        reason=res.error,
-                    )
-                )
-            for member, reason in res.rejected.items():
-                pre_rows.append(
-                    empty_row(
-                        item_key=f"{inp.key}!{member}",
-                        source=inp.source,
-                        origin=f"{inp.origin}!{member}",
-                        origin_kind="archive_member",
-                        licence=spec.licence,
-                        status="dropped",
-                        reason=reason,
-                    )
-                )
+                pre_rows.append(empty_row(item_key=inp.key, source=inp.source, origin=inp.origin,
+                                          origin_kind=inp.origin_kind, licence=spec.licence, status="dropped",
+                                          reason=res.error))
+            pre_rows.extend(_dropped_member(inp, m, spec.licence, why) for m, why in res.rejected.items())
             for member, path in sorted(res.members.items()):
                 low = member.lower()
                 if is_video_name(low):
@@ -217,17 +204,7 @@ def make_plan(specs: list[SourceSpec], out_dir: Path, opts: BuildOptions) -> Pla
                     kind = "image"
                 else:
                     if archive_mod.is_archive_name(low):
-                        pre_rows.append(
-                            empty_row(
-                                item_key=f"{inp.key}!{member}",
-                                source=inp.source,
-                                origin=f"{inp.origin}!{member}",
-                                origin_kind="archive_member",
-                                licence=spec.licence,
-                                status="dropped",
-                                reason="unsupported | nested archive",
-                            )
-                        )
+                        pre_rows.append(_dropped_member(inp, member, spec.licence, "unsupported | nested archive"))
                     else:
                         skipped += 1
                     continue

@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import os
-import shutil
 import time
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
@@ -37,7 +36,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from inf30.atomic import atomic_path, write_bytes_atomic
+from inf30.atomic import atomic_path, link_or_copy_atomic, write_bytes_atomic
 from inf30.hashing import HASHES, compute_hashes
 from inf30.manifest import read_manifest, write_manifest, write_table
 from inf30.scene import EMPTY, LocalFeatures, SceneParams, Vocabulary, extract_features, verify_pair
@@ -570,15 +569,7 @@ def merge_caches(shard_dirs: list[Path], out_dir: Path) -> None:
                 continue
             (dst_root / key).mkdir(parents=True, exist_ok=True)
             for f in files:  # meta last: it marks the chunk complete
-                target = dst_root / key / f.name
-                if target.exists():
-                    continue
-                with atomic_path(target) as tmp:
-                    tmp.unlink()
-                    try:
-                        os.link(f, tmp)
-                    except OSError:
-                        shutil.copyfile(f, tmp)
+                link_or_copy_atomic(f, dst_root / key / f.name)
 
 
 # ------------------------------------------------------------------------------------------ outputs

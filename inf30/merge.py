@@ -8,30 +8,16 @@ near-duplicate stage runs across shards from the shards' feature caches.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 
 import pandas as pd
 from tqdm import tqdm
 
-from inf30.atomic import atomic_path, write_text_atomic
+from inf30.atomic import link_or_copy_atomic, write_text_atomic
 from inf30.build import BuildSummary, _locked, mark_exact_duplicates, run_dedupe, summarize
 from inf30.manifest import read_manifest, write_manifest
 
 DEDUPE_REASONS = ("near_copy:", "near_duplicate:")
-
-
-def _link_or_copy(src: Path, dst: Path) -> None:
-    if dst.exists():
-        return
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(dst) as tmp:
-        tmp.unlink()
-        try:
-            os.link(src, tmp)
-        except OSError:
-            shutil.copyfile(src, tmp)
 
 
 def merge(shard_dirs: list[str | Path], out_dir: str | Path, dedupe: bool = True, progress: bool = True) -> BuildSummary:
@@ -61,7 +47,7 @@ def merge(shard_dirs: list[str | Path], out_dir: str | Path, dedupe: bool = True
         kept = df[df["status"] == "kept"]
         for path, shard in tqdm(list(zip(kept["path"], kept["_shard_dir"], strict=True)), desc="merge",
                                 unit="img", disable=not progress):
-            _link_or_copy(Path(shard) / path, out_dir / path)
+            link_or_copy_atomic(Path(shard) / path, out_dir / path)
         if dedupe:
             from inf30.dedupe import merge_caches
 
