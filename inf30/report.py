@@ -396,7 +396,7 @@ def write_report(dataset_dir: str | os.PathLike, opts: ReportOptions | None = No
     # entropy of kept rows that lack it (older builds): computed from the stored images
     if "entropy" not in kept.columns:
         kept["entropy"] = np.nan
-    missing = kept["entropy"].isna() & kept["path"].map(lambda p: isinstance(p, str))
+    missing = kept["entropy"].isna() & kept["path"].map(lambda p: isinstance(p, str)).astype(bool)
     if missing.any():
         tasks = [
             (str(root / p), k, "", False)
