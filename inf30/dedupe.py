@@ -572,6 +572,19 @@ def merge_caches(shard_dirs: list[Path], out_dir: Path) -> None:
                 link_or_copy_atomic(f, dst_root / key / f.name)
 
 
+def mark_dropped(df: pd.DataFrame, row: int, stage: int, anchor_id: str, evidence: str) -> None:
+    """Mark manifest row ``row`` (an index label of ``df``) as dropped by stage 2 (``near_copy``) or
+    stage 3 (``near_duplicate``) of anchor ``anchor_id``, with its evidence, in place."""
+    kind = "near_copy" if stage == 2 else "near_duplicate"
+    df.loc[row, ["status", "reason", "dup_anchor", "dup_evidence"]] = [
+        "dropped",
+        f"{kind}:{anchor_id} | {evidence}",
+        anchor_id,
+        evidence,
+    ]
+    df.loc[row, "dup_stage"] = stage
+
+
 # ------------------------------------------------------------------------------------------ outputs
 def contact_sheet(
     dataset_dir: Path,
@@ -678,15 +691,8 @@ def dedupe_dataset(
     g_rows = []
     for member, (anchor, stage, ev) in sorted(dropped.items(), key=lambda kv: rank[kv[0]]):
         a_id, m_id = ids[anchor], ids[member]
-        kind = "near_copy" if stage == 2 else "near_duplicate"
         row = int(work.at[member, "index"])
-        df.loc[row, ["status", "reason", "dup_anchor", "dup_evidence"]] = [
-            "dropped",
-            f"{kind}:{a_id} | {ev}",
-            a_id,
-            ev,
-        ]
-        df.loc[row, "dup_stage"] = stage
+        mark_dropped(df, row, stage, a_id, ev)
         g_rows.append(
             {"anchor": a_id, "member": m_id, "stage": stage, "evidence": ev, "manifest_row": int(row)}
         )

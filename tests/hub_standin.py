@@ -338,31 +338,30 @@ def _lz4_frame(data: bytes) -> bytes:
             _lz4_block(block, out)
 
 
+def _lz4_length(src: bytes, i: int, length: int) -> tuple[int, int]:
+    """An LZ4 length nibble, extended by 255-valued bytes when it is 15: (length, next index)."""
+    if length == 15:
+        while True:
+            length += src[i]
+            i += 1
+            if src[i - 1] != 255:
+                break
+    return length, i
+
+
 def _lz4_block(src: bytes, out: bytearray) -> None:
     i, n = 0, len(src)
     while i < n:
         token = src[i]
         i += 1
-        length = token >> 4
-        if length == 15:
-            while True:
-                length += src[i]
-                i += 1
-                if src[i - 1] != 255:
-                    break
+        length, i = _lz4_length(src, i, token >> 4)
         out += src[i : i + length]
         i += length
         if i >= n:
             return
         offset = src[i] | (src[i + 1] << 8)
         i += 2
-        length = token & 15
-        if length == 15:
-            while True:
-                length += src[i]
-                i += 1
-                if src[i - 1] != 255:
-                    break
+        length, i = _lz4_length(src, i, token & 15)
         length += 4
         start = len(out) - offset
         for k in range(length):  # byte by byte: matches may overlap their own output

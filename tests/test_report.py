@@ -19,6 +19,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from cli import inf30_app
+from inf30.dedupe import mark_dropped
 from inf30.manifest import read_manifest, write_manifest
 from inf30.report import FUNNEL_COLUMNS, ReportOptions, funnel_table, write_report
 
@@ -75,14 +76,7 @@ def dataset(tmp_path_factory: pytest.TempPathFactory, sirst_dir: Path, hituav_di
         (keys[4], 3, "inliers=251,similarity=0.803"),
     ]:
         i = df.index[df["item_key"] == key][0]
-        kind = "near_copy" if stage == 2 else "near_duplicate"
-        df.loc[i, ["status", "reason", "dup_anchor", "dup_evidence"]] = [
-            "dropped",
-            f"{kind}:{anchor_id} | {ev}",
-            anchor_id,
-            ev,
-        ]
-        df.loc[i, "dup_stage"] = stage
+        mark_dropped(df, i, stage, anchor_id, ev)
         groups.append({"anchor": anchor_id, "member": df.loc[i, "id"], "stage": stage, "evidence": ev})
     write_manifest(out, df)
     (out / "dedupe").mkdir()
