@@ -110,7 +110,7 @@ def build_cmd(
     drop_pseudocolor: Annotated[bool, typer.Option(help="Drop pseudo-coloured / visible images.")] = False,
     dedupe: Annotated[bool, typer.Option("--dedupe/--no-dedupe", help="Run near-duplicate removal after the build.")] = True,
     hashes: Annotated[str, typer.Option(help="Perceptual hashes to store, comma-separated (phash,dhash,whash,ahash).")] = "phash",
-    part_size: Annotated[int, typer.Option(help="Images per unit of work (and of resumption).")] = 64,
+    part_size: Annotated[int, typer.Option(help="Images per unit of work (and of resumption).")] = 256,
     max_archive_bytes: Annotated[int, typer.Option(help="Extraction limit per archive, bytes.")] = 64 << 30,
     max_archive_files: Annotated[int, typer.Option(help="Extraction limit per archive, members.")] = 1_000_000,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,

@@ -61,3 +61,32 @@ def link_or_copy_atomic(src: str | os.PathLike, dst: str | os.PathLike) -> None:
             os.link(src, tmp)
         except OSError:
             shutil.copyfile(src, tmp)
+
+
+_KNOWN_DIRS: set[str] = set()
+
+
+def write_small_atomic(path: str, data: bytes) -> None:
+    """Write one small file (an image) atomically with the fewest system calls, without fsync.
+
+    The temporary name is ``.tmp-<name>.<pid>`` beside ``path`` (one writer process per name at a time;
+    a stale one from a killed run is truncated and reused); ``os.open`` creates it with the umask's
+    permissions, so no chmod is needed. Folders already made by this process are remembered.
+    """
+    parent, name = os.path.split(path)
+    if parent not in _KNOWN_DIRS:
+        os.makedirs(parent, exist_ok=True)
+        _KNOWN_DIRS.add(parent)
+    tmp = os.path.join(parent, f".tmp-{name}.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    os.close(fd)
+    os.replace(tmp, path)

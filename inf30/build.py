@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from inf30 import archive as archive_mod
-from inf30.atomic import write_bytes_atomic, write_text_atomic
+from inf30.atomic import write_small_atomic, write_text_atomic
 from inf30.decode import DEFAULT_MAX_PIXELS, DecodeError, decode_to_gray, encode_png, pixel_id, rgb_to_gray
 from inf30.entropy import entropy8
 from inf30.errors import UserError
@@ -54,7 +54,7 @@ class BuildOptions:
     dedupe: bool = True
     hashes: tuple[str, ...] = ("phash",)
     progress: bool = True
-    part_size: int = 64  # images per part (a video is a part of its own)
+    part_size: int = 256  # images per part (a video is a part of its own)
     max_archive_bytes: int = 64 << 30
     max_archive_files: int = 1_000_000
 
@@ -251,9 +251,9 @@ def make_plan(specs: list[SourceSpec], out_dir: Path, opts: BuildOptions) -> Pla
 # --------------------------------------------------------------------------------------------- worker
 def _store(out_dir: Path, image_id: str, data: bytes, ext: str) -> str:
     rel = f"images/{image_id[:2]}/{image_id}{ext}"
-    target = out_dir / rel
-    if not target.exists():
-        write_bytes_atomic(target, data, fsync=False)
+    target = os.path.join(out_dir, rel)
+    if not os.path.exists(target):
+        write_small_atomic(target, data)
     return rel
 
 

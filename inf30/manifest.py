@@ -41,6 +41,7 @@ SCHEMA = pa.schema(
     ]
 )
 COLUMNS = SCHEMA.names
+_COLUMN_SET = frozenset(COLUMNS)
 
 
 def empty_row(**values) -> dict:
@@ -57,6 +58,8 @@ def empty_row(**values) -> dict:
 
 def rows_to_table(rows: list[dict]) -> pa.Table:
     """Rows (dicts) -> an Arrow table with the manifest schema; extra columns are kept after it."""
+    if rows and all(row.keys() == _COLUMN_SET for row in rows):
+        return pa.Table.from_pylist(rows, schema=SCHEMA)  # the common case, without a DataFrame
     df = pd.DataFrame(rows)
     return frame_to_table(df)
 
