@@ -222,8 +222,10 @@ def dedupe_cmd(
     hashes: Annotated[str, typer.Option(help="Stage 2 hashes, comma-separated (phash,dhash,whash,ahash).")] = "phash",
     hash_threshold: Annotated[int, typer.Option(help="Stage 2: max Hamming distance per 64-bit hash.")] = 8,
     scene: Annotated[bool, typer.Option("--scene/--no-scene", help="Run stage 3 (scene-level, ORB + RANSAC).")] = True,
-    min_inliers: Annotated[int, typer.Option(help="Stage 3: RANSAC inliers to call a pair the same scene.")] = 20,
+    min_inliers: Annotated[int, typer.Option(help="Stage 3: RANSAC inliers to call a pair the same scene.")] = 25,
     neighbors: Annotated[int, typer.Option(help="Stage 3: candidates verified per image.")] = 40,
+    expand: Annotated[int, typer.Option(help="Stage 3: also verify pairs of images both verified as duplicates of "
+                                             "a common one, among its N strongest links (0 = off).")] = 10,
     order: Annotated[str, typer.Option(help="Anchor order keys, descending, comma-separated (size,entropy).")] = "size,entropy",
     workers: Annotated[int, typer.Option(help="Processes (0 = all cores); never changes the result.")] = 0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
@@ -231,7 +233,7 @@ def dedupe_cmd(
     """Drop near-copies (perceptual hash) and scene-level near-duplicates (local features), keeping one
     anchor per group; writes DATASET/dedupe/groups.parquet and groups.png. Safe to re-run.
 
-    Example: inf30 dedupe inf30 --hash-threshold 6 --min-inliers 25
+    Example: inf30 dedupe inf30 --hash-threshold 6 --min-inliers 30
     """
     from dataclasses import replace
 
@@ -246,6 +248,7 @@ def dedupe_cmd(
         scene=scene,
         scene_params=replace(SceneParams(), min_inliers=min_inliers),
         neighbors=neighbors,
+        expand=expand,
         order=tuple(k.strip() for k in order.split(",") if k.strip()),
         workers=workers,
     )

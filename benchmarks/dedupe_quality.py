@@ -125,12 +125,15 @@ def pair_label(a: dict, b: dict) -> int:
 
 
 def sift_overlap(images: list[np.ndarray], pairs: list[tuple[int, int]], min_inliers: int = 15) -> np.ndarray:
-    """Independent overlap oracle for video-frame pairs: full-resolution SIFT, ratio test, RANSAC homography
-    (not the ORB/similarity pipeline under test). Returns (P,) bool."""
+    """Independent overlap oracle: full-resolution SIFT on the histogram-equalized image, ratio test, RANSAC
+    homography (not the ORB / 320 px / similarity pipeline under test). Returns (P,) bool.
+
+    The equalization matters on infrared: without it SIFT finds almost no keypoints on low-contrast sky and
+    cloud images (an earlier version of this oracle called obvious same-scene SIRST pairs "no overlap")."""
     sift = cv2.SIFT_create(nfeatures=2000)
     feats: dict[int, tuple] = {}
     for i in tqdm(sorted({k for p in pairs for k in p}), desc="SIFT overlap oracle"):
-        kp, d = sift.detectAndCompute(images[i], None)
+        kp, d = sift.detectAndCompute(cv2.equalizeHist(images[i]), None)
         feats[i] = (np.float32([k.pt for k in kp]), d)
     bf = cv2.BFMatcher(cv2.NORM_L2)
     out = []
@@ -235,6 +238,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workers", type=int, default=0)
     ap.add_argument("--neighbors", type=int, default=DedupeOptions().neighbors, help="stage 3 candidates per image")
+    ap.add_argument("--window", type=int, default=DedupeOptions().window, help="stage 3 source-order window (0 = off)")
+    ap.add_argument("--expand", type=int, default=DedupeOptions().expand, help="stage 3 expansion links per image (0 = off)")
     ap.add_argument("--sheet", type=Path, default=None, help="write a contact sheet of sample video positives")
     ap.add_argument("--show-errors", type=int, default=10)
     ap.add_argument("--no-overlap-oracle", dest="overlap_oracle", action="store_false",
@@ -261,7 +266,7 @@ def main() -> None:
         positives_sheet(images, video, args.sheet)
         print(f"wrote {args.sheet}")
 
-    opts = DedupeOptions(workers=args.workers, neighbors=args.neighbors)
+    opts = DedupeOptions(workers=args.workers, neighbors=args.neighbors, window=args.window, expand=args.expand)
     t = time.perf_counter()
     hexes = [compute_hashes(im, opts.hashes)["phash"] for im in tqdm(images, desc="our phash")]
     codes, valid = hex_to_codes([hexes])
@@ -270,10 +275,13 @@ def main() -> None:
     feats = [extract_features(im, opts.scene_params) for im in tqdm(images, desc="scene features")]
     t_feat = time.perf_counter() - t
     names = [lab["name"] for lab in labels]
+    # source order for the window candidates, as a build would list these files: the originals in their
+    # folders (SIRST by number, HIT-UAV by flight and frame), the synthetic variants in a folder of their own
+    order_keys = [("variants/" if lab["aug"] != "orig" else "originals/") + lab["name"] for lab in labels]
 
     e2 = find_edges(codes, valid, None, opts, names)
     t = time.perf_counter()
-    e23 = find_edges(codes, valid, feats, opts, names, progress=True)
+    e23 = find_edges(codes, valid, feats, opts, names, progress=True, order_keys=order_keys)
     t_edges = time.perf_counter() - t
     p2 = set(zip(e2["i"].astype(int), e2["j"].astype(int), strict=True))
     p23 = set(zip(e23["i"].astype(int), e23["j"].astype(int), strict=True))

@@ -62,6 +62,10 @@ class DedupeOptions:
     scene: run stage 3.
     scene_params: ORB feature and verification parameters (min_inliers etc.).
     neighbors: stage 3 candidates per image from the global-descriptor index.
+    window: each image is also a candidate with the next ``window`` images in source order (item key: folder,
+        file name, video time), where sequences and video frames lie side by side (0 = off).
+    expand: after verification, pairs of images both verified as duplicates of a common image (among its
+        ``expand`` strongest links) are verified too (0 = off); finds video frames the index ranks too low.
     min_similarity: candidates below this cosine similarity of the global descriptors are not verified.
     vocab_size: visual words of the global descriptor (trained on the dataset itself, deterministically).
     order: anchor order keys, each descending: ``size`` (pixels), ``entropy``; ties by id.
@@ -74,6 +78,8 @@ class DedupeOptions:
     scene: bool = True
     scene_params: SceneParams = field(default_factory=SceneParams)
     neighbors: int = 40
+    window: int = 8
+    expand: int = 10
     min_similarity: float = 0.3
     vocab_size: int = 256
     order: tuple[str, ...] = ("size", "entropy")
@@ -93,6 +99,10 @@ class DedupeOptions:
             raise ValueError(f"hash threshold must be in 0..64, got {self.hash_threshold}")
         if self.neighbors < 1:
             raise ValueError("neighbors must be at least 1")
+        if self.window < 0:
+            raise ValueError("window must be 0 (off) or more")
+        if self.expand < 0:
+            raise ValueError("expand must be 0 (off) or more")
 
 
 @dataclass
@@ -322,6 +332,55 @@ def anchor_rank(df: pd.DataFrame, order: tuple[str, ...]) -> np.ndarray:
     return rank
 
 
+EXPAND_ROUNDS = 3
+
+
+def window_pairs(order_keys: list[str], usable: np.ndarray, window: int) -> pd.DataFrame:
+    """Pairs of usable images at most ``window`` apart in the sorted order of ``order_keys`` (N,): neighbours
+    in source order. Returns unique pairs i < j (columns i, j), sorted."""
+    rows = np.flatnonzero(usable)
+    empty = pd.DataFrame({"i": np.zeros(0, np.int64), "j": np.zeros(0, np.int64)})
+    if window < 1 or len(rows) < 2:
+        return empty
+    keys = np.asarray(order_keys, dtype=object)[rows]
+    seq = rows[np.argsort(keys, kind="stable")]
+    a = np.concatenate([seq[:-d] for d in range(1, min(window, len(seq) - 1) + 1)])
+    b = np.concatenate([seq[d:] for d in range(1, min(window, len(seq) - 1) + 1)])
+    n = int(usable.shape[0])
+    key = np.unique(np.minimum(a, b) * n + np.maximum(a, b))
+    return pd.DataFrame({"i": key // n, "j": key % n})
+
+
+def expansion_pairs(links: pd.DataFrame, known: pd.DataFrame, usable: np.ndarray, per_image: int) -> pd.DataFrame:
+    """Candidate pairs one step further in the verified graph.
+
+    links: verified edges (columns i, j, inliers: the strength used to rank an image's links). Each image
+    keeps its ``per_image`` strongest links (ties by index); any two images linked to a common image become a
+    candidate unless already ``known`` (columns i, j) or linked. Only images with ``usable`` (N,) features
+    qualify. Returns unique pairs i < j (columns i, j), sorted; at most N * per_image^2 / 2 of them.
+    """
+    empty = pd.DataFrame({"i": np.zeros(0, np.int64), "j": np.zeros(0, np.int64)})
+    if links.empty or per_image < 2:
+        return empty
+    a, b = links["i"].to_numpy(np.int64), links["j"].to_numpy(np.int64)
+    w = links["inliers"].to_numpy(np.int64)
+    both = pd.DataFrame({"node": np.r_[a, b], "other": np.r_[b, a], "w": np.r_[w, w]})
+    both = both[usable[both["other"].to_numpy()]]
+    both = both.sort_values(["node", "w", "other"], ascending=[True, False, True], kind="stable")
+    both = both.drop_duplicates(["node", "other"]).groupby("node", sort=True).head(per_image)
+    pairs = both.merge(both, on="node", suffixes=("_a", "_b"))
+    i, j = pairs["other_a"].to_numpy(np.int64), pairs["other_b"].to_numpy(np.int64)
+    sel = i < j
+    i, j = i[sel], j[sel]
+    if not len(i):
+        return empty
+    n = int(max(usable.shape[0], 1))
+    key = np.unique(i * n + j)
+    taken = np.r_[known["i"].to_numpy(np.int64) * n + known["j"].to_numpy(np.int64), np.minimum(a, b) * n + np.maximum(a, b)]
+    key = key[~np.isin(key, taken)]
+    return pd.DataFrame({"i": key // n, "j": key % n})
+
+
 def find_edges(
     codes: np.ndarray | None,
     code_valid: np.ndarray | None,
@@ -330,13 +389,15 @@ def find_edges(
     train_ids: list[str] | None = None,
     progress: bool = False,
     stats: DedupeSummary | None = None,
+    order_keys: list[str] | None = None,
 ) -> pd.DataFrame:
     """Stage 2 and 3 edges between N images.
 
     codes: (N, 8k) uint8 hash codes with valid mask (N,) (None: skip stage 2). feats: N local features (None:
     skip stage 3). train_ids: N stable keys, the vocabulary is trained on images sampled in their sorted
-    order (default: positions). Returns a DataFrame i, j, stage (2 or 3), evidence (str), hamming, inliers,
-    similarity (NaN/-1 where not applicable).
+    order (default: positions). order_keys: N source-order keys (item keys) for the ``window`` candidates
+    (None: none). Returns a DataFrame i, j, stage (2 or 3), evidence (str), hamming, inliers, similarity
+    (NaN/-1 where not applicable).
     """
     parts = []
     if codes is not None and len(codes) > 1:
@@ -361,15 +422,48 @@ def find_edges(
         usable = np.array([f.usable for f in feats])
         desc = global_descriptors(feats, opts, train_ids)
         cand = candidate_pairs(desc, usable, opts.neighbors, opts.min_similarity)
-        if stats is not None:
-            stats.candidate_pairs = len(cand)
+        if order_keys is not None and opts.window:
+            win = window_pairs(order_keys, usable, opts.window)
+            win["similarity"] = np.einsum("nd,nd->n", desc[win["i"].to_numpy()], desc[win["j"].to_numpy()])
+            cand = (
+                pd.concat([cand, win], ignore_index=True)
+                .drop_duplicates(["i", "j"], keep="first")
+                .sort_values(["i", "j"], kind="stable")
+                .reset_index(drop=True)
+            )
+        workers = opts.workers or os.cpu_count() or 1
+        verified = []
         if len(cand):
-            workers = opts.workers or os.cpu_count() or 1
             inl = verify_candidates(feats, cand, opts.scene_params, workers, progress)
-            ok = inl >= opts.scene_params.min_inliers
+            verified.append(cand.assign(inliers=inl, via=""))
+        if opts.expand and verified:
+            # expansion over the verified graph (stage 2 and 3 edges): two images verified as duplicates of a
+            # common third are candidates themselves; repeated while it finds new links (at most
+            # EXPAND_ROUNDS times). Frames of one video sequence are found this way when the descriptor ranks
+            # too many of their look-alikes before them.
+            known = cand[["i", "j"]]
+            links = [verified[0].loc[verified[0]["inliers"] >= opts.scene_params.min_inliers, ["i", "j", "inliers"]]]
+            if parts:
+                links.append(parts[0][["i", "j"]].assign(inliers=10_000 - parts[0]["hamming"]))
+            for _ in range(EXPAND_ROUNDS):
+                hop = expansion_pairs(pd.concat(links, ignore_index=True), known, usable, opts.expand)
+                if hop.empty:
+                    break
+                hop["similarity"] = np.einsum("nd,nd->n", desc[hop["i"].to_numpy()], desc[hop["j"].to_numpy()])
+                inl2 = verify_candidates(feats, hop, opts.scene_params, workers, progress)
+                verified.append(hop.assign(inliers=inl2, via=",via=expansion"))
+                known = pd.concat([known, hop[["i", "j"]]], ignore_index=True)
+                new = verified[-1].loc[inl2 >= opts.scene_params.min_inliers, ["i", "j", "inliers"]]
+                if new.empty:
+                    break
+                links.append(new)
+        if stats is not None:
+            stats.candidate_pairs = sum(len(v) for v in verified)
+        if verified:
+            v = pd.concat(verified, ignore_index=True)
+            v = v[v["inliers"].to_numpy() >= opts.scene_params.min_inliers]
             if stats is not None:
-                stats.verified_pairs = int(ok.sum())
-            v = cand[ok]
+                stats.verified_pairs = len(v)
             parts.append(
                 pd.DataFrame(
                     {
@@ -377,11 +471,11 @@ def find_edges(
                         "j": v["j"].to_numpy(),
                         "stage": 3,
                         "evidence": [
-                            f"inliers={n},similarity={s:.3f}"
-                            for n, s in zip(inl[ok], v["similarity"], strict=True)
+                            f"inliers={n},similarity={sim:.3f}{via}"
+                            for n, sim, via in zip(v["inliers"], v["similarity"], v["via"], strict=True)
                         ],
                         "hamming": -1,
-                        "inliers": inl[ok],
+                        "inliers": v["inliers"].to_numpy(),
                         "similarity": v["similarity"].to_numpy(),
                     }
                 )
@@ -684,7 +778,9 @@ def dedupe_dataset(
     codes, valid = hex_to_codes(hash_cols)
     feats = [cache.feats.get(i, EMPTY) for i in ids]
     stats.no_scene_features = sum(1 for f in feats if not f.usable)
-    edges = find_edges(codes, valid, feats if opts.scene else None, opts, ids, progress, stats)
+    edges = find_edges(
+        codes, valid, feats if opts.scene else None, opts, ids, progress, stats, work["item_key"].astype(str).tolist()
+    )
 
     rank = anchor_rank(work, opts.order)
     dropped = assign_anchors(rank, edges)

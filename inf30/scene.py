@@ -43,8 +43,8 @@ class SceneParams:
     min_keypoints: int = 12
     ratio: float = 0.8
     ransac_px: float = 4.0
-    min_inliers: int = 20
-    min_inlier_ratio: float = 0.25
+    min_inliers: int = 25
+    min_inlier_ratio: float = 0.35
     max_scale: float = 3.0
 
     def feature_key(self) -> str:

@@ -15,8 +15,11 @@ from inf30.dedupe import (
     DedupeOptions,
     assign_anchors,
     dedupe_dataset,
+    expansion_pairs,
+    find_edges,
     merge_caches,
     near_copy_pairs,
+    window_pairs,
 )
 from inf30.entropy import entropy8
 from inf30.hashing import compute_hashes
@@ -143,6 +146,42 @@ def test_two_hituav_sequences_are_not_merged(tmp_path: Path, hituav_dir: Path) -
     assert len(dropped) >= 4  # consecutive frames of one sequence do overlap
     for r in dropped.itertuples():
         assert seq[r.dup_anchor] == seq[r.id], f"{r.origin} merged into another sequence"
+
+
+def test_expansion_pairs_join_images_verified_against_a_common_one() -> None:
+    # verified: 0-1 (50 inliers), 0-2 (40), 0-3 (30), 4-5; already a candidate: 1-2; image 6 has no features
+    links = pd.DataFrame({"i": [0, 0, 0, 4, 0], "j": [1, 2, 3, 5, 6], "inliers": [50, 40, 30, 60, 90]})
+    known = pd.DataFrame({"i": [1], "j": [2]})
+    usable = np.array([True] * 6 + [False])
+    got = expansion_pairs(links, known, usable, per_image=3)
+    assert list(zip(got["i"], got["j"], strict=True)) == [(1, 3), (2, 3)]  # 1-2 known; 6 unusable; 4-5 share no image
+    got = expansion_pairs(links, known, usable, per_image=2)  # 0 keeps its two strongest usable links: 1, 2
+    assert got.empty
+    assert expansion_pairs(links, known, usable, per_image=0).empty
+
+
+def test_window_pairs_follow_source_order_not_row_order() -> None:
+    keys = ["v/f3", "v/f1", "x/a", "v/f2", "v/f4"]  # source order: f1 f2 f3 f4 a (rows 1 3 0 4 2)
+    usable = np.array([True, True, True, True, False])  # f4 has no features: skipped, its place closes up
+    got = window_pairs(keys, usable, 1)
+    assert list(zip(got["i"], got["j"], strict=True)) == [(0, 2), (0, 3), (1, 3)]  # f1-f2, f2-f3, f3-a
+    got = window_pairs(keys, usable, 2)
+    assert list(zip(got["i"], got["j"], strict=True)) == [(0, 1), (0, 2), (0, 3), (1, 3), (2, 3)]
+    assert window_pairs(keys, usable, 0).empty
+
+
+def test_expansion_finds_frames_the_index_ranks_too_low(hituav_dir: Path) -> None:
+    """One HIT-UAV sequence, only 1 candidate per image: expansion over verified links finds more frame
+    pairs of the sequence; every pair it adds is verified, and more of them than without it."""
+    frames = [img for _, img in hit_sequence(hituav_dir, "0_100_30_0", 14)]
+    feats = [extract_features(f) for f in frames]
+    base = find_edges(None, None, feats, DedupeOptions(neighbors=1, expand=0, workers=1))
+    more = find_edges(None, None, feats, DedupeOptions(neighbors=1, expand=10, workers=1))
+    assert len(base) > 0
+    via = more[more["evidence"].str.endswith("via=expansion")]
+    assert len(via) > 0 and len(more) == len(base) + len(via)
+    assert (via["inliers"] >= SceneParams().min_inliers).all()
+    assert set(zip(base["i"], base["j"], strict=True)) <= set(zip(more["i"], more["j"], strict=True))
 
 
 # --------------------------------------------------------------------------------- anchors, outputs
