@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from infmae.model import create_model  # noqa: E402
 
 HF_NAME = "hf_vitmae_base"
+OPTIMIZER = "fused"
 OURS = ("infmae_base", "convmae_base", "mae_base")
 
 # peak dense bf16 tensor FLOP/s by GPU name fragment (first match wins)
@@ -68,7 +69,11 @@ def build(name: str, device: torch.device) -> tuple[torch.nn.Module, Callable[[t
 def step_fn(
     model: torch.nn.Module, loss_fn: Callable, precision: str, device: torch.device, compile_: bool
 ) -> Callable[[torch.Tensor], float]:
-    opt = torch.optim.AdamW(model.parameters(), lr=1.0e-4, betas=(0.9, 0.95), weight_decay=0.05)
+    # the same optimizer for every model (the optimizer is not part of the model): fused AdamW as
+    # infmae's trainer uses it, or PyTorch's default implementation with --optimizer default
+    opt = torch.optim.AdamW(
+        model.parameters(), lr=1.0e-4, betas=(0.9, 0.95), weight_decay=0.05, fused=OPTIMIZER == "fused"
+    )
     fwd = torch.compile(loss_fn) if compile_ else loss_fn
 
     def step(x: torch.Tensor) -> float:
@@ -128,7 +133,8 @@ def run(args: argparse.Namespace) -> None:
     gpu_name, peak = peak_flops(device)
     print(
         f"device {gpu_name}, torch {torch.__version__}, threads {torch.get_num_threads()}, batch {args.batch}, "
-        f"size {args.size}, warm-up {args.warmup}, measured steps {args.steps}, compile {args.compile}"
+        f"size {args.size}, warm-up {args.warmup}, measured steps {args.steps}, compile {args.compile}, "
+        f"AdamW {OPTIMIZER}"
     )
     # images normalized like the pre-training data (mean .425, std .2 on gray replicated to 3 channels)
     gray = torch.rand(args.batch, 1, args.size, args.size, device=device)
@@ -189,7 +195,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--precision", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
     ap.add_argument("--no-bf16", dest="precision", action="store_const", const=["fp32"])
     ap.add_argument("--compile", action="store_true", help="torch.compile the forward + loss")
-    run(ap.parse_args(argv))
+    ap.add_argument("--optimizer", choices=["fused", "default"], default="fused",
+                    help="AdamW implementation, the same for every model")
+    args = ap.parse_args(argv)
+    global OPTIMIZER
+    OPTIMIZER = args.optimizer
+    run(args)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """InfMAE pre-training: the paper's recipe (section 5.1, IMPLEMENTATION-NOTES), resumable and distributed.
 
-Recipe: AdamW (betas 0.9, 0.95), weight decay 0.05 on weights only (``model.param_groups``),
+Recipe: AdamW (betas 0.9, 0.95; fused kernel), weight decay 0.05 on weights only (``model.param_groups``),
 lr = blr x effective batch / 256 set every optimizer step on a linear warm-up then a half-cycle cosine,
 gradient accumulation, bf16 autocast (fp16 with a grad scaler as an option, fp32), optional ``torch.compile``.
 ``--batch`` is the *effective* batch of one optimizer step over all processes and accumulation steps
@@ -258,6 +258,17 @@ def load_train_state(folder: Path) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------------------------- helpers
+def make_adamw(params, lr: float, **kw: Any) -> torch.optim.AdamW:
+    """AdamW (betas 0.9, 0.95) with PyTorch's fused kernel where the parameters' device has one (CPU and
+    CUDA: about 3x faster than the default on the CPU, `benchmarks/model_throughput.py`), else the default.
+    The state dict is the same either way, so checkpoints resume across the two."""
+    params = list(params)
+    try:
+        return torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.95), fused=True, **kw)
+    except (RuntimeError, ValueError, TypeError):
+        return torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.95), **kw)
+
+
 def resolve_precision(precision: str, device: torch.device) -> str:
     if precision == "auto":
         return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
@@ -381,7 +392,7 @@ def _train(cfg: PretrainConfig, info: DistInfo) -> dict[str, Any]:
     overrides = {"mask_stride": cfg.mask_stride, "norm_pix_loss": cfg.norm_pix_loss, **cfg.model_overrides}
     model = create_model(cfg.preset, **overrides).to(device)
     groups = model.param_groups(cfg.weight_decay)
-    optimizer = torch.optim.AdamW(groups, lr=base_lr(cfg), betas=(0.9, 0.95))
+    optimizer = make_adamw(groups, lr=base_lr(cfg))
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     seeded_masking = model.config.get("masking") == "random" or bool(model.config.get("jitter"))
 
