@@ -335,6 +335,26 @@ def anchor_rank(df: pd.DataFrame, order: tuple[str, ...]) -> np.ndarray:
 EXPAND_ROUNDS = 3
 
 
+def _pair_frame(a: np.ndarray, b: np.ndarray, n: int, exclude: np.ndarray | None = None) -> pd.DataFrame:
+    """Unique unordered pairs of the index arrays a, b (M,) among n images as a frame of i < j, sorted;
+    ``exclude``: pair keys (i * n + j) to leave out."""
+    a, b = np.asarray(a, np.int64), np.asarray(b, np.int64)
+    key = np.unique(np.minimum(a, b) * n + np.maximum(a, b))
+    if exclude is not None:
+        key = key[~np.isin(key, exclude)]
+    return pd.DataFrame({"i": key // n, "j": key % n})
+
+
+def _pair_keys(pairs: pd.DataFrame, n: int) -> np.ndarray:
+    """Keys i * n + j of a frame of pairs (columns i, j, i < j)."""
+    return pairs["i"].to_numpy(np.int64) * n + pairs["j"].to_numpy(np.int64)
+
+
+def _similarity(desc: np.ndarray, pairs: pd.DataFrame) -> np.ndarray:
+    """Cosine similarity (M,) of the L2-normalized descriptors (N, D) of each pair (columns i, j)."""
+    return np.einsum("nd,nd->n", desc[pairs["i"].to_numpy()], desc[pairs["j"].to_numpy()])
+
+
 def window_pairs(order_keys: list[str], usable: np.ndarray, window: int) -> pd.DataFrame:
     """Pairs of usable images at most ``window`` apart in the sorted order of ``order_keys`` (N,): neighbours
     in source order. Returns unique pairs i < j (columns i, j), sorted."""
@@ -344,11 +364,8 @@ def window_pairs(order_keys: list[str], usable: np.ndarray, window: int) -> pd.D
         return empty
     keys = np.asarray(order_keys, dtype=object)[rows]
     seq = rows[np.argsort(keys, kind="stable")]
-    a = np.concatenate([seq[:-d] for d in range(1, min(window, len(seq) - 1) + 1)])
-    b = np.concatenate([seq[d:] for d in range(1, min(window, len(seq) - 1) + 1)])
-    n = int(usable.shape[0])
-    key = np.unique(np.minimum(a, b) * n + np.maximum(a, b))
-    return pd.DataFrame({"i": key // n, "j": key % n})
+    steps = range(1, min(window, len(seq) - 1) + 1)
+    return _pair_frame(np.concatenate([seq[:-d] for d in steps]), np.concatenate([seq[d:] for d in steps]), len(usable))
 
 
 def expansion_pairs(links: pd.DataFrame, known: pd.DataFrame, usable: np.ndarray, per_image: int) -> pd.DataFrame:
@@ -370,15 +387,9 @@ def expansion_pairs(links: pd.DataFrame, known: pd.DataFrame, usable: np.ndarray
     both = both.drop_duplicates(["node", "other"]).groupby("node", sort=True).head(per_image)
     pairs = both.merge(both, on="node", suffixes=("_a", "_b"))
     i, j = pairs["other_a"].to_numpy(np.int64), pairs["other_b"].to_numpy(np.int64)
-    sel = i < j
-    i, j = i[sel], j[sel]
-    if not len(i):
-        return empty
-    n = int(max(usable.shape[0], 1))
-    key = np.unique(i * n + j)
-    taken = np.r_[known["i"].to_numpy(np.int64) * n + known["j"].to_numpy(np.int64), np.minimum(a, b) * n + np.maximum(a, b)]
-    key = key[~np.isin(key, taken)]
-    return pd.DataFrame({"i": key // n, "j": key % n})
+    n = len(usable)
+    taken = np.r_[_pair_keys(known, n), np.minimum(a, b) * n + np.maximum(a, b)]
+    return _pair_frame(i[i < j], j[i < j], n, exclude=taken)
 
 
 def find_edges(
@@ -424,7 +435,7 @@ def find_edges(
         cand = candidate_pairs(desc, usable, opts.neighbors, opts.min_similarity)
         if order_keys is not None and opts.window:
             win = window_pairs(order_keys, usable, opts.window)
-            win["similarity"] = np.einsum("nd,nd->n", desc[win["i"].to_numpy()], desc[win["j"].to_numpy()])
+            win["similarity"] = _similarity(desc, win)
             cand = (
                 pd.concat([cand, win], ignore_index=True)
                 .drop_duplicates(["i", "j"], keep="first")
@@ -449,7 +460,7 @@ def find_edges(
                 hop = expansion_pairs(pd.concat(links, ignore_index=True), known, usable, opts.expand)
                 if hop.empty:
                     break
-                hop["similarity"] = np.einsum("nd,nd->n", desc[hop["i"].to_numpy()], desc[hop["j"].to_numpy()])
+                hop["similarity"] = _similarity(desc, hop)
                 inl2 = verify_candidates(feats, hop, opts.scene_params, workers, progress)
                 verified.append(hop.assign(inliers=inl2, via=",via=expansion"))
                 known = pd.concat([known, hop[["i", "j"]]], ignore_index=True)
