@@ -71,14 +71,20 @@ def write_small_atomic(path: str, data: bytes) -> None:
 
     The temporary name is ``.tmp-<name>.<pid>`` beside ``path`` (one writer process per name at a time;
     a stale one from a killed run is truncated and reused); ``os.open`` creates it with the umask's
-    permissions, so no chmod is needed. Folders already made by this process are remembered.
+    permissions, so no chmod is needed. Folders already made by this process are remembered (and made again
+    if something removed them since).
     """
     parent, name = os.path.split(path)
     if parent not in _KNOWN_DIRS:
         os.makedirs(parent, exist_ok=True)
         _KNOWN_DIRS.add(parent)
     tmp = os.path.join(parent, f".tmp-{name}.{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+    try:
+        fd = os.open(tmp, flags, 0o666)
+    except FileNotFoundError:  # the folder was removed after we made it
+        os.makedirs(parent, exist_ok=True)
+        fd = os.open(tmp, flags, 0o666)
     try:
         view = memoryview(data)
         while view:

@@ -247,7 +247,7 @@ def _plain_jpeg_gray(data: bytes, max_pixels: int) -> Decoded | None:
     """Fast path for the commonest infrared file: an 8-bit gray JPEG without EXIF, decoded by OpenCV.
 
     OpenCV's libjpeg-turbo gives the same pixels as Pillow's (both use the accurate integer IDCT;
-    ``tests/test_build.py`` checks it on every real gray JPEG) and skips Pillow's header parsing and
+    ``tests/test_decode.py`` checks it on every real gray JPEG) and skips Pillow's header parsing and
     copies (about 30 % faster here). OpenCV accepts truncated files silently, so only files that end with
     the end-of-image marker take this path; anything else, an image over ``max_pixels`` and any decode
     failure take the general (Pillow) path, which gives the right reason.

@@ -1,4 +1,5 @@
-"""The decoder's fast path for gray JPEG (OpenCV) against Pillow, on the real HIT-UAV frames and odd JPEGs."""
+"""The decoder's fast path for gray JPEG (OpenCV) against Pillow, on the real HIT-UAV frames and odd JPEGs;
+the image store's small atomic write."""
 
 from __future__ import annotations
 
@@ -61,3 +62,18 @@ def test_truncated_and_oversized_gray_jpeg_get_pillows_reasons():
     with pytest.raises(DecodeError) as err:
         decode_to_gray(bomb)
     assert err.value.reason == "decompression_bomb"
+
+
+def test_small_atomic_write_recreates_a_folder_removed_after_first_use(tmp_path):
+    """The image store remembers the folders it made; a folder removed since (a rebuilt output in the same
+    process) is made again instead of failing the write."""
+    import shutil
+
+    from inf30.atomic import write_small_atomic
+
+    target = tmp_path / "images" / "ab" / "x.png"
+    write_small_atomic(str(target), b"one")
+    shutil.rmtree(tmp_path / "images")
+    write_small_atomic(str(target), b"two")
+    assert target.read_bytes() == b"two"
+    assert [p.name for p in target.parent.iterdir()] == ["x.png"]  # no temporary file left
