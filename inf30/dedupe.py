@@ -256,9 +256,15 @@ def candidate_pairs(
 
 
 def _verify_chunk(args: tuple[list[tuple[LocalFeatures, LocalFeatures]], SceneParams]) -> list[int]:
+    """Verify a chunk of pairs on one core (OpenCV and faiss single-threaded while it runs)."""
     cv2.setNumThreads(1)
-    pairs, params = args
-    return [verify_pair(a, b, params) for a, b in pairs]
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        pairs, params = args
+        return [verify_pair(a, b, params) for a, b in pairs]
+    finally:
+        faiss.omp_set_num_threads(threads)
 
 
 def verify_candidates(
