@@ -339,6 +339,7 @@ def anchor_rank(df: pd.DataFrame, order: tuple[str, ...]) -> np.ndarray:
 
 
 EXPAND_ROUNDS = 3
+EXPAND_CHUNK = 1 << 20  # links joined at a time by expansion_pairs (bounds its memory at any scale)
 
 
 def _pair_frame(a: np.ndarray, b: np.ndarray, n: int, exclude: np.ndarray | None = None) -> pd.DataFrame:
@@ -391,11 +392,24 @@ def expansion_pairs(links: pd.DataFrame, known: pd.DataFrame, usable: np.ndarray
     both = both[usable[both["other"].to_numpy()]]
     both = both.sort_values(["node", "w", "other"], ascending=[True, False, True], kind="stable")
     both = both.drop_duplicates(["node", "other"]).groupby("node", sort=True).head(per_image)
-    pairs = both.merge(both, on="node", suffixes=("_a", "_b"))
-    i, j = pairs["other_a"].to_numpy(np.int64), pairs["other_b"].to_numpy(np.int64)
+    if both.empty:
+        return empty
     n = len(usable)
     taken = np.r_[_pair_keys(known, n), np.minimum(a, b) * n + np.maximum(a, b)]
-    return _pair_frame(i[i < j], j[i < j], n, exclude=taken)
+    nodes = both["node"].to_numpy()
+    out, lo = [], 0
+    while lo < len(both):  # EXPAND_CHUNK links (x per_image pairs) at a time, whole nodes only
+        hi = min(len(both), lo + EXPAND_CHUNK)
+        while hi < len(both) and nodes[hi] == nodes[hi - 1]:
+            hi += 1
+        chunk = both.iloc[lo:hi]
+        pairs = chunk.merge(chunk, on="node", suffixes=("_a", "_b"))
+        i, j = pairs["other_a"].to_numpy(np.int64), pairs["other_b"].to_numpy(np.int64)
+        out.append(_pair_frame(i[i < j], j[i < j], n, exclude=taken))
+        lo = hi
+    return _pair_frame(
+        np.concatenate([f["i"].to_numpy() for f in out]), np.concatenate([f["j"].to_numpy() for f in out]), n
+    )
 
 
 def find_edges(

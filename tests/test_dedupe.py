@@ -158,6 +158,23 @@ def test_expansion_pairs_join_images_verified_against_a_common_one() -> None:
     got = expansion_pairs(links, known, usable, per_image=2)  # 0 keeps its two strongest usable links: 1, 2
     assert got.empty
     assert expansion_pairs(links, known, usable, per_image=0).empty
+    assert expansion_pairs(links, known, np.zeros(7, bool), per_image=3).empty  # nobody has features
+
+
+def test_expansion_pairs_in_small_chunks_equal_one_pass(monkeypatch) -> None:
+    """The join runs in chunks of whole images (bounded memory at 1 M images): same pairs as one pass."""
+    import inf30.dedupe as dd
+
+    rng = np.random.default_rng(0)
+    a, b = rng.integers(0, 60, 400), rng.integers(0, 60, 400)
+    links = pd.DataFrame({"i": np.minimum(a, b), "j": np.maximum(a, b), "inliers": rng.integers(25, 200, 400)})
+    links = links[links["i"] < links["j"]]
+    known = links.iloc[::3][["i", "j"]]
+    usable = rng.random(60) > 0.1
+    whole = expansion_pairs(links, known, usable, per_image=6)
+    monkeypatch.setattr(dd, "EXPAND_CHUNK", 7)
+    pd.testing.assert_frame_equal(expansion_pairs(links, known, usable, per_image=6), whole)
+    assert len(whole) > 50
 
 
 def test_window_pairs_follow_source_order_not_row_order() -> None:
