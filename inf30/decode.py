@@ -253,7 +253,7 @@ def _plain_jpeg_gray(data: bytes, max_pixels: int) -> Decoded | None:
     failure take the general (Pillow) path, which gives the right reason.
     """
     size = jpeg_gray_size(data)
-    if size is None or size[0] * size[1] > max_pixels or data.rstrip(b"\x00")[-2:] != _JPEG_EOI:
+    if size is None or size[0] * size[1] > max_pixels or data[-64:].rstrip(b"\x00")[-2:] != _JPEG_EOI:
         return None
     arr = cv2.imdecode(np.frombuffer(data, np.uint8), _CV2_GRAY)
     if arr is None or arr.shape != (size[1], size[0]):
