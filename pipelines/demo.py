@@ -30,7 +30,7 @@ def run_demo(out: str | Path, workers: int = 0, pretrain_minutes: float = 3.0) -
     from pipelines.pretrain import run_pretrain
 
     run = out / "pretrain-tiny"
-    print(f"[4] pre-training infmae_tiny on the CPU for about {pretrain_minutes:g} min into {run} (re-run to resume)")
+    print(f"[4] pre-training infmae_tiny on the CPU for up to {pretrain_minutes:g} min into {run} (re-run to resume)")
     result = run_pretrain(dataset, run, minutes=pretrain_minutes)
     print(f"[4] step {result['step']}/{result['total_steps']}, loss {result['loss']:.4f}; checkpoint {result['checkpoint']}")
     print(f"reconstruction: {result['png']}\nreport: {report.html}")
