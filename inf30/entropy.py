@@ -72,19 +72,6 @@ def entropy8(gray: np.ndarray) -> float:
 
     A constant image gives 0.0, two equally frequent levels 1.0, all 256 levels equally 8.0.
     """
-    if (
-        type(gray) is np.ndarray
-        and gray.dtype == np.uint8
-        and gray.ndim == 2
-        and 0 < gray.size < _CALC_HIST_LIMIT
-        and gray.flags.c_contiguous
-    ):  # the build's case, with the fewest array operations: H = log2 N - sum(c log2 c) / N
-        import cv2
-
-        c = cv2.calcHist([gray], [0], None, [256], [0, 256]).ravel()
-        c = c[c > 0].astype(np.float64)
-        n = float(gray.size)
-        return float(max(0.0, math.log2(n) - float((c * np.log2(c)).sum()) / n))
     return entropy_from_counts(histogram256(gray))
 
 
