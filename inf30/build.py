@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
@@ -231,18 +232,10 @@ def make_plan(specs: list[SourceSpec], out_dir: Path, opts: BuildOptions) -> Pla
     for group in groups:
         h = hashlib.sha1(fingerprint.encode())
         for w in group:
+            # repr of str/float/bool/None values is unambiguous and stable; a changed input changes the name
             h.update(
-                json.dumps(
-                    [
-                        w.key,
-                        w.licence,
-                        w.video_every,
-                        w.drop_pseudocolor,
-                        list(w.agc),
-                        w.origin,
-                        _file_stamp(w.path),
-                    ]
-                ).encode()
+                repr((w.key, w.licence, w.video_every, w.drop_pseudocolor, w.agc, w.origin, _file_stamp(w.path)))
+                .encode()
             )
         parts.append((h.hexdigest()[:24], group))
     return Plan(parts, pre_rows, skipped)
@@ -491,8 +484,12 @@ def build(specs: list[SourceSpec], out_dir: str | Path, opts: BuildOptions | Non
         jobs = [(n, items, opts, str(out_dir)) for n, items in todo]
         sizes = {n: len(items) for n, items in todo}
 
+        built: dict[str, pa.Table] = {}  # parts committed by this run, kept to skip reading them back
+
         def commit(name: str, rows: list[dict]) -> None:
-            write_table(parts_dir / f"{name}.parquet", rows_to_table(rows) if rows else SCHEMA.empty_table())
+            table = rows_to_table(rows) if rows else SCHEMA.empty_table()
+            write_table(parts_dir / f"{name}.parquet", table)
+            built[name] = table
             counts.update(r["status"] for r in rows)
             bar.update(sizes[name])
             bar.set_postfix(kept=counts["kept"], dropped=counts["dropped"])
@@ -507,7 +504,10 @@ def build(specs: list[SourceSpec], out_dir: str | Path, opts: BuildOptions | Non
                         commit(name, rows)
         finally:
             bar.close()
-        frames = [pq.read_table(parts_dir / f"{n}.parquet").to_pandas() for n, _ in plan.parts]
+        frames = [
+            (built[n] if n in built else pq.read_table(parts_dir / f"{n}.parquet")).to_pandas()
+            for n, _ in plan.parts
+        ]
         if plan.pre_rows:
             frames.append(rows_to_table(plan.pre_rows).to_pandas())
         frames = [f for f in frames if len(f)]

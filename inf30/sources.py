@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 import glob
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -167,6 +168,31 @@ def _matches(rel: str, patterns: list[str]) -> bool:
     return any(fnmatch.fnmatch(rel, p) or fnmatch.fnmatch(Path(rel).name, p) for p in patterns)
 
 
+def _walk_files(root: str) -> list[tuple[str, str]]:
+    """(path relative to ``root`` with ``/``, full path) of every file or symlink below the folder ``root``.
+
+    Like ``Path.rglob("*")`` (symlinked folders are listed, not entered; unreadable subfolders are
+    skipped) but with ``os.scandir``, whose entries know their type without a ``stat`` per file.
+    """
+    out: list[tuple[str, str]] = []
+    stack = [(root, "")]
+    while stack:
+        folder, prefix = stack.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            if not prefix:
+                raise
+            continue
+        for e in entries:
+            rel = prefix + e.name
+            if e.is_dir(follow_symlinks=False):
+                stack.append((e.path, rel + "/"))
+            elif e.is_symlink() or e.is_file(follow_symlinks=False):
+                out.append((rel, rel if root == "." else os.path.join(root, rel)))
+    return out
+
+
 def enumerate_inputs(spec: SourceSpec) -> tuple[list[Input], int]:
     """All inputs of a local source, sorted by key; also the number of other files skipped."""
     from inf30.archive import is_archive_name
@@ -184,18 +210,17 @@ def enumerate_inputs(spec: SourceSpec) -> tuple[list[Input], int]:
             if mp.is_file():
                 pairs.append((mp.relative_to(root).as_posix() if mp.is_relative_to(root) else mp.name, mp))
     else:
-        root = Path(spec.path)
-        pairs = [(f.relative_to(root).as_posix(), f) for f in root.rglob("*") if f.is_file() or f.is_symlink()]
+        pairs = _walk_files(str(Path(spec.path)))
     origins = spec.options.get("origins") or {}
     inputs, skipped = [], 0
     for rel, f in sorted(pairs, key=lambda x: x[0]):
-        if any(part.startswith(".tmp-") for part in Path(rel).parts):
+        if ".tmp-" in rel and any(part.startswith(".tmp-") for part in rel.split("/")):
             continue
         if spec.include and not _matches(rel, spec.include):
             continue
         if spec.exclude and _matches(rel, spec.exclude):
             continue
-        name = f.name.lower()
+        name = os.path.basename(f).lower()
         if spec.kind == "archive" or (spec.kind != "video" and is_archive_name(name)):
             kind = "archive"
         elif spec.kind == "video" or is_video_name(name):

@@ -406,3 +406,31 @@ def test_sharded_build_and_merge_with_dedupe_equal_a_single_build(tmp_path):
     assert a["reason"].fillna("").str.startswith(("near_copy", "near_duplicate")).sum() >= 2
     for col in ("item_key", "id", "status", "reason"):
         assert a[col].fillna("").tolist() == b[col].fillna("").tolist(), col
+
+
+def test_folder_walk_lists_what_rglob_lists(sirst_dir, tmp_path):
+    """The os.scandir walk of a folder source returns the same files, in the same order, as Path.rglob:
+    nested folders entered, symlinked files listed, a symlinked folder listed but not entered, special and
+    half-written ``.tmp-`` files left out."""
+    from inf30.sources import SourceSpec, _walk_files, enumerate_inputs
+
+    real = sorted((sirst_dir / "images").glob("*.png"))[:2]
+    root = tmp_path / "src"
+    (root / "a" / "b").mkdir(parents=True)
+    (root / "a" / "b" / "deep.png").write_bytes(real[0].read_bytes())
+    (root / "top.png").symlink_to(real[1])
+    (root / "a" / ".tmp-half.png").write_bytes(b"\x89PNG half")
+    (root / "linked_dir").symlink_to(sirst_dir, target_is_directory=True)
+    (root / "notes.txt").write_text("not an image")
+    os.mkfifo(root / "a" / "pipe.png")
+
+    def rglob_pairs(r):
+        return sorted(
+            (f.relative_to(r).as_posix(), str(f)) for f in r.rglob("*") if f.is_file() or f.is_symlink()
+        )
+
+    assert sorted(_walk_files(str(root))) == rglob_pairs(root)
+    inputs, skipped = enumerate_inputs(SourceSpec(name="s", path=str(root) + "/", kind="folder"))
+    assert [i.key for i in inputs] == ["s:a/b/deep.png", "s:top.png"]
+    assert [i.path for i in inputs] == [str(root / "a" / "b" / "deep.png"), str(root / "top.png")]
+    assert skipped == 2  # notes.txt and the symlinked folder (not an image name)
