@@ -3,8 +3,9 @@
     .venv/bin/python benchmarks/build_throughput.py [--data ../shared/data] [--repeat 3]
 
 Prints: decode-only (Pillow, plain decoding as a user writes it; and OpenCV, the build's decoder for gray
-JPEG), build with 1 worker and with all workers, their ratios (goal: 1 worker >= 60 % of decode-only),
-and the share of build time that entropy and perceptual hashing take (each step timed on its own).
+JPEG), the required per-image work alone (the ceiling of any build doing that work), build with 1 worker and
+with all workers, their ratios (goal: 1 worker >= 60 % of decode-only), and the share of build time that
+entropy and perceptual hashing take (each step timed on its own).
 """
 
 from __future__ import annotations
