@@ -113,6 +113,9 @@ def build_cmd(
     part_size: Annotated[int, typer.Option(help="Images per unit of work (and of resumption).")] = 256,
     max_archive_bytes: Annotated[int, typer.Option(help="Extraction limit per archive, bytes.")] = 64 << 30,
     max_archive_files: Annotated[int, typer.Option(help="Extraction limit per archive, members.")] = 1_000_000,
+    max_archive_depth: Annotated[
+        int, typer.Option(help="Archives inside archives are extracted up to this many levels (outer one included).")
+    ] = 3,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Build a clean, normalized, fully accounted image set with a manifest.
@@ -144,6 +147,7 @@ def build_cmd(
         part_size=part_size,
         max_archive_bytes=max_archive_bytes,
         max_archive_files=max_archive_files,
+        max_archive_depth=max_archive_depth,
     )
     summary = _guard(build, srcs, out, opts)
     typer.echo(summary.table())

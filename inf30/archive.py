@@ -46,9 +46,14 @@ def safe_member_name(name: str) -> str | None:
 
 
 class _Budget:
-    def __init__(self, max_bytes: int, max_files: int) -> None:
+    """What one top-level extraction may still write (shared by the archives nested in it)."""
+
+    def __init__(self, max_bytes: int, max_files: int, max_depth: int) -> None:
         self.bytes_left = max_bytes
         self.files_left = max_files
+        self.max_depth = max_depth
+        self.stopped = False  # a limit was reached: the whole extraction stops
+        self.folders = 0  # nested archives extracted so far (each gets its own folder)
 
 
 def _copy_bounded(src: IO[bytes], dst_path: Path, budget: _Budget) -> bool:
@@ -98,58 +103,127 @@ def _iter_tar(tf: tarfile.TarFile) -> Iterator[tuple[str, str | None, object]]:
             yield info.name, None, info
 
 
-def extract(archive: str | Path, dest: str | Path, *, max_bytes: int, max_files: int) -> Extracted:
-    """Extract ``archive`` under ``dest`` (which is emptied first) safely and within bounds."""
+DEFAULT_MAX_DEPTH = 3
+
+
+def archive_kind(path: str | Path) -> str | None:
+    """The kind of archive, from the bytes: ``"zip"``, ``"tar"`` (plain or compressed) or None.
+
+    A zip's own signature at the start wins, then tar, then a zip found by its end record (a zip with a
+    prefix, such as a self-extracting one). The order matters: ``zipfile.is_zipfile`` alone also accepts a
+    tar that merely *contains* an uncompressed zip, because it finds the inner zip's end record.
+    """
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head in (b"PK\x03\x04", b"PK\x05\x06"):
+        return "zip"
+    if tarfile.is_tarfile(path):
+        return "tar"
+    if zipfile.is_zipfile(path):
+        return "zip"
+    return None
+
+
+def extract(
+    archive: str | Path,
+    dest: str | Path,
+    *,
+    max_bytes: int,
+    max_files: int,
+    max_depth: int = DEFAULT_MAX_DEPTH,
+) -> Extracted:
+    """Extract ``archive`` under ``dest`` (which is emptied first) safely and within bounds.
+
+    Archives inside the archive (a .tar.gz of per-sequence .zip files, say) are extracted in turn, up to
+    ``max_depth`` levels counting the outer one; their members are named ``inner.zip!frame.png`` and the
+    inner archive file itself is deleted once expanded. The byte and member limits bound the whole tree
+    (nested archive bombs such as 42.zip stop at the limit). An inner archive that cannot be read, or one
+    nested deeper than ``max_depth``, becomes a rejected member with its reason.
+    """
     archive, dest = Path(archive), Path(dest)
     if dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
     result = Extracted()
-    budget = _Budget(max_bytes, max_files)
-    try:
-        if zipfile.is_zipfile(archive):
-            with zipfile.ZipFile(archive) as zf:
-                for name, refusal, info in _iter_zip(zf):
-                    if not _take(result, budget, name, refusal, dest, lambda i=info: zf.open(i)):
-                        break
-        elif tarfile.is_tarfile(archive):
-            with tarfile.open(archive, "r:*") as tf:
-                for name, refusal, info in _iter_tar(tf):
-                    if not _take(result, budget, name, refusal, dest, lambda i=info: tf.extractfile(i)):
-                        break
-        else:
-            result.error = "unsupported | not a zip or tar archive"
-    except (OSError, EOFError, zipfile.BadZipFile, tarfile.TarError, RuntimeError, ValueError) as exc:
-        result.error = f"corrupt | archive unreadable: {type(exc).__name__}: {exc}"
+    budget = _Budget(max_bytes, max_files, max_depth)
+    result.error = _extract_level(archive, dest / "0", "", 1, result, budget)
     return result
 
 
-def _take(result: Extracted, budget: _Budget, name: str, refusal: str | None, dest: Path, opener) -> bool:
-    """Handle one member; False stops the extraction (bomb)."""
+def _extract_level(archive: Path, root: Path, prefix: str, depth: int, result: Extracted, budget: _Budget) -> str | None:
+    """Extract one archive of the tree into ``root``; members are recorded as ``prefix + name``.
+
+    Returns the reason the archive itself cannot be read, or None."""
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        kind = archive_kind(archive)
+        if kind == "zip":
+            with zipfile.ZipFile(archive) as zf:
+                for name, refusal, info in _iter_zip(zf):
+                    _take(result, budget, prefix, name, refusal, root, lambda i=info: zf.open(i), depth)
+                    if budget.stopped:
+                        break
+        elif kind == "tar":
+            with tarfile.open(archive, "r:*") as tf:
+                for name, refusal, info in _iter_tar(tf):
+                    _take(result, budget, prefix, name, refusal, root, lambda i=info: tf.extractfile(i), depth)
+                    if budget.stopped:
+                        break
+        else:
+            return "unsupported | not a zip or tar archive"
+    except (OSError, EOFError, zipfile.BadZipFile, tarfile.TarError, RuntimeError, ValueError) as exc:
+        return f"corrupt | archive unreadable: {type(exc).__name__}: {exc}"
+    return None
+
+
+def _take(
+    result: Extracted,
+    budget: _Budget,
+    prefix: str,
+    name: str,
+    refusal: str | None,
+    root: Path,
+    opener,
+    depth: int,
+) -> None:
+    """Handle one member (sets ``budget.stopped`` when a limit is reached: an archive bomb)."""
+    key = prefix + name
     safe = safe_member_name(name)
     if refusal is not None or safe is None:
-        result.rejected[name] = f"unsafe_archive_member | {refusal or 'path escapes the archive root'}"
-        return True
-    if safe in result.members:
-        result.rejected[name] = "unsafe_archive_member | duplicate member name"
-        return True
+        result.rejected[key] = f"unsafe_archive_member | {refusal or 'path escapes the archive root'}"
+        return
+    if key in result.members or (root / safe).exists():
+        result.rejected[key] = "unsafe_archive_member | duplicate member name"
+        return
     budget.files_left -= 1
     if budget.files_left < 0:
-        result.rejected[name] = "archive_bomb | member count limit reached; extraction stopped"
-        return False
-    target = dest / safe
+        result.rejected[key] = "archive_bomb | member count limit reached; extraction stopped"
+        budget.stopped = True
+        return
+    target = root / safe
     try:
         src = opener()
         if src is None:
-            result.rejected[name] = "unsafe_archive_member | unreadable entry"
-            return True
+            result.rejected[key] = "unsafe_archive_member | unreadable entry"
+            return
         with src:
             ok = _copy_bounded(src, target, budget)
     except (OSError, EOFError, zipfile.BadZipFile, tarfile.TarError, RuntimeError, ValueError) as exc:
-        result.rejected[name] = f"corrupt | member unreadable: {type(exc).__name__}: {exc}"
-        return True
+        result.rejected[key] = f"corrupt | member unreadable: {type(exc).__name__}: {exc}"
+        return
     if not ok:
-        result.rejected[name] = "archive_bomb | extracted bytes limit reached; extraction stopped"
-        return False
-    result.members[name] = str(target)
-    return True
+        result.rejected[key] = "archive_bomb | extracted bytes limit reached; extraction stopped"
+        budget.stopped = True
+        return
+    if not is_archive_name(safe):
+        result.members[key] = str(target)
+        return
+    # an archive inside the archive: expand it into a folder of its own, then drop the inner file
+    if depth >= budget.max_depth:
+        result.rejected[key] = f"unsupported | nested archive deeper than {budget.max_depth} levels"
+    else:
+        budget.folders += 1
+        error = _extract_level(target, root.parent / str(budget.folders), key + "!", depth + 1, result, budget)
+        if error is not None:
+            result.rejected[key] = error
+    target.unlink()

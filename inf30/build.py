@@ -58,6 +58,7 @@ class BuildOptions:
     part_size: int = 256  # images per part (a video is a part of its own)
     max_archive_bytes: int = 64 << 30
     max_archive_files: int = 1_000_000
+    max_archive_depth: int = archive_mod.DEFAULT_MAX_DEPTH  # levels of archives inside archives, outer included
 
 
 @dataclass
@@ -148,7 +149,11 @@ def _extract_archive(inp: Input, work: Path, opts: BuildOptions) -> archive_mod.
         rec = json.loads(done.read_text())
         return archive_mod.Extracted(rec["members"], rec["rejected"], rec["error"])
     res = archive_mod.extract(
-        inp.path, dest, max_bytes=opts.max_archive_bytes, max_files=opts.max_archive_files
+        inp.path,
+        dest,
+        max_bytes=opts.max_archive_bytes,
+        max_files=opts.max_archive_files,
+        max_depth=opts.max_archive_depth,
     )
     write_text_atomic(done, json.dumps(asdict(res)))
     return res
@@ -204,7 +209,7 @@ def make_plan(specs: list[SourceSpec], out_dir: Path, opts: BuildOptions) -> Pla
                 elif low.endswith(IMAGE_SUFFIXES):
                     kind = "image"
                 else:
-                    if archive_mod.is_archive_name(low):
+                    if archive_mod.is_archive_name(low):  # only in an extraction cached by an older version
                         pre_rows.append(_dropped_member(inp, member, spec.licence, "unsupported | nested archive"))
                     else:
                         skipped += 1

@@ -434,3 +434,101 @@ def test_folder_walk_lists_what_rglob_lists(sirst_dir, tmp_path):
     assert [i.key for i in inputs] == ["s:a/b/deep.png", "s:top.png"]
     assert [i.path for i in inputs] == [str(root / "a" / "b" / "deep.png"), str(root / "top.png")]
     assert skipped == 2  # notes.txt and the symlinked folder (not an image name)
+
+
+def _zip_bytes(members: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def _tar_bytes(members: dict[str, bytes], mode: str = "w") -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode=mode) as tf:
+        for name, data in members.items():
+            _tar_add(tf, name, data)
+    return buf.getvalue()
+
+
+def test_nested_archives_are_extracted_within_depth_and_limits(sirst_dir, hituav_dir, tmp_path):
+    """A .tar.gz of per-sequence .zip files (how several infrared datasets ship) is built member by member:
+    inner members are named outer!inner.zip!frame.jpg and keep their pixels; a corrupt inner archive, one
+    nested deeper than --max-archive-depth and a hostile inner member each get a row with a reason; nothing
+    is written outside the output folder."""
+    frames = sorted((hituav_dir / "train").glob("*.jpg"))[:4]
+    pngs = sorted((sirst_dir / "images").glob("*.png"))[:3]
+    fb = [p.read_bytes() for p in frames]
+    pb = [p.read_bytes() for p in pngs]
+    seq1 = _zip_bytes({"f0.jpg": fb[0], "f1.jpg": fb[1]})
+    seq2 = _tar_bytes({"f2.jpg": fb[2], "../../escape.jpg": fb[3]})
+    level3 = _zip_bytes({"deep.png": pb[0]})
+    level4 = _zip_bytes({"too_deep.png": pb[1]})
+    work = tmp_path / "work"
+    src = work / "src"
+    src.mkdir(parents=True)
+    (src / "dataset.tar.gz").write_bytes(
+        _tar_bytes(
+            {
+                "seq1.zip": seq1,
+                "seq2.tar": seq2,
+                "bad.zip": b"this is not a zip archive",
+                "wrap.zip": _zip_bytes({"level3.zip": level3, "mid.tar": _tar_bytes({"level4.zip": level4})}),
+                "top.png": pb[2],
+            },
+            mode="w:gz",
+        )
+    )
+    before = sorted(p.name for p in tmp_path.iterdir())
+    out = work / "ds"
+    run_build([src], out)
+    df = read_manifest(out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before and not list(tmp_path.rglob("escape*"))
+    kept = df[df["status"] == "kept"].set_index("item_key")
+    expect = {
+        "src:dataset.tar.gz!seq1.zip!f0.jpg": fb[0],
+        "src:dataset.tar.gz!seq1.zip!f1.jpg": fb[1],
+        "src:dataset.tar.gz!seq2.tar!f2.jpg": fb[2],
+        "src:dataset.tar.gz!wrap.zip!level3.zip!deep.png": pb[0],
+        "src:dataset.tar.gz!top.png": pb[2],
+    }
+    assert set(kept.index) == set(expect)
+    for key, blob in expect.items():
+        gray = np.asarray(Image.open(io.BytesIO(blob)).convert("L"))
+        assert kept.loc[key, "id"] == pixel_id(gray)
+        assert np.array_equal(stored_gray(out, kept.loc[key, "path"]), gray)
+        assert kept.loc[key, "origin"].endswith(key.split(":", 1)[1])
+        assert kept.loc[key, "origin_kind"] == "archive_member"
+    assert reason_of(df, "dataset.tar.gz!bad.zip").startswith("unsupported | not a zip or tar archive")
+    assert reason_of(df, "seq2.tar!../../escape.jpg").startswith("unsafe_archive_member")
+    assert reason_of(df, "wrap.zip!mid.tar!level4.zip") == "unsupported | nested archive deeper than 3 levels"
+    # a deeper limit reaches the fourth level; depth 1 keeps only the outer archive's own images
+    deeper = read_manifest(run_build([src], work / "ds4", max_archive_depth=4) and work / "ds4")
+    assert "src:dataset.tar.gz!wrap.zip!mid.tar!level4.zip!too_deep.png" in set(
+        deeper.loc[deeper["status"] == "kept", "item_key"]
+    )
+    flat = read_manifest(run_build([src], work / "ds1", max_archive_depth=1) and work / "ds1")
+    assert set(flat.loc[flat["status"] == "kept", "item_key"]) == {"src:dataset.tar.gz!top.png"}
+    assert reason_of(flat, "dataset.tar.gz!seq1.zip") == "unsupported | nested archive deeper than 1 levels"
+
+
+def test_nested_archive_bomb_stops_at_the_limits_for_the_whole_tree(sirst_dir, tmp_path):
+    """42.zip-style nesting: the member and byte limits count every level together, so many small inner
+    archives cannot multiply past them; the build still finishes and says why extraction stopped."""
+    blob = next(iter(sorted((sirst_dir / "images").glob("*.png")))).read_bytes()
+    inner = _zip_bytes({f"x{i}.png": blob for i in range(10)})
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "bomb.zip").write_bytes(_zip_bytes({f"in{i}.zip": inner for i in range(10)}))
+    out = tmp_path / "ds"
+    run_build([src], out, max_archive_files=25)
+    df = read_manifest(out)
+    bombs = df[df["reason"].fillna("").str.startswith("archive_bomb | member count limit")]
+    assert list(bombs["item_key"]) == ["src:bomb.zip!in2.zip!x2.png"]
+    # 25 members in all: in0.zip and its 10, in1.zip and its 10, in2.zip and 2 of its members; the images
+    # are one picture, so one is kept and the others are exact duplicates of it
+    images = df[df["item_key"].str.endswith(".png") & (df["origin_kind"] == "archive_member")]
+    assert len(images) == 23 and (images["status"] == "kept").sum() == 1
+    assert len(list((out / ".work" / "extract").rglob("*.png"))) == 22
+    assert not list((out / ".work" / "extract").rglob("*.zip"))  # inner archives are deleted once expanded
