@@ -18,6 +18,8 @@ half-written or damaged ``OUT``.
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import glob
 import io
 import os
 import re
@@ -257,6 +259,44 @@ def _check_out(dataset_dir: Path, out: Path, overwrite: bool) -> None:
         raise FileExistsError(f"{out} exists and is not empty; add --overwrite to replace it")
 
 
+def _start_staging(out: Path) -> tuple[Path, int]:
+    """A new staging folder ``.tmp-publish-OUT.XXXX`` beside ``out`` and the descriptor of its lock file.
+
+    The lock file ``.tmp-publish-OUT.XXXX.lock`` is locked (flock) before its name appears, and stays
+    locked while this process lives: a staging folder whose lock is free belongs to a publish that was
+    killed, and is removed here first, so a re-run after a kill does not leave a second copy of the data.
+    """
+    for lock in glob.glob(os.path.join(glob.escape(str(out.parent)), f".tmp-publish-{glob.escape(out.name)}.*")):
+        if not lock.endswith((".lock", ".partial")):
+            continue
+        try:
+            fd = os.open(lock, os.O_RDWR)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # its publish is still running
+            os.close(fd)
+            continue
+        shutil.rmtree(lock.rsplit(".", 1)[0], ignore_errors=True)
+        with contextlib.suppress(OSError):
+            os.unlink(lock)
+        os.close(fd)
+    fd, partial = tempfile.mkstemp(prefix=f".tmp-publish-{out.name}.", suffix=".partial", dir=out.parent)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    base = partial.removesuffix(".partial")
+    os.replace(partial, base + ".lock")
+    os.mkdir(base)
+    return Path(base), fd
+
+
+def _end_staging(staging: Path, lock_fd: int) -> None:
+    """Remove the lock file of ``staging`` (already swapped in or removed) and release it."""
+    with contextlib.suppress(OSError):
+        os.unlink(f"{staging}.lock")
+    os.close(lock_fd)
+
+
 def _swap_in(staging: Path, out: Path, overwrite: bool) -> None:
     """Move the finished ``staging`` folder to ``out`` (replacing it only when allowed)."""
     if out.is_dir():
@@ -328,7 +368,7 @@ def publish(
     hash_cols = [h for h in HASH_COLUMNS if h in manifest.columns]
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".tmp-publish-{out.name}.", dir=out.parent))
+    staging, lock_fd = _start_staging(out)
     writers: list[_ShardWriter] = []
     try:
         main = _ShardWriter(staging / "data", _features(hash_cols, False), shard_size)
@@ -413,6 +453,8 @@ def publish(
             w.abort()
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    finally:
+        _end_staging(staging, lock_fd)
 
     result = PublishResult(out=out, rows=len(kept), dropped=len(dropped), shards=shards)
     if opts.push:

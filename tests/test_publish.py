@@ -327,6 +327,47 @@ def test_errors_are_one_line_and_never_damage_out(dataset: Path, tmp_path: Path)
     assert not (out / "keep.txt").exists() and (out / "README.md").exists()
 
 
+_STAGER = """
+import os, sys, time, pathlib
+from inf30.publish import _start_staging
+staging, fd = _start_staging(pathlib.Path(sys.argv[1]))
+(staging / "data").mkdir()
+(staging / "data" / "train-00000-of-00001.parquet").write_bytes(b"half a shard" * 1000)
+print(staging, flush=True)
+time.sleep(120)
+"""
+
+
+def _stager(out: Path) -> tuple[subprocess.Popen, Path]:
+    """A real process that has started publishing to ``out`` (staging folder + lock) and then waits."""
+    proc = subprocess.Popen([sys.executable, "-c", _STAGER, str(out)], stdout=subprocess.PIPE, text=True)
+    return proc, Path(proc.stdout.readline().strip())
+
+
+def test_a_killed_publish_leaves_nothing_after_the_next_run(dataset: Path, tmp_path: Path):
+    """A publish killed with SIGKILL leaves its staging folder (possibly hundreds of GB at Inf30 scale);
+    the next publish to the same OUT removes it, while the staging folder of a publish still running
+    (its lock held by a live process) is left alone."""
+    out = tmp_path / "pub"
+    killed, killed_dir = _stager(out)
+    live, live_dir = _stager(out)
+    try:
+        killed.kill()
+        killed.wait()
+        assert killed_dir.is_dir() and Path(f"{killed_dir}.lock").exists()
+        code, output = _run_cli(["publish", str(dataset), "--to", str(out), "-q"])
+        assert code == 0, output
+        assert not killed_dir.exists() and not Path(f"{killed_dir}.lock").exists()
+        assert live_dir.is_dir() and Path(f"{live_dir}.lock").exists()
+        assert (out / "README.md").exists() and not (out / "pub.lock").exists()
+        assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".tmp-")) == sorted(
+            [live_dir.name, f"{live_dir.name}.lock"]
+        )
+    finally:
+        live.kill()
+        live.wait()
+
+
 # ---------------------------------------------------------------------------------------------- push
 
 
