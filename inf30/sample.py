@@ -2,7 +2,7 @@
 
 Synthetic thermal-looking scenes (warm objects on cool backgrounds with sensor noise and vignetting) in
 the formats real collections mix: 8-bit PNG and JPEG, 16-bit radiometric TIFF, RGB-with-equal-channels
-PNG, a pseudo-coloured frame, a short video, a zip archive, planted exact duplicates, shifted crops (scene
+PNG, a pseudo-coloured frame, a short video, a zip archive (with a tar inside), planted exact duplicates, shifted crops (scene
 near-duplicates), tiny images and broken files.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import shutil
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -90,6 +91,17 @@ def write_sample(out: str | Path, seed: int = 0, n_scenes: int = 40) -> dict:
             Image.fromarray(to8(thermal_scene(rng, 128, 160))).save(buf, "PNG")
             zf.writestr(f"seq/img_{i}.png", buf.getvalue())
         zf.writestr("../escape.png", buf.getvalue())  # refused: path escapes the archive
+        # an archive inside the archive (datasets often ship a tarball of per-sequence archives)
+        inner = io.BytesIO()
+        with tarfile.open(fileobj=inner, mode="w") as tf:
+            for i in range(2):
+                png = io.BytesIO()
+                Image.fromarray(to8(thermal_scene(rng, 128, 160))).save(png, "PNG")
+                info = tarfile.TarInfo(f"night/img_{i}.png")
+                info.size = png.tell()
+                png.seek(0)
+                tf.addfile(info, png)
+        zf.writestr("seq_night.tar", inner.getvalue())
     # bad input
     bad = out / "broken"
     bad.mkdir()
