@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from tqdm import tqdm
+
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
 CHUNK = 1 << 20
 
@@ -48,12 +50,13 @@ def safe_member_name(name: str) -> str | None:
 class _Budget:
     """What one top-level extraction may still write (shared by the archives nested in it)."""
 
-    def __init__(self, max_bytes: int, max_files: int, max_depth: int) -> None:
+    def __init__(self, max_bytes: int, max_files: int, max_depth: int, bar: tqdm) -> None:
         self.bytes_left = max_bytes
         self.files_left = max_files
         self.max_depth = max_depth
         self.stopped = False  # a limit was reached: the whole extraction stops
         self.folders = 0  # nested archives extracted so far (each gets its own folder)
+        self.bar = bar  # bytes written
 
 
 def _copy_bounded(src: IO[bytes], dst_path: Path, budget: _Budget) -> bool:
@@ -66,6 +69,7 @@ def _copy_bounded(src: IO[bytes], dst_path: Path, budget: _Budget) -> bool:
             if not chunk:
                 break
             budget.bytes_left -= len(chunk)
+            budget.bar.update(len(chunk))
             if budget.bytes_left < 0:
                 out.close()
                 tmp.unlink()
@@ -131,6 +135,7 @@ def extract(
     max_bytes: int,
     max_files: int,
     max_depth: int = DEFAULT_MAX_DEPTH,
+    progress: bool = False,
 ) -> Extracted:
     """Extract ``archive`` under ``dest`` (which is emptied first) safely and within bounds.
 
@@ -145,8 +150,13 @@ def extract(
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
     result = Extracted()
-    budget = _Budget(max_bytes, max_files, max_depth)
-    result.error = _extract_level(archive, dest / "0", "", 1, result, budget)
+    # the bar appears only when the extraction lasts more than 2 s
+    bar = tqdm(desc=f"extract {archive.name}", unit="B", unit_scale=True, delay=2, disable=not progress)
+    budget = _Budget(max_bytes, max_files, max_depth, bar)
+    try:
+        result.error = _extract_level(archive, dest / "0", "", 1, result, budget)
+    finally:
+        bar.close()
     return result
 
 

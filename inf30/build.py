@@ -154,6 +154,7 @@ def _extract_archive(inp: Input, work: Path, opts: BuildOptions) -> archive_mod.
         max_bytes=opts.max_archive_bytes,
         max_files=opts.max_archive_files,
         max_depth=opts.max_archive_depth,
+        progress=opts.progress,
     )
     write_text_atomic(done, json.dumps(asdict(res)))
     return res
