@@ -266,8 +266,9 @@ def _start_staging(out: Path) -> tuple[Path, int]:
     locked while this process lives: a staging folder whose lock is free belongs to a publish that was
     killed, and is removed here first, so a re-run after a kill does not leave a second copy of the data.
     """
+    mine = re.compile(rf"\.tmp-publish-{re.escape(out.name)}\.[^.]+\.(lock|partial)")  # not OUT.v2's
     for lock in glob.glob(os.path.join(glob.escape(str(out.parent)), f".tmp-publish-{glob.escape(out.name)}.*")):
-        if not lock.endswith((".lock", ".partial")):
+        if not mine.fullmatch(os.path.basename(lock)):
             continue
         try:
             fd = os.open(lock, os.O_RDWR)
