@@ -491,14 +491,21 @@ def build(specs: list[SourceSpec], out_dir: str | Path, opts: BuildOptions | Non
         sizes = {n: len(items) for n, items in todo}
 
         built: dict[str, pa.Table] = {}  # parts committed by this run, kept to skip reading them back
+        seen: set[int] = set()  # 64-bit id prefixes of this run's kept rows, to count exact duplicates live
 
         def commit(name: str, rows: list[dict]) -> None:
             table = rows_to_table(rows) if rows else SCHEMA.empty_table()
             write_table(parts_dir / f"{name}.parquet", table)
             built[name] = table
             counts.update(r["status"] for r in rows)
+            for r in rows:
+                if r["status"] == "kept":
+                    key = int(r["id"][:16], 16)
+                    counts["duplicate"] += key in seen
+                    seen.add(key)
             bar.update(sizes[name])
-            bar.set_postfix(kept=counts["kept"], dropped=counts["dropped"])
+            # which copy of an exact duplicate is kept is decided at the end; the counts are right already
+            bar.set_postfix(kept=counts["kept"] - counts["duplicate"], dropped=counts["dropped"] + counts["duplicate"])
 
         try:
             if workers <= 1 or len(jobs) <= 1:
