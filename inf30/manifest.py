@@ -56,12 +56,30 @@ def empty_row(**values) -> dict:
     return row
 
 
+def utf8_text(text: str) -> str:
+    """``text`` made storable as UTF-8: the bytes of a file name that is not UTF-8 (which Python keeps as
+    surrogate escapes) become ``\\xNN`` escapes, so ``b"\\xffa.png"`` reads ``"\\xffa.png"``."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        try:
+            return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        except UnicodeEncodeError:  # lone surrogates that are not escaped bytes
+            return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def rows_to_table(rows: list[dict]) -> pa.Table:
-    """Rows (dicts) -> an Arrow table with the manifest schema; extra columns are kept after it."""
-    if rows and all(row.keys() == _COLUMN_SET for row in rows):
-        return pa.Table.from_pylist(rows, schema=SCHEMA)  # the common case, without a DataFrame
-    df = pd.DataFrame(rows)
-    return frame_to_table(df)
+    """Rows (dicts) -> an Arrow table with the manifest schema; extra columns are kept after it.
+
+    Text that is not valid UTF-8 (file and member names in another encoding) is escaped with
+    :func:`utf8_text` instead of failing the whole part."""
+    try:
+        if rows and all(row.keys() == _COLUMN_SET for row in rows):
+            return pa.Table.from_pylist(rows, schema=SCHEMA)  # the common case, without a DataFrame
+        return frame_to_table(pd.DataFrame(rows))
+    except UnicodeEncodeError:
+        return rows_to_table([{k: utf8_text(v) if isinstance(v, str) else v for k, v in r.items()} for r in rows])
 
 
 def frame_to_table(df: pd.DataFrame) -> pa.Table:

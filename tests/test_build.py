@@ -532,3 +532,28 @@ def test_nested_archive_bomb_stops_at_the_limits_for_the_whole_tree(sirst_dir, t
     assert len(images) == 23 and (images["status"] == "kept").sum() == 1
     assert len(list((out / ".work" / "extract").rglob("*.png"))) == 22
     assert not list((out / ".work" / "extract").rglob("*.zip"))  # inner archives are deleted once expanded
+
+
+def test_file_and_member_names_that_are_not_utf8_are_kept_with_escapes(hituav_dir, tmp_path):
+    """A file or tar member named in another encoding (bytes that are not UTF-8, common in archives made on
+    old systems) used to fail the whole part when its row was written; now the name is stored with \\xNN
+    escapes, the image is built, and a re-run gives the same manifest."""
+    frames = sorted((hituav_dir / "train").glob("*.jpg"))[:3]
+    src = tmp_path / "src"
+    src.mkdir()
+    with open(os.path.join(os.fsencode(src), b"caf\xe9.jpg"), "wb") as f:  # latin-1 name
+        f.write(frames[0].read_bytes())
+    (src / "line\nbreak.jpg").write_bytes(frames[1].read_bytes())
+    with tarfile.open(src / "old.tar", "w", encoding="utf-8", errors="surrogateescape") as tf:
+        _tar_add(tf, os.fsdecode(b"seq/\xff\xfe.jpg"), frames[2].read_bytes())
+    out = tmp_path / "ds"
+    run_build([src], out)
+    df = read_manifest(out).set_index("item_key")
+    keys = {"src:caf\\xe9.jpg", "src:line\nbreak.jpg", "src:old.tar!seq/\\xff\\xfe.jpg"}
+    assert set(df.index) == keys and set(df["status"]) == {"kept"}
+    assert df.loc["src:caf\\xe9.jpg", "origin"].endswith("caf\\xe9.jpg")
+    for key, frame in zip(sorted(keys), [frames[0], frames[1], frames[2]], strict=True):
+        gray = np.asarray(Image.open(frame).convert("L"))
+        assert df.loc[key, "id"] == pixel_id(gray), key
+    run_build([src], out)  # resume / re-run: nothing changes
+    assert read_manifest(out).set_index("item_key").sort_index().equals(df.sort_index())
