@@ -28,7 +28,16 @@ from tqdm import tqdm
 
 from inf30 import archive as archive_mod
 from inf30.atomic import write_small_atomic, write_text_atomic
-from inf30.decode import DEFAULT_MAX_PIXELS, DecodeError, decode_to_gray, encode_png, pixel_id, rgb_to_gray
+from inf30.decode import (
+    DEFAULT_MAX_PIXELS,
+    Decoded,
+    DecodeError,
+    decode_to_gray,
+    encode_png,
+    later_frames,
+    pixel_id,
+    rgb_to_gray,
+)
 from inf30.entropy import entropy8
 from inf30.errors import UserError
 from inf30.hashing import compute_hashes
@@ -301,32 +310,49 @@ def _base_row(item: WorkItem) -> dict:
     )
 
 
-def process_image(item: WorkItem, opts: BuildOptions, out_dir: Path) -> dict:
+def _decoded_row(row: dict, dec: Decoded) -> dict:
+    return {
+        **row,
+        "orig_mode": dec.orig_mode,
+        "bit_depth": dec.bit_depth,
+        "pseudocolor": dec.pseudocolor,
+        "normalization": dec.normalization,
+    }
+
+
+def _error_row(row: dict, exc: DecodeError) -> dict:
+    return {**row, "status": "dropped", "reason": f"{exc.reason} | {exc.detail}" if exc.detail else exc.reason}
+
+
+def process_image(item: WorkItem, opts: BuildOptions, out_dir: Path) -> list[dict]:
+    """The rows of one image file: one row, or one per frame of a multi-frame file (keys ``KEY#p000001``)."""
     row = _base_row(item)
     try:
         with open(item.path, "rb") as f:
             data = f.read()
     except OSError as exc:
-        return {**row, "status": "dropped", "reason": f"corrupt | unreadable file: {exc.strerror or exc}"}
+        return [{**row, "status": "dropped", "reason": f"corrupt | unreadable file: {exc.strerror or exc}"}]
     row["source_sha256"] = hashlib.sha256(data).hexdigest()
     try:
         dec = decode_to_gray(data, max_pixels=opts.max_pixels, agc_percentiles=item.agc)
     except DecodeError as exc:
-        return {
-            **row,
-            "status": "dropped",
-            "reason": f"{exc.reason} | {exc.detail}" if exc.detail else exc.reason,
-        }
+        return [_error_row(row, exc)]
     except MemoryError:
-        return {**row, "status": "dropped", "reason": "decompression_bomb | out of memory while decoding"}
-    row.update(
-        orig_mode=dec.orig_mode,
-        bit_depth=dec.bit_depth,
-        pseudocolor=dec.pseudocolor,
-        normalization=dec.normalization,
-    )
+        return [{**row, "status": "dropped", "reason": "decompression_bomb | out of memory while decoding"}]
     ext = dec.store_ext
-    return _finish_row(row, dec.gray, item, opts, out_dir, (data, ext) if ext else None)
+    if dec.frames == 1:
+        return [_finish_row(_decoded_row(row, dec), dec.gray, item, opts, out_dir, (data, ext) if ext else None)]
+
+    def frame_row(k: int) -> dict:
+        return {**row, "item_key": f"{item.key}#p{k:06d}", "origin": f"{item.origin}#page{k}"}
+
+    rows = [_finish_row(_decoded_row(frame_row(0), dec), dec.gray, item, opts, out_dir, None)]
+    for k, res in later_frames(data, max_pixels=opts.max_pixels, agc_percentiles=item.agc):
+        if isinstance(res, DecodeError):
+            rows.append(_error_row(frame_row(k), res))
+        else:
+            rows.append(_finish_row(_decoded_row(frame_row(k), res), res.gray, item, opts, out_dir, None))
+    return rows
 
 
 def process_video(item: WorkItem, opts: BuildOptions, out_dir: Path) -> list[dict]:
@@ -390,7 +416,7 @@ def process_part(args: tuple[str, list[WorkItem], BuildOptions, str]) -> tuple[s
             if item.kind == "video":
                 rows.extend(process_video(item, opts, out_dir))
             else:
-                rows.append(process_image(item, opts, out_dir))
+                rows.extend(process_image(item, opts, out_dir))
         except Exception as exc:  # never let one odd file kill a long build
             rows.append(
                 {

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import io
 import warnings
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -57,6 +58,7 @@ class Decoded:
     normalization: str
     format: str | None  # Pillow format name of the input, None for OpenCV-only decodes
     unchanged: bool  # the input decodes (Pillow, mode L) to exactly ``gray``: its bytes can be stored as is
+    frames: int = 1  # frames in the file (multi-page TIFF, animated GIF/WebP/PNG); this is the first
 
     @property
     def store_ext(self) -> str | None:
@@ -307,12 +309,55 @@ def decode_to_gray(
         except DecodeError:
             raise DecodeError("corrupt", f"{type(exc).__name__}: {exc}") from None
     try:
-        return _from_pil(img, agc_percentiles)
+        dec = _from_pil(img, agc_percentiles)
     except (OSError, ValueError) as exc:
         try:
             return _from_cv2(data, agc_percentiles)
         except DecodeError:
             raise DecodeError("unsupported", f"mode {img.mode}: {exc}") from None
+    frames = _frame_count(img)
+    # a multi-frame file is not the first frame's image: each frame is stored re-encoded
+    return replace(dec, frames=frames, unchanged=False) if frames > 1 else dec
+
+
+def _frame_count(img: Image.Image) -> int:
+    try:
+        return max(1, int(getattr(img, "n_frames", 1)))
+    except (OSError, ValueError, SyntaxError, EOFError):  # a broken frame table: the first frame only
+        return 1
+
+
+def later_frames(
+    data: bytes,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    agc_percentiles: tuple[float, float] = (1.0, 99.0),
+) -> Iterator[tuple[int, Decoded | DecodeError]]:
+    """Frames 1, 2, ... of a multi-frame file whose first frame :func:`decode_to_gray` returned (pages of a
+    radiometric TIFF stack, frames of an animated GIF/WebP/PNG), each normalized like a single image.
+
+    Yields (frame index, Decoded or the DecodeError of that frame); reading stops at a frame that cannot
+    be reached. One frame is in memory at a time."""
+    img = Image.open(io.BytesIO(data))
+    n = _frame_count(img)
+    for k in range(1, n):
+        try:
+            img.seek(k)
+        except (OSError, ValueError, SyntaxError, EOFError) as exc:
+            yield k, DecodeError("corrupt", f"frame {k} of {n} unreadable: {type(exc).__name__}: {exc}")
+            return
+        try:
+            w, h = img.size
+            if w * h > max_pixels:
+                raise DecodeError("decompression_bomb", f"frame {k}: {w}x{h} = {w * h} pixels > limit {max_pixels}")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                img.load()
+            yield k, replace(_from_pil(img, agc_percentiles), frames=n, unchanged=False)
+        except DecodeError as exc:
+            yield k, exc
+        except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as exc:
+            yield k, DecodeError("corrupt", f"frame {k}: {type(exc).__name__}: {exc}")
 
 
 def encode_png(gray: np.ndarray) -> bytes:

@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 
 from inf30.build import BuildOptions, build
-from inf30.decode import pixel_id
+from inf30.decode import agc, pixel_id
 from inf30.manifest import read_manifest
 from inf30.sources import load_sources
 
@@ -557,3 +557,47 @@ def test_file_and_member_names_that_are_not_utf8_are_kept_with_escapes(hituav_di
         assert df.loc[key, "id"] == pixel_id(gray), key
     run_build([src], out)  # resume / re-run: nothing changes
     assert read_manifest(out).set_index("item_key").sort_index().equals(df.sort_index())
+
+
+def test_multi_frame_files_give_one_row_per_frame(hituav_dir, tmp_path):
+    """A radiometric TIFF stack (every page a frame) and an animated GIF give one row per frame, keyed
+    KEY#p000001, each page normalized on its own and stored as its own image (never the whole stack under the
+    first page's id); a stack cut short keeps the pages before the cut and says which page failed."""
+    frames = [np.asarray(Image.open(p)) for p in sorted((hituav_dir / "train").glob("*.jpg"))[:8]]
+    src = tmp_path / "src"
+    src.mkdir()
+    pages = [Image.fromarray(f) for f in frames]
+    pages[0].save(src / "stack8.tif", save_all=True, append_images=pages[1:3])  # 8-bit gray pages 0-2
+    rng = np.random.default_rng(0)
+    raw = [(f.astype(np.uint16) * 40 + rng.integers(0, 200, f.shape)).astype(np.uint16) for f in frames[3:5]]
+    Image.fromarray(raw[0]).save(src / "stack16.tif", save_all=True, append_images=[Image.fromarray(raw[1])])
+    pages[5].save(src / "anim.gif", save_all=True, append_images=[pages[6]], duration=100)
+    buf = io.BytesIO()
+    pages[7].save(buf, "TIFF", save_all=True, append_images=[Image.fromarray(255 - frames[7])] * 2)
+    (src / "cut.tif").write_bytes(buf.getvalue()[: int(len(buf.getvalue()) * 0.8)])  # last page cut short
+    out = tmp_path / "ds"
+    run_build([src], out)
+    df = read_manifest(out).set_index("item_key")
+    assert set(df["status"]) == {"kept", "dropped"}
+    for k in range(3):
+        row = df.loc[f"src:stack8.tif#p{k:06d}"]
+        assert row["id"] == pixel_id(frames[k]) and row["origin"].endswith(f"stack8.tif#page{k}")
+        assert row["status"] == "kept" and row["path"].endswith(".png")
+        assert np.array_equal(stored_gray(out, row["path"]), frames[k])
+    assert len([k for k in df.index if k.startswith("src:stack8.tif")]) == 3
+    for k in range(2):
+        row = df.loc[f"src:stack16.tif#p{k:06d}"]
+        assert row["bit_depth"] == 16 and row["normalization"].startswith("agc")
+        assert row["id"] == pixel_id(agc(raw[k])[0])
+    gif = df.loc[["src:anim.gif#p000000", "src:anim.gif#p000001"]]
+    assert list(gif["status"]) == ["kept", "kept"] and list(gif["id"]) == [pixel_id(frames[5]), pixel_id(frames[6])]
+    assert df.loc["src:cut.tif#p000000", "id"] == pixel_id(frames[7])
+    assert df.loc["src:cut.tif#p000000", "status"] == "kept"
+    assert df.loc["src:cut.tif#p000002", "reason"].startswith("corrupt | frame 2")
+    # single-frame files keep their plain key and are stored as they are
+    single_src = tmp_path / "single"
+    single_src.mkdir()
+    pages[0].save(single_src / "one.tif")
+    run_build([single_src], tmp_path / "ds2")
+    single = read_manifest(tmp_path / "ds2").set_index("item_key").loc["single:one.tif"]
+    assert single["status"] == "kept" and single["path"].endswith(".tif")
