@@ -320,7 +320,14 @@ def decode_to_gray(
     return replace(dec, frames=frames, unchanged=False) if frames > 1 else dec
 
 
+#: Formats whose frames are separate pictures (pages of a stack, animation frames). Others with several
+#: frames (MPO's preview or second view, ICO's sizes) give their first frame only.
+MULTI_FRAME_FORMATS = frozenset({"TIFF", "GIF", "WEBP", "PNG"})
+
+
 def _frame_count(img: Image.Image) -> int:
+    if img.format not in MULTI_FRAME_FORMATS:
+        return 1
     try:
         return max(1, int(getattr(img, "n_frames", 1)))
     except (OSError, ValueError, SyntaxError, EOFError):  # a broken frame table: the first frame only
