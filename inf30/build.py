@@ -340,7 +340,7 @@ def process_image(item: WorkItem, opts: BuildOptions, out_dir: Path) -> list[dic
     except MemoryError:
         return [{**row, "status": "dropped", "reason": "decompression_bomb | out of memory while decoding"}]
     ext = dec.store_ext
-    if dec.frames == 1:
+    if not dec.multi_frame:
         return [_finish_row(_decoded_row(row, dec), dec.gray, item, opts, out_dir, (data, ext) if ext else None)]
 
     def frame_row(k: int) -> dict:

@@ -58,7 +58,7 @@ class Decoded:
     normalization: str
     format: str | None  # Pillow format name of the input, None for OpenCV-only decodes
     unchanged: bool  # the input decodes (Pillow, mode L) to exactly ``gray``: its bytes can be stored as is
-    frames: int = 1  # frames in the file (multi-page TIFF, animated GIF/WebP/PNG); this is the first
+    multi_frame: bool = False  # the file has more frames (TIFF stack, animated GIF/WebP/PNG); this is the first
 
     @property
     def store_ext(self) -> str | None:
@@ -315,23 +315,25 @@ def decode_to_gray(
             return _from_cv2(data, agc_percentiles)
         except DecodeError:
             raise DecodeError("unsupported", f"mode {img.mode}: {exc}") from None
-    frames = _frame_count(img)
-    # a multi-frame file is not the first frame's image: each frame is stored re-encoded
-    return replace(dec, frames=frames, unchanged=False) if frames > 1 else dec
+    if _is_multi_frame(img):
+        # a multi-frame file is not the first frame's image: each frame is stored re-encoded
+        return replace(dec, multi_frame=True, unchanged=False)
+    return dec
 
 
 #: Formats whose frames are separate pictures (pages of a stack, animation frames). Others with several
 #: frames (MPO's preview or second view, ICO's sizes) give their first frame only.
 MULTI_FRAME_FORMATS = frozenset({"TIFF", "GIF", "WEBP", "PNG"})
+#: Frames read from one file at most (Pillow walks a TIFF's page chain in quadratic time).
+MAX_FRAMES = 100_000
 
 
-def _frame_count(img: Image.Image) -> int:
-    if img.format not in MULTI_FRAME_FORMATS:
-        return 1
+def _is_multi_frame(img: Image.Image) -> bool:
+    """Whether ``img`` has a second frame (cheap: no count of all frames)."""
     try:
-        return max(1, int(getattr(img, "n_frames", 1)))
+        return img.format in MULTI_FRAME_FORMATS and bool(getattr(img, "is_animated", False))
     except (OSError, ValueError, SyntaxError, EOFError):  # a broken frame table: the first frame only
-        return 1
+        return False
 
 
 def later_frames(
@@ -343,15 +345,19 @@ def later_frames(
     """Frames 1, 2, ... of a multi-frame file whose first frame :func:`decode_to_gray` returned (pages of a
     radiometric TIFF stack, frames of an animated GIF/WebP/PNG), each normalized like a single image.
 
-    Yields (frame index, Decoded or the DecodeError of that frame); reading stops at a frame that cannot
-    be reached. One frame is in memory at a time."""
+    Yields (frame index, Decoded or the DecodeError of that frame) up to :data:`MAX_FRAMES` frames; reading
+    stops at a frame that cannot be reached. One frame is in memory at a time."""
     img = Image.open(io.BytesIO(data))
-    n = _frame_count(img)
-    for k in range(1, n):
+    for k in range(1, MAX_FRAMES + 1):
         try:
             img.seek(k)
-        except (OSError, ValueError, SyntaxError, EOFError) as exc:
-            yield k, DecodeError("corrupt", f"frame {k} of {n} unreadable: {type(exc).__name__}: {exc}")
+        except EOFError:
+            return  # the last frame was k - 1
+        except (OSError, ValueError, SyntaxError) as exc:
+            yield k, DecodeError("corrupt", f"frame {k} unreadable: {type(exc).__name__}: {exc}")
+            return
+        if k == MAX_FRAMES:
+            yield k, DecodeError("unsupported", f"more than {MAX_FRAMES} frames: frames from {k} on were not read")
             return
         try:
             w, h = img.size
@@ -360,7 +366,7 @@ def later_frames(
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 img.load()
-            yield k, replace(_from_pil(img, agc_percentiles), frames=n, unchanged=False)
+            yield k, replace(_from_pil(img, agc_percentiles), multi_frame=True, unchanged=False)
         except DecodeError as exc:
             yield k, exc
         except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as exc:

@@ -601,3 +601,20 @@ def test_multi_frame_files_give_one_row_per_frame(hituav_dir, tmp_path):
     run_build([single_src], tmp_path / "ds2")
     single = read_manifest(tmp_path / "ds2").set_index("item_key").loc["single:one.tif"]
     assert single["status"] == "kept" and single["path"].endswith(".tif")
+
+
+def test_frames_beyond_the_cap_are_recorded_not_read(hituav_dir, tmp_path, monkeypatch):
+    """Reading frames stops at inf30.decode.MAX_FRAMES (Pillow walks a TIFF page chain in quadratic time);
+    the row at the cap says how many frames were read."""
+    import inf30.decode
+
+    monkeypatch.setattr(inf30.decode, "MAX_FRAMES", 2)
+    pages = [Image.open(p) for p in sorted((hituav_dir / "train").glob("*.jpg"))[:4]]
+    src = tmp_path / "src"
+    src.mkdir()
+    pages[0].save(src / "stack.tif", save_all=True, append_images=pages[1:])
+    run_build([src], tmp_path / "ds")
+    df = read_manifest(tmp_path / "ds").set_index("item_key").sort_index()
+    assert list(df.index) == ["src:stack.tif#p000000", "src:stack.tif#p000001", "src:stack.tif#p000002"]
+    assert list(df["status"]) == ["kept", "kept", "dropped"]
+    assert df["reason"].iloc[2] == "unsupported | more than 2 frames: frames from 2 on were not read"
