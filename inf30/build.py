@@ -191,7 +191,7 @@ def make_plan(specs: list[SourceSpec], out_dir: Path, opts: BuildOptions) -> Pla
     skipped = 0
     for spec in specs:
         every, drop, agc_p = _source_settings(spec, opts)
-        inputs, skip = enumerate_inputs(spec)
+        inputs, skip = enumerate_inputs(spec, out_dir)
         skipped += skip
         for inp in inputs:
             if not in_shard(inp.key, shard):

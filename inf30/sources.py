@@ -168,11 +168,12 @@ def _matches(rel: str, patterns: list[str]) -> bool:
     return any(fnmatch.fnmatch(rel, p) or fnmatch.fnmatch(Path(rel).name, p) for p in patterns)
 
 
-def _walk_files(root: str) -> list[tuple[str, str]]:
+def _walk_files(root: str, skip: str | None = None) -> list[tuple[str, str]]:
     """(path relative to ``root`` with ``/``, full path) of every file or symlink below the folder ``root``.
 
     Like ``Path.rglob("*")`` (symlinked folders are listed, not entered; unreadable subfolders are
-    skipped) but with ``os.scandir``, whose entries know their type without a ``stat`` per file.
+    skipped) but with ``os.scandir``, whose entries know their type without a ``stat`` per file. The folder
+    whose real path is ``skip`` (the build's own output) is not entered.
     """
     out: list[tuple[str, str]] = []
     stack = [(root, "")]
@@ -187,17 +188,22 @@ def _walk_files(root: str) -> list[tuple[str, str]]:
         for e in entries:
             rel = prefix + e.name
             if e.is_dir(follow_symlinks=False):
-                stack.append((e.path, rel + "/"))
+                if skip is None or os.path.realpath(e.path) != skip:
+                    stack.append((e.path, rel + "/"))
             elif e.is_symlink() or e.is_file(follow_symlinks=False):
                 out.append((rel, rel if root == "." else os.path.join(root, rel)))
     return out
 
 
-def enumerate_inputs(spec: SourceSpec) -> tuple[list[Input], int]:
-    """All inputs of a local source, sorted by key; also the number of other files skipped."""
+def enumerate_inputs(spec: SourceSpec, out_dir: str | os.PathLike | None = None) -> tuple[list[Input], int]:
+    """All inputs of a local source, sorted by key; also the number of other files skipped.
+
+    Nothing inside ``out_dir`` is an input: a build whose output folder sits inside its source (``inf30
+    build . --out inf30``) never reads its own images, parts or extracted archives back."""
     from inf30.archive import is_archive_name
     from inf30.video import is_video_name
 
+    skip = os.path.realpath(out_dir) if out_dir is not None else None
     if spec.kind in ("image", "archive", "video"):
         p = Path(spec.path)
         pairs = [(p.name, p)]
@@ -207,10 +213,10 @@ def enumerate_inputs(spec: SourceSpec) -> tuple[list[Input], int]:
         pairs = []
         for m in glob.glob(spec.path, recursive=True):
             mp = Path(m)
-            if mp.is_file():
+            if mp.is_file() and not (skip and os.path.realpath(m).startswith(skip + os.sep)):
                 pairs.append((mp.relative_to(root).as_posix() if mp.is_relative_to(root) else mp.name, mp))
     else:
-        pairs = _walk_files(str(Path(spec.path)))
+        pairs = _walk_files(str(Path(spec.path)), skip)
     origins = spec.options.get("origins") or {}
     inputs, skipped = [], 0
     for rel, f in sorted(pairs, key=lambda x: x[0]):

@@ -618,3 +618,17 @@ def test_frames_beyond_the_cap_are_recorded_not_read(hituav_dir, tmp_path, monke
     assert list(df.index) == ["src:stack.tif#p000000", "src:stack.tif#p000001", "src:stack.tif#p000002"]
     assert list(df["status"]) == ["kept", "kept", "dropped"]
     assert df["reason"].iloc[2] == "unsupported | more than 2 frames: frames from 2 on were not read"
+
+
+def test_an_output_folder_inside_the_source_is_never_read_back(hituav_dir, tmp_path, monkeypatch):
+    """`inf30 build . --out inf30` (and a recursive glob) run twice: the second run must not take the first
+    run's stored images, lock or parts for new inputs."""
+    for source, out in ((".", "inf30"), ("./**/*.jpg", "globbed")):
+        (tmp_path / out).mkdir()
+        for f in sorted((hituav_dir / "train").glob("*.jpg"))[:5]:
+            (tmp_path / out / f.name).write_bytes(f.read_bytes())
+        monkeypatch.chdir(tmp_path / out)
+        for _ in range(2):
+            summary = run_build([source], Path(out))
+            assert summary.items == 5 and summary.kept == 5, (source, summary)
+        assert not read_manifest(out)["origin"].str.contains(f"{out}/").any()
