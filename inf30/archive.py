@@ -18,6 +18,8 @@ from typing import IO
 
 from tqdm import tqdm
 
+from inf30.errors import OutputError
+
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
 CHUNK = 1 << 20
 
@@ -59,24 +61,43 @@ class _Budget:
         self.bar = bar  # bytes written
 
 
+class _SourceError(Exception):
+    """Reading the member failed (carries the original exception)."""
+
+
 def _copy_bounded(src: IO[bytes], dst_path: Path, budget: _Budget) -> bool:
-    """Copy ``src`` to ``dst_path`` without exceeding the byte budget; False (and no file) if exceeded."""
-    dst_path.parent.mkdir(parents=True, exist_ok=True)
+    """Copy ``src`` to ``dst_path`` without exceeding the byte budget; False (and no file) if exceeded.
+
+    An error reading ``src`` propagates as it is (the member is corrupt); an error writing the copy
+    (disk full, quota, read-only) raises :class:`~inf30.errors.OutputError`: the extraction must stop, not
+    record the member as broken."""
     tmp = dst_path.with_name(f".tmp-{dst_path.name}")
-    with open(tmp, "wb") as out:
-        while True:
-            chunk = src.read(CHUNK)
-            if not chunk:
-                break
-            budget.bytes_left -= len(chunk)
-            budget.bar.update(len(chunk))
-            if budget.bytes_left < 0:
-                out.close()
-                tmp.unlink()
-                return False
-            out.write(chunk)
-    tmp.replace(dst_path)
-    return True
+    try:
+        dst_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as out:
+            while True:
+                try:
+                    chunk = src.read(CHUNK)
+                except Exception as exc:  # noqa: BLE001 - re-raised below, as it was
+                    raise _SourceError() from exc
+                if not chunk:
+                    break
+                budget.bytes_left -= len(chunk)
+                budget.bar.update(len(chunk))
+                if budget.bytes_left < 0:
+                    break
+                out.write(chunk)
+        if budget.bytes_left < 0:
+            tmp.unlink()
+            return False
+        tmp.replace(dst_path)
+        return True
+    except _SourceError as exc:
+        tmp.unlink(missing_ok=True)
+        raise exc.__cause__ from None
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OutputError.writing(dst_path.parent, exc) from None
 
 
 def _iter_zip(zf: zipfile.ZipFile) -> Iterator[tuple[str, str | None, object]]:

@@ -39,7 +39,7 @@ from inf30.decode import (
     rgb_to_gray,
 )
 from inf30.entropy import entropy8
-from inf30.errors import UserError
+from inf30.errors import OutputError, UserError
 from inf30.hashing import compute_hashes
 from inf30.manifest import SCHEMA, empty_row, rows_to_table, write_manifest, write_table
 from inf30.sources import IMAGE_SUFFIXES, Input, SourceSpec, enumerate_inputs
@@ -261,7 +261,10 @@ def _store(out_dir: Path, image_id: str, data: bytes, ext: str) -> str:
     rel = f"images/{image_id[:2]}/{image_id}{ext}"
     target = os.path.join(out_dir, rel)
     if not os.path.exists(target):
-        write_small_atomic(target, data)
+        try:
+            write_small_atomic(target, data)
+        except OSError as exc:
+            raise OutputError.writing(out_dir, exc) from None
     return rel
 
 
@@ -393,6 +396,8 @@ def process_video(item: WorkItem, opts: BuildOptions, out_dir: Path) -> list[dic
                     "reason": f"video_unreadable | {exc}",
                 }
             ]
+    except OutputError:
+        raise
     except Exception as exc:  # a broken stream mid-way keeps the frames read so far, and says so
         rows.append(
             {
@@ -417,6 +422,8 @@ def process_part(args: tuple[str, list[WorkItem], BuildOptions, str]) -> tuple[s
                 rows.extend(process_video(item, opts, out_dir))
             else:
                 rows.extend(process_image(item, opts, out_dir))
+        except OutputError:  # the output cannot be written: stop, do not record inputs as broken
+            raise
         except Exception as exc:  # never let one odd file kill a long build
             rows.append(
                 {
@@ -521,7 +528,10 @@ def build(specs: list[SourceSpec], out_dir: str | Path, opts: BuildOptions | Non
 
         def commit(name: str, rows: list[dict]) -> None:
             table = rows_to_table(rows) if rows else SCHEMA.empty_table()
-            write_table(parts_dir / f"{name}.parquet", table)
+            try:
+                write_table(parts_dir / f"{name}.parquet", table)
+            except OSError as exc:
+                raise OutputError.writing(out_dir, exc) from None
             built[name] = table
             counts.update(r["status"] for r in rows)
             for r in rows:

@@ -632,3 +632,49 @@ def test_an_output_folder_inside_the_source_is_never_read_back(hituav_dir, tmp_p
             summary = run_build([source], Path(out))
             assert summary.items == 5 and summary.kept == 5, (source, summary)
         assert not read_manifest(out)["origin"].str.contains(f"{out}/").any()
+
+
+def _limited_file_size(limit: int):
+    """preexec_fn: files the process writes may not grow past ``limit`` bytes (writes fail with EFBIG, as
+    on a full disk), without the SIGXFSZ that would kill it."""
+    import resource
+    import signal
+
+    def apply() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
+
+
+@pytest.mark.parametrize("with_archive", [False, True])
+def test_an_unwritable_output_stops_the_build_and_a_rerun_resumes(hituav_dir, tmp_path, with_archive):
+    """When the output cannot be written (here every file is capped at 40 kB by RLIMIT_FSIZE, the same
+    EFBIG/ENOSPC path as a full disk or quota), `inf30 build` stops with a one-line error instead of
+    recording the inputs as corrupt (or caching a half extraction), and a re-run with room finishes equal to
+    an uninterrupted build."""
+    frames = sorted((hituav_dir / "train").glob("*.jpg"))[:6]  # about 70 kB each
+    src = tmp_path / "src"
+    src.mkdir()
+    for f in frames[:4]:
+        (src / f.name).write_bytes(f.read_bytes())
+    if with_archive:
+        (src / "more.zip").write_bytes(_zip_bytes({f.name: f.read_bytes() for f in frames[4:]}))
+    out = tmp_path / "ds"
+    cmd = [INF30, "build", str(src), "--out", str(out), "--workers", "1", "--no-dedupe", "--quiet"]
+    r = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=_limited_file_size(40_000))
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: cannot write to ") and "re-run" in lines[0], r.stderr
+    assert "Traceback" not in r.stderr and not (out / "manifest.parquet").exists()
+    assert not list((out / ".work").rglob("*.done.json")) and not list((out / ".work").rglob("*.parquet"))
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    df = read_manifest(out)
+    assert len(df) == (6 if with_archive else 4) and set(df["status"]) == {"kept"}
+    clean = tmp_path / "clean"
+    run_build([src], clean)
+    a, files_a = _snapshot(out)
+    b, files_b = _snapshot(clean)
+    pd.testing.assert_frame_equal(a, b)
+    assert files_a == files_b
