@@ -52,7 +52,7 @@ def _guard(fn, *args, **kwargs):
     """Call a library function, turning expected user errors into one-line messages."""
     try:
         return fn(*args, **kwargs)
-    except (UserError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError, ValueError) as exc:
+    except (UserError, OSError, ValueError) as exc:  # OSError: missing files, permissions, a full disk, ...
         fail(str(exc) or exc.__class__.__name__)
     except KeyboardInterrupt:
         fail("interrupted; re-run the same command to resume", code=130)
