@@ -158,6 +158,7 @@ def merge_cmd(
     dirs: Annotated[list[Path], typer.Argument(help="Shard output folders from `inf30 build --shard`.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Merged dataset folder.")],
     dedupe: Annotated[bool, typer.Option("--dedupe/--no-dedupe", help="Run near-duplicate removal across shards.")] = True,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Combine shard outputs into one dataset (cross-shard exact duplicates dropped).
 
@@ -165,7 +166,7 @@ def merge_cmd(
     """
     from inf30.merge import merge
 
-    summary = _guard(merge, dirs, out, dedupe=dedupe)
+    summary = _guard(merge, dirs, out, dedupe=dedupe, progress=not quiet)
     typer.echo(summary.table())
 
 
