@@ -34,6 +34,7 @@ from inf30.decode import (
     DecodeError,
     decode_to_gray,
     encode_png,
+    frame_key,
     later_frames,
     pixel_id,
     rgb_to_gray,
@@ -347,7 +348,7 @@ def process_image(item: WorkItem, opts: BuildOptions, out_dir: Path) -> list[dic
         return [_finish_row(_decoded_row(row, dec), dec.gray, item, opts, out_dir, (data, ext) if ext else None)]
 
     def frame_row(k: int) -> dict:
-        return {**row, "item_key": f"{item.key}#p{k:06d}", "origin": f"{item.origin}#page{k}"}
+        return {**row, "item_key": frame_key(item.key, k), "origin": f"{item.origin}#page{k}"}
 
     rows = [_finish_row(_decoded_row(frame_row(0), dec), dec.gray, item, opts, out_dir, None)]
     for k, res in later_frames(data, max_pixels=opts.max_pixels, agc_percentiles=item.agc):

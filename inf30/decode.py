@@ -336,6 +336,11 @@ def _is_multi_frame(img: Image.Image) -> bool:
         return False
 
 
+def frame_key(key: str, k: int) -> str:
+    """The name of frame ``k`` of the multi-frame file named ``key`` (``key#p000003``)."""
+    return f"{key}#p{k:06d}"
+
+
 def later_frames(
     data: bytes,
     *,

@@ -155,22 +155,48 @@ class ItemEntropy:
     error: str | None = None
 
 
-def _file_task(task: tuple[str, str, str, bool]) -> ItemEntropy:
-    """Worker: read, decode and measure one file; never raises."""
-    path, name, group, raw = task
+def _error_text(exc: Exception) -> str:
+    detail = str(exc).splitlines()[0][:200] if str(exc) else ""
+    kind = "" if type(exc).__name__ == "DecodeError" else f"{type(exc).__name__}: "
+    return (kind + detail).rstrip(": ") or "corrupt"
+
+
+#: (path, name, group, raw) or (path, name, group, raw, frames): see :func:`_file_task`.
+FileTask = tuple[str, str, str, bool] | tuple[str, str, str, bool, bool]
+
+
+def _file_task(task: FileTask) -> list[ItemEntropy]:
+    """Worker: read, decode and measure one file; never raises.
+
+    ``task`` is (path, name, group, raw) or (path, name, group, raw, frames). With ``frames`` true, every
+    frame of a multi-frame file (TIFF stack, animated GIF/WebP/PNG) is an item named like the build's rows,
+    ``name#p000001`` (raw entropy: first frame only); otherwise the first frame stands for the file."""
+    from inf30.decode import DecodeError, decode_to_gray, frame_key, later_frames
+
+    path, name, group, raw = task[:4]
+    frames = bool(task[4]) if len(task) > 4 else False
     try:
         data = Path(path).read_bytes()
-        gray = decode_gray(data)
-        item = ItemEntropy(name, group, entropy8(gray), int(gray.shape[1]), int(gray.shape[0]))
+        dec = decode_to_gray(data)
+        multi = frames and dec.multi_frame
+        item = ItemEntropy(
+            frame_key(name, 0) if multi else name, group, entropy8(dec.gray), dec.gray.shape[1], dec.gray.shape[0]
+        )
         if raw:
             values = _raw_values(data)
             if values is not None:
                 item.entropy_raw = entropy_raw(values)
-        return item
     except Exception as exc:  # noqa: BLE001 - bad input is counted, never a crash
-        detail = str(exc).splitlines()[0][:200] if str(exc) else ""
-        kind = "" if type(exc).__name__ == "DecodeError" else f"{type(exc).__name__}: "
-        return ItemEntropy(name, group, error=(kind + detail).rstrip(": ") or "corrupt")
+        return [ItemEntropy(name, group, error=_error_text(exc))]
+    items = [item]
+    if multi:
+        for k, res in later_frames(data):
+            if isinstance(res, DecodeError):
+                items.append(ItemEntropy(frame_key(name, k), group, error=_error_text(res)))
+            else:
+                h, w = res.gray.shape
+                items.append(ItemEntropy(frame_key(name, k), group, entropy8(res.gray), w, h))
+    return items
 
 
 # ------------------------------------------------------------------------------------------ collection
@@ -244,7 +270,7 @@ def _int_or_none(x: Any) -> int | None:
         return None
 
 
-def _dataset_items(path: Path) -> tuple[list[ItemEntropy], list[tuple[str, str, str, bool]]]:
+def _dataset_items(path: Path) -> tuple[list[ItemEntropy], list[FileTask]]:
     """Kept rows of a built dataset: stored entropies, plus decode tasks for rows lacking one (stored
     images are 8-bit, so raw entropy does not apply to datasets)."""
     from inf30.manifest import kept, read_manifest
@@ -282,7 +308,7 @@ def collect(
     if not paths:
         raise ValueError("give at least one PATH")
     out = EntropySet(label or " ".join(str(p) for p in paths))
-    tasks: list[tuple[str, str, str, bool]] = []
+    tasks: list[FileTask] = []
     seen: set[str] = set()  # a file named twice (a folder and its subfolder) counts once
     for spec in paths:
         for path in _expand(str(spec)):
@@ -293,9 +319,9 @@ def collect(
             elif path.is_dir():
                 files, skipped = _scan_folder(path)
                 out.skipped += skipped
-                tasks += [(str(f), str(f.relative_to(path)), str(path), raw) for f in files]
+                tasks += [(str(f), str(f.relative_to(path)), str(path), raw, True) for f in files]
             else:
-                tasks.append((str(path), path.name, str(path.parent), raw))
+                tasks.append((str(path), path.name, str(path.parent), raw, True))
     unique = []
     for task in tasks:
         real = os.path.realpath(task[0])
@@ -310,9 +336,11 @@ def collect(
 
 
 def run_tasks(
-    tasks: list[tuple[str, str, str, bool]], workers: int = 0, progress: bool = True, desc: str = "entropy"
+    tasks: list[FileTask], workers: int = 0, progress: bool = True, desc: str = "entropy"
 ) -> list[ItemEntropy]:
-    """Run :func:`_file_task` over ``tasks`` in a process pool (inline for small jobs or one worker)."""
+    """Run :func:`_file_task` over ``tasks`` in a process pool (inline for small jobs or one worker).
+
+    One result per task, in order, except for tasks that ask for the frames of a multi-frame file."""
     from tqdm import tqdm
 
     if not tasks:
@@ -324,15 +352,15 @@ def run_tasks(
     try:
         if n_workers == 1 or len(tasks) < 32:
             for task in tasks:
-                results.append(_file_task(task))
+                results += _file_task(task)
                 bar.update()
         else:
             import multiprocessing as mp
 
             chunk = max(1, min(64, len(tasks) // (n_workers * 8)))
             with mp.get_context().Pool(n_workers) as pool:
-                for item in pool.imap(_file_task, tasks, chunksize=chunk):
-                    results.append(item)
+                for items in pool.imap(_file_task, tasks, chunksize=chunk):
+                    results += items
                     bar.update()
     finally:
         bar.close()

@@ -250,3 +250,17 @@ def test_built_dataset_uses_stored_entropy(tmp_path: Path, sirst_dir: Path) -> N
     assert len(from_ds) == 15 and from_ds.keys() == from_folder.keys()
     for k, v in from_ds.items():
         assert v == pytest.approx(from_folder[k], abs=1e-12)
+
+
+def test_folder_frames_of_a_tiff_stack_are_items_like_the_build_rows(tmp_path: Path, hituav_dir: Path) -> None:
+    """`inf30 entropy` on a folder sees every frame of a multi-frame file, named as the build names its rows
+    (name#p000001); a single-frame file stays one item under its own name."""
+    frames = [np.asarray(Image.open(p)) for p in sorted((hituav_dir / "val").glob("*.jpg"))[:4]]
+    Image.fromarray(frames[0]).save(tmp_path / "stack.tif", save_all=True,
+                                    append_images=[Image.fromarray(f) for f in frames[1:3]])  # fmt: skip
+    Image.fromarray(frames[3]).save(tmp_path / "single.png")
+    s = collect([tmp_path], workers=1, progress=False)
+    got = {i.name: i.entropy for i in s.items}
+    want = {f"stack.tif#p{k:06d}": entropy8(frames[k]) for k in range(3)} | {"single.png": entropy8(frames[3])}
+    assert got.keys() == want.keys()
+    assert all(got[k] == pytest.approx(v, abs=1e-12) for k, v in want.items())
