@@ -374,6 +374,8 @@ def later_frames(
             yield k, replace(_from_pil(img, agc_percentiles), multi_frame=True, unchanged=False)
         except DecodeError as exc:
             yield k, exc
+        except Image.DecompressionBombError as exc:  # another module set Pillow's own (global) limit
+            yield k, DecodeError("decompression_bomb", f"frame {k}: {exc}")
         except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as exc:
             yield k, DecodeError("corrupt", f"frame {k}: {type(exc).__name__}: {exc}")
 
