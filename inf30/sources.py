@@ -168,12 +168,12 @@ def _matches(rel: str, patterns: list[str]) -> bool:
     return any(fnmatch.fnmatch(rel, p) or fnmatch.fnmatch(Path(rel).name, p) for p in patterns)
 
 
-def _walk_files(root: str, skip: str | None = None) -> list[tuple[str, str]]:
+def _walk_files(root: str, skip: os.stat_result | None = None) -> list[tuple[str, str]]:
     """(path relative to ``root`` with ``/``, full path) of every file or symlink below the folder ``root``.
 
     Like ``Path.rglob("*")`` (symlinked folders are listed, not entered; unreadable subfolders are
     skipped) but with ``os.scandir``, whose entries know their type without a ``stat`` per file. The folder
-    whose real path is ``skip`` (the build's own output) is not entered.
+    ``skip`` (the ``os.stat`` of the build's own output) is not entered.
     """
     out: list[tuple[str, str]] = []
     stack = [(root, "")]
@@ -188,11 +188,19 @@ def _walk_files(root: str, skip: str | None = None) -> list[tuple[str, str]]:
         for e in entries:
             rel = prefix + e.name
             if e.is_dir(follow_symlinks=False):
-                if skip is None or os.path.realpath(e.path) != skip:
+                if skip is None or not _same_folder(e, skip):
                     stack.append((e.path, rel + "/"))
             elif e.is_symlink() or e.is_file(follow_symlinks=False):
                 out.append((rel, rel if root == "." else os.path.join(root, rel)))
     return out
+
+
+def _same_folder(entry: os.DirEntry, st: os.stat_result) -> bool:
+    """Whether the folder ``entry`` is the one ``st`` describes (inode from the listing, device checked
+    only when the inode matches)."""
+    if entry.inode() != st.st_ino:
+        return False
+    return entry.stat(follow_symlinks=False).st_dev == st.st_dev
 
 
 def enumerate_inputs(spec: SourceSpec, out_dir: str | os.PathLike | None = None) -> tuple[list[Input], int]:
@@ -203,19 +211,22 @@ def enumerate_inputs(spec: SourceSpec, out_dir: str | os.PathLike | None = None)
     from inf30.archive import is_archive_name
     from inf30.video import is_video_name
 
-    skip = os.path.realpath(out_dir) if out_dir is not None else None
+    out_real = os.path.realpath(out_dir) if out_dir is not None else None
     if spec.kind in ("image", "archive", "video"):
         p = Path(spec.path)
         pairs = [(p.name, p)]
     elif spec.kind == "glob":
         root = Path(spec.path.split("*")[0].split("?")[0].split("[")[0] or ".")
         root = root if root.is_dir() else root.parent
+        # only when the output lies under the glob's root can a match be inside it
+        inside = out_real is not None and (out_real + os.sep).startswith(os.path.realpath(root).rstrip(os.sep) + os.sep)
         pairs = []
         for m in glob.glob(spec.path, recursive=True):
             mp = Path(m)
-            if mp.is_file() and not (skip and os.path.realpath(m).startswith(skip + os.sep)):
+            if mp.is_file() and not (inside and os.path.realpath(m).startswith(out_real + os.sep)):
                 pairs.append((mp.relative_to(root).as_posix() if mp.is_relative_to(root) else mp.name, mp))
     else:
+        skip = os.stat(out_dir) if out_dir is not None and os.path.isdir(out_dir) else None
         pairs = _walk_files(str(Path(spec.path)), skip)
     origins = spec.options.get("origins") or {}
     inputs, skipped = [], 0
