@@ -11,7 +11,6 @@ inputs; :mod:`inf30.merge` combines shard outputs.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import multiprocessing as mp
@@ -40,8 +39,9 @@ from inf30.decode import (
     rgb_to_gray,
 )
 from inf30.entropy import entropy8
-from inf30.errors import OutputError, UserError
+from inf30.errors import OutputError
 from inf30.hashing import compute_hashes
+from inf30.lock import lock_folder
 from inf30.manifest import SCHEMA, empty_row, rows_to_table, write_manifest, write_table
 from inf30.sources import IMAGE_SUFFIXES, Input, SourceSpec, enumerate_inputs
 from inf30.video import VideoError, is_video_name, sample_frames
@@ -450,17 +450,9 @@ def _clean_temporaries(out_dir: Path) -> None:
             tmp.unlink()
 
 
-@contextlib.contextmanager
 def _locked(out_dir: Path):
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with open(out_dir / ".lock", "w") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise UserError(
-                f"another inf30 process is writing {out_dir}; wait for it or use another --out"
-            ) from None
-        yield
+    """The output folder's lock (see inf30.lock)."""
+    return lock_folder(out_dir)
 
 
 def _pool_context():

@@ -447,6 +447,11 @@ class LoaderInfo:
     sampler: EpochBatchSampler
     dataset: PretrainDataset
 
+    def to_input(self, batch: torch.Tensor, device: torch.device) -> torch.Tensor:
+        """A loader batch -> the model's input on `device` ([micro, 3, size, size] float). The training loop
+        calls this for every batch, so a loader that augments on the device does its work here."""
+        return batch.to(device, non_blocking=True)
+
 
 def _worker_init(worker_id: int) -> None:
     # augmentation uses per-sample seeds; keep the libraries' global RNGs distinct and reproducible anyway
