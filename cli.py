@@ -44,8 +44,18 @@ infmae_app = typer.Typer(
 
 
 def fail(message: str, code: int = 2) -> None:
+    """Print ``error: message`` (one line) and exit: 1 failed, 2 bad usage (the default), 130 interrupted."""
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
+
+
+def _exit_code(exc: BaseException) -> int:
+    """0 done, 1 failed, 2 bad usage, 130 interrupted (see README, "When things go wrong")."""
+    if isinstance(exc, UserError):
+        return exc.exit_code  # UsageError 2; JobFailed (busy folder, full disk, nothing usable) 1
+    if isinstance(exc, (FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, ValueError)):
+        return 2  # a path or value given on the command line that is not usable
+    return 1  # other OSError: permissions, I/O errors during the work
 
 
 def _guard(fn, *args, **kwargs):
@@ -53,7 +63,7 @@ def _guard(fn, *args, **kwargs):
     try:
         return fn(*args, **kwargs)
     except (UserError, OSError, ValueError) as exc:  # OSError: missing files, permissions, a full disk, ...
-        fail(str(exc) or exc.__class__.__name__)
+        fail(str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__, code=_exit_code(exc))
     except KeyboardInterrupt:
         fail("interrupted; re-run the same command to resume", code=130)
 
@@ -83,15 +93,18 @@ def _infmae_main(
 def sample_cmd(
     out: Annotated[Path, typer.Argument(help="Folder to write the sample source tree into.")],
     seed: Annotated[int, typer.Option(help="Random seed (the tree is deterministic for a seed).")] = 0,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Write into a non-empty folder that is not an earlier "
+                                            "sample (files of the sample's names are replaced; nothing is deleted).")] = False,
 ) -> None:
     """Write a small deterministic sample source tree (synthetic thermal scenes, a video, an archive,
-    planted duplicates, tiny and broken files).
+    planted duplicates, tiny and broken files). OUT must be new, empty or an earlier sample (only the
+    files the sample wrote are replaced).
 
     Example: inf30 sample demo-src
     """
     from inf30.sample import write_sample
 
-    info = _guard(write_sample, out, seed=seed)
+    info = _guard(write_sample, out, seed=seed, overwrite=overwrite)
     typer.echo(f"wrote {info['files']} files to {out}")
 
 
@@ -116,6 +129,8 @@ def build_cmd(
     max_archive_depth: Annotated[
         int, typer.Option(help="Archives inside archives are extracted up to this many levels (outer one included).")
     ] = 3,
+    glob_: Annotated[bool, typer.Option("--glob", help="Take every SOURCE as a glob pattern (by default an existing "
+                                        "path is a path even when its name holds *, ? or [).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Build a clean, normalized, fully accounted image set with a manifest.
@@ -127,17 +142,12 @@ def build_cmd(
 
     if not sources and config is None:
         fail("give at least one SOURCE or --config sources.yaml")
-    try:
-        lo, hi = (float(x) for x in agc.split(","))
-    except ValueError:
-        fail(f"--agc must be two numbers LOW,HIGH, got {agc!r}")
-    srcs = _guard(load_sources, list(sources or []), config=config, out_dir=out, progress=not quiet)
     opts = BuildOptions(
         workers=workers,
         video_every=video_every,
         min_size=min_size,
         min_side=min_side,
-        agc_percentiles=(lo, hi),
+        agc_percentiles=tuple(agc.split(",")),
         max_pixels=max_pixels,
         shard=shard,
         drop_pseudocolor=drop_pseudocolor,
@@ -149,6 +159,8 @@ def build_cmd(
         max_archive_files=max_archive_files,
         max_archive_depth=max_archive_depth,
     )
+    _guard(opts.validate)  # bad options: exit 2 before any work, before --out exists
+    srcs = _guard(load_sources, list(sources or []), config=config, out_dir=out, progress=not quiet, patterns=glob_)
     summary = _guard(build, srcs, out, opts)
     typer.echo(summary.table())
 
@@ -282,8 +294,6 @@ def entropy_cmd(
 
     from inf30.entropy import analyze
 
-    if n_boot < 1:
-        fail("--n-boot must be at least 1")
     result = _guard(analyze, paths, compare=compare, workers=workers, raw=raw, n_boot=n_boot, seed=seed, progress=not quiet)
     typer.echo(json.dumps(result.to_dict(), indent=2) if json_out else result.table())
 
@@ -354,7 +364,7 @@ def publish_cmd(
 # --- infmae pretrain / visualize / export (issue 8) ---
 @infmae_app.command("pretrain")
 def pretrain_cmd(
-    data: Annotated[str, typer.Option(help="Built Inf30 folder, published dataset / datasets path / Hub id, or image folder.")],
+    data: Annotated[str, typer.Option(help="Built Inf30 folder, published dataset / datasets path / Hub id, image folder, or a pack (`infmae pack`).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder (checkpoints, metrics, PNGs); re-run to resume.")],
     preset: Annotated[str, typer.Option(help="Model preset (infmae_tiny, infmae_small, infmae_base, ...).")] = "infmae_base",
     epochs: Annotated[int, typer.Option(help="Epochs of the cosine schedule.")] = 400,
@@ -378,13 +388,17 @@ def pretrain_cmd(
     master_addr: Annotated[str, typer.Option(help="Rendezvous host (multi-node).")] = "127.0.0.1",
     master_port: Annotated[int | None, typer.Option(help="Rendezvous port (multi-node; free port on one node).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of initialization, sample order and augmentation.")] = 0,
-    save_every: Annotated[int, typer.Option(help="Epochs between checkpoint-EPOCH folders.")] = 40,
-    latest_every: Annotated[int, typer.Option(help="Optimizer steps between checkpoint-latest updates.")] = 200,
+    save_every: Annotated[int, typer.Option(help="Epochs between checkpoint-EPOCH folders (0 = only after the last epoch).")] = 40,
+    latest_every: Annotated[int, typer.Option(help="Optimizer steps between checkpoint-latest updates (0 = only at the end).")] = 200,
     vis_every: Annotated[int, typer.Option(help="Epochs between reconstruction PNGs (0 = only at the end).")] = 5,
-    log_every: Annotated[int, typer.Option(help="Optimizer steps between metrics lines.")] = 10,
-    max_steps: Annotated[int | None, typer.Option(help="Stop after this many optimizer steps in total.")] = None,
+    log_every: Annotated[int, typer.Option(help="Optimizer steps between metrics lines (>= 1).")] = 10,
+    max_steps: Annotated[int | None, typer.Option(help="Stop after this many optimizer steps in total (>= 1).")] = None,
     max_minutes: Annotated[float | None, typer.Option(help="Stop (with a checkpoint) after this many minutes.")] = None,
     deterministic: Annotated[bool, typer.Option("--deterministic", help="Deterministic algorithms (slower on GPU).")] = False,
+    loader: Annotated[str, typer.Option(help="auto (the packed loader for a pack, else decode), packed or decode.")] = "auto",
+    schedule: Annotated[str, typer.Option(help="After warm-up: cosine or poly (power 0.9).")] = "cosine",
+    min_lr: Annotated[float, typer.Option(help="Final learning rate of the schedule.")] = 0.0,
+    drop_path: Annotated[float, typer.Option(help="Stochastic depth rate of the encoder.")] = 0.0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Pre-train InfMAE on a dataset (paper recipe); launches one worker per GPU; re-run to resume.
@@ -401,6 +415,7 @@ def pretrain_cmd(
         nproc=nproc, nnodes=nnodes, node_rank=node_rank, master_addr=master_addr, master_port=master_port,
         seed=seed, save_every=save_every, latest_every=latest_every, vis_every=vis_every, log_every=log_every,
         max_steps=max_steps, max_minutes=max_minutes, deterministic=deterministic, progress=not quiet,
+        loader=loader, schedule=schedule, min_lr=min_lr, drop_path=drop_path,
     )
     try:
         result = _guard(pretrain, cfg)
@@ -417,9 +432,9 @@ def pretrain_cmd(
 def visualize_cmd(
     ckpt: Annotated[Path, typer.Argument(help="Checkpoint folder (e.g. RUN_DIR/checkpoint-latest) or model.safetensors.")],
     images: Annotated[list[Path], typer.Argument(help="Image files (any size and mode).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="PNG to write.")] = Path("reconstruction.png"),
-    input_size: Annotated[int | None, typer.Option(help="View size (default: the checkpoint's training size).")] = None,
-    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    out: Annotated[Path, typer.Option("--out", "-o", help="Image to write; its extension sets the format (.png, .jpg, ...).")] = Path("reconstruction.png"),
+    input_size: Annotated[int | None, typer.Option(help="View size, a positive multiple of 16 (default: the checkpoint's training size, else its preprocessing input size).")] = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")] = "cpu",
 ) -> None:
     """Reconstruct images with a checkpoint: original | visible patches | reconstruction | pasted.
 
@@ -434,17 +449,199 @@ def visualize_cmd(
 @infmae_app.command("export")
 def export_cmd(
     ckpt: Annotated[Path, typer.Argument(help="Checkpoint folder (e.g. RUN_DIR/checkpoint-latest).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the encoder (model.safetensors + config.json).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the encoder (model.safetensors + config.json + README.md); other files in it are kept.")],
+    push: Annotated[str | None, typer.Option("--push", help="Also upload the folder to this Hub model repo (ORG/NAME; token from HF_TOKEN or `hf auth login`).")] = None,
 ) -> None:
     """Write the pre-trained encoder alone (no decoder, no optimizer) for downstream use.
 
-    Example: infmae export runs/base/checkpoint-0400 --out infmae-base-encoder
+    Example: infmae export runs/base/checkpoint-0400 --out infmae-base-encoder --push me/infmae-base-encoder
     """
     from infmae.export import export_encoder
 
-    info = _guard(export_encoder, ckpt, out)
+    info = _guard(export_encoder, ckpt, out, push=push)
     typer.echo(f"wrote {info['path']} ({info['params']:,} encoder parameters)")
+    if info.get("url"):
+        typer.echo(f"pushed to {info['url']}")
 
+
+# --- infmae convert (issue 14) ---
+@infmae_app.command("convert")
+def convert_cmd(
+    ckpt: Annotated[Path, typer.Argument(help="The authors' InfMAE or ConvMAE checkpoint (.pth), e.g. checkpoint-399.pth.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write (model.safetensors + config.json + README.md + conversion.json).")],
+    num_heads: Annotated[int | None, typer.Option(help="Encoder attention heads (stored nowhere; default: the preset with the same widths).")] = None,
+    decoder_heads: Annotated[int | None, typer.Option(help="Decoder attention heads (default: the preset with the same decoder width).")] = None,
+    allow_unknown: Annotated[bool, typer.Option("--allow-unknown", help="Drop keys that are not part of the format instead of failing.")] = False,
+    push: Annotated[str | None, typer.Option("--push", help="Also upload the folder to this Hub model repo (ORG/NAME).")] = None,
+) -> None:
+    """Convert the published InfMAE (or ConvMAE) weights to this toolkit's format, loaded safely.
+
+    Example: infmae convert checkpoint-399.pth --out infmae-base --push me/infmae-base
+    """
+    from infmae.convert import convert_checkpoint
+
+    report = _guard(convert_checkpoint, ckpt, out, num_heads=num_heads, decoder_heads=decoder_heads,
+                    allow_unknown=allow_unknown, push=push)
+    what = "encoder" if report.encoder_only else "model"
+    typer.echo(f"wrote {out} ({report.kind} {what}, preset {report.config['preset']}; {len(report.mapped)} keys mapped, "
+               f"{len(report.ignored)} ignored, {len(report.unknown)} unknown)")
+    for note in report.notes:
+        typer.echo(f"note: {note}")
+    if report.url:
+        typer.echo(f"pushed to {report.url}")
+
+
+# --- infmae pack (issue 19) ---
+@infmae_app.command("pack")
+def pack_cmd(
+    src: Annotated[str, typer.Argument(help="Any --data source of `infmae pretrain`: built Inf30 folder, published dataset, Hub id, image folder.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Pack folder to write (re-run to resume); PACK/ or DATASET/pack is used by `infmae pretrain`.")],
+    short_side: Annotated[int | None, typer.Option(help="Resize so the shorter side is at most this (never upscales). [default: 256]")] = None,
+    shard: Annotated[str | None, typer.Option(help="Build only the shards s with s % N == K, as K/N (parallel jobs into the same --out).")] = None,
+    images_per_shard: Annotated[int | None, typer.Option(help="Images per shard file (the unit of resumption). [default: 2048]")] = None,
+    workers: Annotated[int | None, typer.Option(help="Processes building shards (0 = all cores); never changes the pack. [default: 1]")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Decode every image once into memory-mapped uint8 shards for the packed (on-device augmenting) loader.
+
+    Example: infmae pack inf30 --out inf30/pack --short-side 256 ; infmae pretrain --data inf30 --out runs/base
+    """
+    from infmae.pack import PackOptions, pack
+
+    opts = PackOptions(shard=shard, progress=not quiet)
+    if short_side is not None:
+        opts.short_side = short_side
+    if images_per_shard is not None:
+        opts.images_per_shard = images_per_shard
+    if workers is not None:
+        opts.workers = workers
+    _guard(opts.validate)  # bad options: exit 2 before any work
+    summary = _guard(pack, src, out, opts)
+    typer.echo(summary.table())
+
+
+# --- infmae finetune / evaluate / predict / compare (issue 15) ---
+_FT = "[default: the task's]"
+
+
+@infmae_app.command("finetune")
+def finetune_cmd(
+    task: Annotated[str, typer.Argument(help="Downstream task: irstd, segment or detect.")],
+    data: Annotated[str, typer.Option(help="The task's data folder (e.g. NUAA-SIRST, MSRS, a COCO folder).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder (checkpoints, metrics, results.json); re-run to resume.")],
+    init: Annotated[str, typer.Option(help="scratch, an `infmae pretrain` run folder or checkpoint, an export/convert folder, or a Hub id.")] = "scratch",
+    head: Annotated[str | None, typer.Option(help="Task head (segment: fcn or upernet).")] = None,
+    preset: Annotated[str | None, typer.Option(help="Backbone preset for --init scratch. [default: infmae_base]")] = None,
+    epochs: Annotated[int | None, typer.Option(help=f"Epochs of the schedule. {_FT}")] = None,
+    warmup_epochs: Annotated[float | None, typer.Option(help="Linear warm-up epochs. [default: 1]")] = None,
+    batch: Annotated[int | None, typer.Option(help=f"Effective batch per optimizer step, over all processes. {_FT}")] = None,
+    lr: Annotated[float | None, typer.Option(help=f"Peak learning rate. {_FT}")] = None,
+    min_lr: Annotated[float | None, typer.Option(help="Final learning rate. [default: 0]")] = None,
+    weight_decay: Annotated[float | None, typer.Option(help=f"AdamW weight decay (weights only). {_FT}")] = None,
+    layer_decay: Annotated[float | None, typer.Option(help="Layer-wise lr decay over the backbone depth (1 = none). [default: 0.75]")] = None,
+    drop_path: Annotated[float | None, typer.Option(help="Stochastic depth rate of the backbone. [default: 0]")] = None,
+    schedule: Annotated[str | None, typer.Option(help=f"cosine or poly (power 0.9). {_FT}")] = None,
+    accum: Annotated[int | None, typer.Option(help="Gradient accumulation steps. [default: 1]")] = None,
+    input_size: Annotated[int | None, typer.Option(help=f"Training crop size, a multiple of 32. {_FT}")] = None,
+    precision: Annotated[str | None, typer.Option(help="auto (bf16 on GPU, fp32 on CPU), bf16, fp16 or fp32.")] = None,
+    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model.")] = False,
+    workers: Annotated[int | None, typer.Option(help="DataLoader worker processes per process. [default: 4]")] = None,
+    threads: Annotated[int | None, typer.Option(help="Torch CPU threads per process (0 = torch's default).")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cuda or cpu.")] = None,
+    nproc: Annotated[int | None, typer.Option(help="Processes per node (0 = number of GPUs, 1 on CPU).")] = None,
+    nnodes: Annotated[int | None, typer.Option(help="Number of nodes.")] = None,
+    node_rank: Annotated[int | None, typer.Option(help="This node's rank (multi-node).")] = None,
+    master_addr: Annotated[str | None, typer.Option(help="Rendezvous host (multi-node).")] = None,
+    master_port: Annotated[int | None, typer.Option(help="Rendezvous port (multi-node).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of the head's initialization, order and augmentation.")] = None,
+    save_every: Annotated[int | None, typer.Option(help="Epochs between checkpoint-EPOCH folders (0 = none). [default: 0]")] = None,
+    latest_every: Annotated[int | None, typer.Option(help="Optimizer steps between checkpoint-latest updates (0 = only at the end). [default: 100]")] = None,
+    log_every: Annotated[int | None, typer.Option(help="Optimizer steps between metrics lines (>= 1). [default: 10]")] = None,
+    eval_every: Annotated[int | None, typer.Option(help="Epochs between evaluations (the best checkpoint is kept). [default: 1]")] = None,
+    vis_count: Annotated[int | None, typer.Option(help="Images of the fixed prediction sample drawn at the end. [default: 4]")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Stop after this many optimizer steps in total (>= 1).")] = None,
+    max_minutes: Annotated[float | None, typer.Option(help="Stop (with a checkpoint) after this many minutes.")] = None,
+    deterministic: Annotated[bool, typer.Option("--deterministic", help="Deterministic algorithms (slower on GPU).")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Fine-tune InfMAE on a downstream task; evaluates every epoch, keeps the best checkpoint, writes
+    results.json; re-run the same command to resume.
+
+    Example: infmae finetune irstd --data ../shared/data/sirst --init runs/tiny --out runs/sirst-tiny --epochs 20
+    """
+    from infmae.distributed import LaunchError
+    from infmae.finetune import FinetuneConfig, finetune
+
+    given = {k: v for k, v in dict(
+        init=init, preset=preset, epochs=epochs, warmup_epochs=warmup_epochs, batch=batch, lr=lr, min_lr=min_lr,
+        weight_decay=weight_decay, layer_decay=layer_decay, drop_path=drop_path, schedule=schedule, accum=accum,
+        input_size=input_size, precision=precision, workers=workers, threads=threads, device=device, nproc=nproc,
+        nnodes=nnodes, node_rank=node_rank, master_addr=master_addr, master_port=master_port, seed=seed,
+        save_every=save_every, latest_every=latest_every, log_every=log_every, eval_every=eval_every,
+        vis_count=vis_count, max_steps=max_steps, max_minutes=max_minutes).items() if v is not None}
+    cfg = FinetuneConfig(data=data, out=str(out), task=task, task_options={"head": head} if head else {},
+                         compile=compile, deterministic=deterministic, progress=not quiet, **given)
+    try:
+        result = _guard(finetune, cfg)
+    except LaunchError as exc:
+        fail(str(exc), code=1)
+    if result and "step" in result:
+        typer.echo(f"step {result['step']}/{result['total_steps']} ({result['stopped']}), loss {result['loss']}\n"
+                   f"results: {result.get('results', '')}\nmetrics: {result['metrics']}")
+
+
+@infmae_app.command("evaluate")
+def evaluate_cmd(
+    run: Annotated[Path, typer.Argument(help="A run folder of `infmae finetune`.")],
+    data: Annotated[str, typer.Option(help="The task's data folder.")],
+    split: Annotated[str, typer.Option(help="Split to evaluate (train, val or test).")] = "test",
+    checkpoint: Annotated[str | None, typer.Option(help="Checkpoint folder in RUN (default: checkpoint-best, else -latest).")] = None,
+    device: Annotated[str, typer.Option(help="auto, cuda or cpu.")] = "auto",
+) -> None:
+    """Re-evaluate a fine-tuned checkpoint; prints the task's metrics as JSON.
+
+    Example: infmae evaluate runs/sirst-tiny --data ../shared/data/sirst --split test
+    """
+    import json
+
+    from infmae.finetune import evaluate_run
+
+    metrics = _guard(evaluate_run, run, data, split=split, checkpoint=checkpoint, device=device)
+    typer.echo(json.dumps(metrics, indent=2, default=str))
+
+
+@infmae_app.command("predict")
+def predict_cmd(
+    run: Annotated[Path, typer.Argument(help="A run folder of `infmae finetune`.")],
+    images: Annotated[list[Path], typer.Argument(help="Image files.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the maps / overlays.")],
+    save_json: Annotated[bool, typer.Option("--save-json", help="Also write the raw predictions as JSON (task-specific).")] = False,
+    checkpoint: Annotated[str | None, typer.Option(help="Checkpoint folder in RUN (default: checkpoint-best, else -latest).")] = None,
+    device: Annotated[str, typer.Option(help="auto, cuda or cpu.")] = "auto",
+) -> None:
+    """Run a fine-tuned model on images: probability maps, label maps or boxes, with overlays.
+
+    Example: infmae predict runs/sirst-tiny frame1.png frame2.png --out preds
+    """
+    from infmae.finetune import predict_run
+
+    kwargs = {"save_json": True} if save_json else {}
+    paths = _guard(predict_run, run, images, out, checkpoint=checkpoint, device=device, **kwargs)
+    typer.echo(f"wrote {len(paths)} files to {out}")
+
+
+@infmae_app.command("compare")
+def compare_cmd(
+    runs: Annotated[list[Path], typer.Argument(help="Run folders of `infmae finetune` (with results.json).")],
+    split: Annotated[str | None, typer.Option(help="Split to show (default: test, else val).")] = None,
+) -> None:
+    """Print a paper-style markdown table, one row per run.
+
+    Example: infmae compare runs/sirst-scratch runs/sirst-iam
+    """
+    from infmae.finetune import compare_runs
+
+    typer.echo(_guard(compare_runs, runs, split=split))
 
 
 def main() -> None:  # pragma: no cover - convenience for `python cli.py`

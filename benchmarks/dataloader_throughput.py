@@ -11,6 +11,18 @@ has to exceed what the model consumes. This script measures both on this machine
 Usage: python benchmarks/dataloader_throughput.py [--size 224] [--batch 32] [--workers 0,1,2] [--models infmae_tiny,infmae_base]
 The load average is printed: figures measured while other work shared the machine are lower than idle ones.
 
+Packed path (issue 19), in the same run on the same frames: ``infmae.pack.pack`` builds a pack of them
+(build img/s, bytes per image), then one process with one thread measures, alternating rounds with the
+decode path so that both see the same machine load:
+
+- decode: ``make_loader(..., workers=0)`` (decode + bicubic crop + normalize + collate in this process);
+- gather: ``PackedImages.gather`` (the packed loader's only CPU work per step: a memory copy into a canvas);
+- gather+augment on the CPU: ``PackedImages.batch`` (what a CPU-only run does; on a GPU the augmentation
+  runs there);
+
+and prints per-core img/s, the gather/decode ratio and the projection for a 16-core node (16 x per core).
+``--no-packed`` skips it, ``--packed-only`` skips the rest.
+
 ``--pipeline-steps N`` instead runs the real thing: ``infmae.train.pretrain`` (the code behind
 ``infmae pretrain``) on the same frames for N optimizer steps with ``--pipeline-preset``, ``--batch``,
 ``--workers``, ``--precision`` and optionally ``--compile``, then reports from its metrics.jsonl the
@@ -64,6 +76,64 @@ def loader_throughput(src, size: int, batch: int, workers: int, seconds: float) 
                 dt = time.perf_counter() - t0
                 return {"workers": workers, "img_per_s": n / dt, "img_per_s_per_worker": n / dt / max(1, workers)}
         epoch += 1
+
+
+def _rate(fn, batch: int, seconds: float) -> float:
+    """img/s of calling ``fn()`` (one batch) repeatedly for ``seconds`` after one warm-up call."""
+    fn()
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        fn()
+        n += batch
+    return n / (time.perf_counter() - t0)
+
+
+def packed_comparison(frames: Path, tmp: Path, size: int, batch: int, seconds: float, rounds: int,
+                      short_side: int) -> dict:
+    """Pack the frames, then decode vs gather vs gather+augment per core, rounds interleaved (same load)."""
+    from infmae.data import PackedImages
+    from infmae.pack import pack
+
+    torch.set_num_threads(1)
+    t0 = time.perf_counter()
+    summary = pack(frames, tmp / "pack", short_side=short_side, progress=False)
+    build_s = time.perf_counter() - t0
+    packed = PackedImages(tmp / "pack")
+    src = open_source(frames, packs=False)
+    li = make_loader(src, size, batch, seed=0, workers=0)
+    it = iter(li.loader)
+    g = torch.Generator().manual_seed(0)
+
+    def decode() -> None:
+        nonlocal it
+        try:
+            next(it)
+        except StopIteration:
+            it = iter(li.loader)
+            next(it)
+
+    def idx() -> list[int]:
+        return torch.randint(0, len(packed), (batch,), generator=g).tolist()
+
+    rates: dict[str, list[float]] = {"decode": [], "gather": [], "gather_augment_cpu": []}
+    for _ in range(rounds):
+        rates["decode"].append(_rate(decode, batch, seconds))
+        rates["gather"].append(_rate(lambda: packed.gather(idx()), batch, seconds))
+        rates["gather_augment_cpu"].append(_rate(lambda: packed.batch(idx(), size, g), batch, seconds))
+    med = {k: sorted(v)[len(v) // 2] for k, v in rates.items()}
+    r = {"images": summary.images, "short_side": short_side, "pack_bytes_per_image": summary.bytes / summary.images,
+         "pack_build_img_per_s": summary.images / build_s, "rounds": rates, "median_img_per_s_per_core": med,
+         "gather_vs_decode": med["gather"] / med["decode"],
+         "node16_img_per_s": {k: 16 * v for k, v in med.items()}}
+    print(f"\npacked vs decode, {size}px, batch {batch}, 1 process x 1 thread, {rounds} interleaved rounds of "
+          f"{seconds:g} s (medians):")
+    print(f"  pack build: {summary.images} images in {build_s:.1f} s ({r['pack_build_img_per_s']:.0f} img/s, 1 core), "
+          f"{r['pack_bytes_per_image'] / 1024:.1f} KiB/image at short side {short_side}")
+    print(f"{'path':>22} {'img/s/core':>11} {'16-core node':>13}")
+    for k, v in med.items():
+        print(f"{k:>22} {v:>11.0f} {16 * v:>13.0f}")
+    print(f"  gather is {r['gather_vs_decode']:.0f}x cheaper per image than decode (host side, per core)")
+    return r
 
 
 def model_throughput(preset: str, size: int, batch: int, steps: int, device: torch.device) -> dict:
@@ -123,6 +193,32 @@ def peak_bf16(device: torch.device) -> float | None:
     return peak_flops(device)[1]
 
 
+def pack_parallel(frames: Path, out: Path, short_side: int, jobs: int) -> dict:
+    """``infmae pack`` of ``frames`` as ``jobs`` parallel ``--shard K/N`` processes; build img/s and size."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from infmae.pack import pack
+
+    t0 = time.perf_counter()
+    with ProcessPoolExecutor(jobs) as ex:
+        done = list(ex.map(_pack_shard, [(frames, out, short_side, f"{k}/{jobs}") for k in range(jobs)]))
+    dt = time.perf_counter() - t0
+    summary = pack(frames, out, short_side=short_side, images_per_shard=256, progress=False)  # all there: no-op
+    assert summary.complete and sum(done) == summary.images
+    r = {"images": summary.images, "jobs": jobs, "seconds": dt, "img_per_s": summary.images / dt,
+         "bytes_per_image": summary.bytes / summary.images}
+    print(f"pack: {summary.images} images in {dt:.1f} s with {jobs} --shard jobs ({r['img_per_s']:.0f} img/s), "
+          f"{r['bytes_per_image'] / 1024:.1f} KiB/image")
+    return r
+
+
+def _pack_shard(a: tuple) -> int:
+    from infmae.pack import pack
+
+    frames, out, short_side, shard = a
+    return pack(frames, out, short_side=short_side, shard=shard, images_per_shard=256, progress=False).built_now
+
+
 def pipeline(args: argparse.Namespace, frames: Path, device: torch.device, name: str) -> dict:
     """Run the real pre-training loop for --pipeline-steps steps; img/s, loader stall and MFU from its log."""
     import statistics
@@ -152,7 +248,9 @@ def pipeline(args: argparse.Namespace, frames: Path, device: torch.device, name:
          "size": args.size, "workers": cfg.workers, "precision": precision, "compile": args.compile,
          "img_per_s": ips, "loader_stall": stall, "train_gflops_per_img": flops / 1e9, "mfu": mfu,
          "wall_s": wall}
-    print(f"pipeline: {args.pipeline_preset} {args.size}px batch {args.batch} {precision}"
+    kind = "packed" if (frames / "pack.json").exists() else "decode"
+    r["loader"] = kind
+    print(f"pipeline ({kind} loader): {args.pipeline_preset} {args.size}px batch {args.batch} {precision}"
           f"{' compiled' if args.compile else ''} on {name}, {cfg.workers} workers, {args.pipeline_steps} steps")
     print(f"  img/s {ips:.1f} (median of the last 80 % of the log), loader stall {100 * stall:.1f} %, "
           f"{flops / 1e9:.1f} GFLOP/img (fwd+bwd)" + (f", MFU {100 * mfu:.1f} %" if mfu else "")
@@ -175,6 +273,12 @@ def main() -> None:
     ap.add_argument("--pipeline-preset", default="infmae_base")
     ap.add_argument("--precision", default="auto")
     ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--no-packed", action="store_true", help="skip the packed-vs-decode comparison")
+    ap.add_argument("--packed-only", action="store_true", help="only the packed-vs-decode comparison")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the packed comparison")
+    ap.add_argument("--short-side", type=int, default=256, help="the pack's short side")
+    ap.add_argument("--pipeline-loader", default="both", choices=["packed", "decode", "both"],
+                    help="--pipeline-steps: train from a pack of the frames, from the frames, or both")
     args = ap.parse_args()
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -184,11 +288,30 @@ def main() -> None:
     print(f"machine: {name}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start")
     if args.pipeline_steps:
         with tempfile.TemporaryDirectory() as tmp:
-            frames = real_frames(Path(args.data), Path(tmp), min_count=50 * args.batch)
-            results["pipeline"] = pipeline(args, frames, device, name)
+            (Path(tmp) / "frames").mkdir()
+            frames = real_frames(Path(args.data), Path(tmp) / "frames", min_count=50 * args.batch)
+            results["pipeline"] = []
+            if args.pipeline_loader in ("packed", "both"):
+                results["pack"] = pack_parallel(frames, Path(tmp) / "pack", args.short_side,
+                                                max(1, min(16, (os.cpu_count() or 2) - 1)))
+                results["pipeline"].append(pipeline(args, Path(tmp) / "pack", device, name))
+            if args.pipeline_loader in ("decode", "both"):
+                results["pipeline"].append(pipeline(args, frames, device, name))
         if args.json:
             Path(args.json).write_text(json.dumps(results, indent=2))
         return
+    if not args.no_packed:
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / "frames").mkdir()
+            frames = real_frames(Path(args.data), Path(tmp) / "frames")
+            results["packed"] = packed_comparison(frames, Path(tmp), args.size, args.batch, args.seconds,
+                                                  args.rounds, args.short_side)
+        if args.packed_only:
+            results["loadavg_end"] = os.getloadavg()
+            print(f"load average {os.getloadavg()[0]:.1f} at the end")
+            if args.json:
+                Path(args.json).write_text(json.dumps(results, indent=2))
+            return
     with tempfile.TemporaryDirectory() as tmp:
         src = open_source(real_frames(Path(args.data), Path(tmp)))
         print(f"data: {src.describe} (SIRST ~320x240 PNG in mixed modes, HIT-UAV 640x512 JPEG)")

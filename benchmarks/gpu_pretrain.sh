@@ -21,9 +21,10 @@ if ! timeout "${COMPILE_TIMEOUT:-200}" "$PY" benchmarks/model_throughput.py "${A
 fi
 
 # ----------------------------------------------------------------------------------------------------------
-# Part 2 (issue 8): the real pre-training pipeline on this GPU. First the loader alone (img/s per worker on
-# the real frames of ../shared/data), then `infmae.train.pretrain` (real frames -> DataLoader workers ->
-# InfMAE base, bf16, torch.compile) for PIPE_STEPS optimizer steps: img/s, MFU, loader stall %.
+# Part 2 (issues 8, 19): the real pre-training pipeline on this GPU. First the loader alone (img/s per worker
+# on the real frames of ../shared/data, and the packed gather vs decode per core), then `infmae.train.pretrain`
+# (InfMAE base, bf16, torch.compile) for PIPE_STEPS optimizer steps from a pack of the frames and from the
+# frames themselves: img/s, MFU, loader stall %.
 # ----------------------------------------------------------------------------------------------------------
 DATA=${INFMAE_DATA:-../shared/data}
 if [ ! -d "$DATA/sirst" ]; then
@@ -31,13 +32,34 @@ if [ ! -d "$DATA/sirst" ]; then
   exit 0
 fi
 NW=$(( $(nproc) - 2 )); [ "$NW" -lt 1 ] && NW=1
-echo "== data pipeline alone (img/s per worker) beside the model's img/s =="
-timeout 240 "$PY" benchmarks/dataloader_throughput.py --data "$DATA" --workers "1,4,$NW" --seconds 5 \
+echo "== data pipeline alone (img/s per worker; packed gather vs decode per core) beside the model's img/s =="
+timeout 300 "$PY" benchmarks/dataloader_throughput.py --data "$DATA" --workers "1,4,$NW" --seconds 5 --rounds 2 \
   --models infmae_base --model-batch "${BATCH:-128}" --model-steps 10 || echo "gpu_pretrain.sh: loader benchmark failed" >&2
-echo "== real pipeline: infmae pretrain for ${PIPE_STEPS:-300} steps (batch ${BATCH:-128}, $NW workers) =="
+# issue 19: pack the frames first (parallel `--shard K/N` jobs), then train from the pack (uint8 gather on the
+# host, crop/flip/normalize on the GPU), then the same from the decode loader: img/s, MFU, loader stall %
+# (goal: stall < 2 % from the pack at the base preset).
 PIPE=(--data "$DATA" --pipeline-steps "${PIPE_STEPS:-300}" --pipeline-preset infmae_base --size 224
       --batch "${BATCH:-128}" --workers "$NW" --precision bf16)
-if ! timeout "${COMPILE_TIMEOUT:-300}" "$PY" benchmarks/dataloader_throughput.py "${PIPE[@]}" --compile; then
-  echo "gpu_pretrain.sh: the compiled pipeline run failed or timed out; eager-mode figures follow" >&2
-  timeout 240 "$PY" benchmarks/dataloader_throughput.py "${PIPE[@]}"
+for LOADER in packed decode; do
+  echo "== real pipeline ($LOADER loader): infmae pretrain for ${PIPE_STEPS:-300} steps (batch ${BATCH:-128}, $NW workers) =="
+  if ! timeout "${COMPILE_TIMEOUT:-300}" "$PY" benchmarks/dataloader_throughput.py "${PIPE[@]}" --pipeline-loader "$LOADER" --compile; then
+    echo "gpu_pretrain.sh: the compiled $LOADER pipeline run failed or timed out; eager-mode figures follow" >&2
+    timeout 240 "$PY" benchmarks/dataloader_throughput.py "${PIPE[@]}" --pipeline-loader "$LOADER"
+  fi
+done
+
+# ----------------------------------------------------------------------------------------------------------
+# Part 3 (issue 15): the irstd fine-tuning step at 256 px (infmae_tiny and infmae_base against torchvision's
+# FCN-ResNet50: img/s, peak memory), then the SIRST transfer experiment at the base preset (four starts x
+# three seeds, benchmarks/irstd_transfer.py; about an hour on one H100-class GPU; IRSTD_TRANSFER=0 skips it).
+# ----------------------------------------------------------------------------------------------------------
+echo "== irstd fine-tuning step at 256 px (bf16, batch ${IRSTD_BATCH:-16}) =="
+timeout 300 "$PY" benchmarks/irstd_transfer.py throughput --device cuda --precision bf16 \
+  --presets infmae_tiny infmae_base --batch "${IRSTD_BATCH:-16}" --steps 10 || echo "gpu_pretrain.sh: irstd throughput failed" >&2
+if [ "${IRSTD_TRANSFER:-1}" != 0 ]; then
+  echo "== irstd transfer on SIRST at infmae_base (scratch / IAM / random masking / no fusion, 3 seeds) =="
+  timeout "${IRSTD_TIMEOUT:-5400}" "$PY" benchmarks/irstd_transfer.py transfer --data "$DATA" --preset infmae_base \
+    --device cuda --pretrain-steps "${IRSTD_PRETRAIN_STEPS:-3000}" --pretrain-size 224 --pretrain-batch 128 \
+    --pretrain-lr 6e-4 --finetune-steps "${IRSTD_FT_STEPS:-2000}" --finetune-size 256 --batch 16 --workers "$NW" \
+    --out "${IRSTD_OUT:-runs/irstd-transfer-base}" || echo "gpu_pretrain.sh: irstd transfer failed or timed out" >&2
 fi

@@ -15,6 +15,9 @@ import hashlib
 import json
 import multiprocessing as mp
 import os
+import re
+import shutil
+import signal
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,11 +42,11 @@ from inf30.decode import (
     rgb_to_gray,
 )
 from inf30.entropy import entropy8
-from inf30.errors import OutputError
-from inf30.hashing import compute_hashes
+from inf30.errors import JobFailed, OutputError, UsageError, check
+from inf30.hashing import HASHES, compute_hashes
 from inf30.lock import lock_folder
-from inf30.manifest import SCHEMA, empty_row, rows_to_table, write_manifest, write_table
-from inf30.sources import IMAGE_SUFFIXES, Input, SourceSpec, enumerate_inputs
+from inf30.manifest import SCHEMA, empty_row, read_manifest, rows_to_table, write_manifest, write_table
+from inf30.sources import IMAGE_SUFFIXES, Input, SourceSpec, check_agc, check_video_every, enumerate_inputs
 from inf30.video import VideoError, is_video_name, sample_frames
 
 __all__ = ["BuildOptions", "BuildSummary", "build", "parse_shard", "summarize"]
@@ -70,6 +73,29 @@ class BuildOptions:
     max_archive_files: int = 1_000_000
     max_archive_depth: int = archive_mod.DEFAULT_MAX_DEPTH  # levels of archives inside archives, outer included
 
+    def validate(self) -> None:
+        """Raise :class:`~inf30.errors.UsageError` (one line, exit 2) for any out-of-range option (and
+        normalize ``agc_percentiles``, ``video_every`` to floats); called by :func:`build` before any work
+        and by the CLI before anything is created."""
+        check(isinstance(self.workers, int) and self.workers >= 0, f"--workers must be 0 (all cores) or more, got {self.workers}")
+        self.video_every = check_video_every(self.video_every)
+        check(self.min_size >= 0, f"--min-size must be 0 or more pixels, got {self.min_size}")
+        check(self.min_side >= 0, f"--min-side must be 0 (off) or more pixels, got {self.min_side}")
+        self.agc_percentiles = check_agc(self.agc_percentiles)
+        for name in ("min_size", "min_side", "max_pixels", "part_size", "max_archive_bytes", "max_archive_files",
+                     "max_archive_depth"):
+            value = getattr(self, name)
+            check(isinstance(value, int) and not isinstance(value, bool), f"{name} must be a whole number, got {value!r}")
+        check(self.max_pixels >= 1, f"--max-pixels must be at least 1, got {self.max_pixels}")
+        parse_shard(self.shard)
+        check(len(self.hashes) > 0, "--hashes needs at least one of " + ", ".join(HASHES))
+        unknown = [h for h in self.hashes if h not in HASHES]
+        check(not unknown, f"--hashes: unknown hash {', '.join(map(repr, unknown))}; choose from {', '.join(HASHES)}")
+        check(self.part_size >= 1, f"--part-size must be at least 1 image, got {self.part_size}")
+        check(self.max_archive_bytes >= 1, f"--max-archive-bytes must be at least 1, got {self.max_archive_bytes}")
+        check(self.max_archive_files >= 1, f"--max-archive-files must be at least 1, got {self.max_archive_files}")
+        check(self.max_archive_depth >= 1, f"--max-archive-depth must be at least 1 (the outer archive), got {self.max_archive_depth}")
+
 
 @dataclass
 class BuildSummary:
@@ -82,6 +108,7 @@ class BuildSummary:
     per_source: dict[str, dict[str, int]] = field(default_factory=dict)
     skipped_files: int = 0
     dedupe: str | None = None
+    pruned_images: int = 0  # stored images no manifest row pointed to any more (removed)
 
     def table(self) -> str:
         lines = [f"Inf30 build: {self.out_dir}", f"  items   {self.items:>8}", f"  kept    {self.kept:>8}"]
@@ -89,6 +116,8 @@ class BuildSummary:
             lines.append(f"  dropped {n:>8}  {reason}")
         if self.skipped_files:
             lines.append(f"  ({self.skipped_files} non-image files ignored)")
+        if self.pruned_images:
+            lines.append(f"  ({self.pruned_images} stored images no row points to any more were removed)")
         if len(self.per_source) > 1:
             lines.append(
                 "  per source: "
@@ -106,11 +135,10 @@ def parse_shard(shard: str | None) -> tuple[int, int] | None:
     if shard is None:
         return None
     try:
-        k, n = (int(x) for x in shard.split("/"))
+        k, n = (int(x) for x in str(shard).split("/"))
     except ValueError:
-        raise ValueError(f"--shard must look like K/N (for example 0/8), got {shard!r}") from None
-    if n < 1 or not 0 <= k < n:
-        raise ValueError(f"--shard {shard}: K must be in 0..N-1")
+        raise UsageError(f"--shard must look like K/N (for example 0/8), got {shard!r}") from None
+    check(n >= 1 and 0 <= k < n, f"--shard {shard}: needs N >= 1 and K in 0..N-1")
     return k, n
 
 
@@ -152,9 +180,26 @@ def _source_settings(spec: SourceSpec, opts: BuildOptions) -> tuple[float, bool,
 
 
 def _extract_archive(inp: Input, work: Path, opts: BuildOptions) -> archive_mod.Extracted:
-    """Extract once per archive; a ``.done`` record makes it resumable."""
-    dest = work / "extract" / hashlib.sha1(inp.key.encode()).hexdigest()[:20]
-    done = dest.with_suffix(".done.json")
+    """Extract once per archive version; a ``.done`` record makes it resumable.
+
+    The cache is keyed by the archive's item key *and* its (size, mtime_ns, inode): an archive that was
+    still being copied, or that was replaced by another, is extracted again, and the extraction of its
+    earlier version (this tool's own folder under ``.work/extract``) is removed, so its members' rows go."""
+    base = hashlib.sha1(inp.key.encode()).hexdigest()[:20]
+    try:
+        st = os.stat(inp.path)
+        stamp = f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"
+    except OSError:
+        stamp = "missing"
+    dest = work / "extract" / f"{base}-{hashlib.sha1(stamp.encode()).hexdigest()[:12]}"
+    done = dest.with_name(dest.name + ".done.json")
+    for old in (work / "extract").glob(f"{base}*"):  # earlier versions of this archive (and the old naming)
+        stem = old.name.split(".", 1)[0]
+        if stem != dest.name and (stem == base or stem.startswith(f"{base}-")):
+            if old.is_dir() and not old.is_symlink():
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                old.unlink(missing_ok=True)
     if done.exists():
         rec = json.loads(done.read_text())
         return archive_mod.Extracted(rec["members"], rec["rejected"], rec["error"])
@@ -437,22 +482,19 @@ def process_part(args: tuple[str, list[WorkItem], BuildOptions, str]) -> tuple[s
 
 
 # --------------------------------------------------------------------------------------------- writer
+_TMP_IMAGE = re.compile(r"\.tmp-[0-9a-f]{64}\.[A-Za-z0-9]+\.[A-Za-z0-9_]+")  # temporaries of stored images
+_TMP_TOP = re.compile(r"\.tmp-(manifest\.parquet|build\.json)\..+")  # atomic_path's, for DIR's own files
+
+
 def _clean_temporaries(out_dir: Path) -> None:
-    """Remove half-written files a killed run left behind (never taken as done)."""
-    for sub in ("images", ".work/parts"):
-        base = out_dir / sub
-        if base.exists():
-            for tmp in base.rglob(".tmp-*"):
-                with contextlib.suppress(OSError):
-                    tmp.unlink()
-    for tmp in out_dir.glob(".tmp-*"):
+    """Remove half-written files a killed run left behind (never taken as done): only names this tool's
+    atomic writes use, so a user's file in a source folder that is also the output is never touched."""
+    doomed = list((out_dir / ".work" / "parts").glob(".tmp-*"))
+    doomed += [p for p in out_dir.glob("images/??/.tmp-*") if _TMP_IMAGE.fullmatch(p.name)]
+    doomed += [p for p in out_dir.glob(".tmp-*") if _TMP_TOP.fullmatch(p.name)]
+    for tmp in doomed:
         with contextlib.suppress(OSError):
             tmp.unlink()
-
-
-def _locked(out_dir: Path):
-    """The output folder's lock (see inf30.lock)."""
-    return lock_folder(out_dir)
 
 
 def _pool_context():
@@ -462,6 +504,67 @@ def _pool_context():
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload(["inf30.build"])
     return ctx
+
+
+def _worker_init() -> None:
+    """Pool workers ignore Ctrl-C: the parent alone handles it (terminates the pool, prints one line)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+STALE_DEDUPE_OUTPUTS = ("dedupe/groups.parquet", "dedupe/groups.png")  # rewritten by each dedupe run
+_STORED = re.compile(r"[0-9a-f]{64}\.[A-Za-z0-9]+")
+
+
+def remove_stale_dedupe_outputs(out_dir: Path) -> None:
+    """A new manifest makes an earlier dedupe run's groups stale: remove them (the dedupe stage, when it
+    runs, writes them again; its feature cache stays, it is keyed by image)."""
+    for rel in STALE_DEDUPE_OUTPUTS:
+        (out_dir / rel).unlink(missing_ok=True)
+
+
+def prune_unreferenced_images(out_dir: Path, df: pd.DataFrame) -> int:
+    """Remove stored images (``images/<id[:2]>/<id>.<ext>``, this tool's own files) that no manifest row
+    points to, e.g. after a source file changed or was removed; returns how many were removed. Files
+    that do not look like a stored image are never touched."""
+    images = out_dir / "images"
+    if not images.is_dir():
+        return 0
+    referenced = {str(p) for p in df["path"].dropna()} if "path" in df else set()
+    removed = 0
+    for sub in os.scandir(images):
+        if not (sub.is_dir(follow_symlinks=False) and len(sub.name) == 2):
+            continue
+        for e in os.scandir(sub.path):
+            if (e.is_file(follow_symlinks=False) and _STORED.fullmatch(e.name) and e.name.startswith(sub.name)
+                    and f"images/{sub.name}/{e.name}" not in referenced):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(e.path)
+                    removed += 1
+        with contextlib.suppress(OSError):
+            os.rmdir(sub.path)  # only when empty
+    return removed
+
+
+def write_build_json(out_dir: Path, record: dict) -> None:
+    write_text_atomic(out_dir / "build.json", json.dumps(record, indent=2, default=str))
+
+
+def finish(out_dir: Path, df: pd.DataFrame, dedupe: bool, progress: bool, skipped: int, record: dict) -> BuildSummary:
+    """Write the manifest, run the dedupe stage (or drop an earlier run's stale groups), remove stored images
+    nothing points to, and write ``build.json`` whose summary is the final manifest's. Caller holds the lock."""
+    write_manifest(out_dir, df)
+    remove_stale_dedupe_outputs(out_dir)
+    summary = summarize(df, out_dir, skipped)
+    write_build_json(out_dir, {**record, "summary": asdict(summary)})  # agrees with the manifest written above
+    dedupe_text = None
+    if dedupe and summary.kept:
+        dedupe_text = run_dedupe(out_dir, progress)
+        df = read_manifest(out_dir)
+        summary = summarize(df, out_dir, skipped)
+    summary.dedupe = dedupe_text
+    summary.pruned_images = prune_unreferenced_images(out_dir, df)
+    write_build_json(out_dir, {**record, "summary": asdict(summary)})
+    return summary
 
 
 def mark_exact_duplicates(df: pd.DataFrame) -> pd.DataFrame:
@@ -492,10 +595,11 @@ def summarize(df: pd.DataFrame, out_dir: Path, skipped: int = 0) -> BuildSummary
 def build(specs: list[SourceSpec], out_dir: str | Path, opts: BuildOptions | None = None) -> BuildSummary:
     """Build (or resume building) a dataset from local sources into ``out_dir``."""
     opts = opts or BuildOptions()
+    opts.validate()
     out_dir = Path(out_dir)
     if not specs:
-        raise ValueError("no sources given")
-    with _locked(out_dir):
+        raise UsageError("no sources given")
+    with lock_folder(out_dir):
         _clean_temporaries(out_dir)
         plan = make_plan(specs, out_dir, opts)
         parts_dir = out_dir / ".work" / "parts"
@@ -541,7 +645,8 @@ def build(specs: list[SourceSpec], out_dir: str | Path, opts: BuildOptions | Non
                 for job in jobs:
                     commit(*process_part(job))
             else:
-                with _pool_context().Pool(min(workers, len(jobs))) as pool:
+                # workers ignore SIGINT; on Ctrl-C (or any error) leaving the block terminates them
+                with _pool_context().Pool(min(workers, len(jobs)), initializer=_worker_init) as pool:
                     for name, rows in pool.imap_unordered(process_part, jobs):
                         commit(name, rows)
         finally:
@@ -554,27 +659,15 @@ def build(specs: list[SourceSpec], out_dir: str | Path, opts: BuildOptions | Non
             frames.append(rows_to_table(plan.pre_rows).to_pandas())
         frames = [f for f in frames if len(f)]
         if not frames:
-            raise ValueError(
+            raise JobFailed(
                 f"no image, video or archive found in the sources ({plan.skipped_files} other files)"
             )
         df = mark_exact_duplicates(pd.concat(frames, ignore_index=True))
-        write_manifest(out_dir, df)
-        summary = summarize(df, out_dir, plan.skipped_files)
-        write_text_atomic(
-            out_dir / "build.json",
-            json.dumps(
-                {
-                    "options": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(opts).items()},
-                    "sources": [asdict(s) for s in specs],
-                    "summary": asdict(summary),
-                },
-                indent=2,
-                default=str,
-            ),
-        )
-    if opts.dedupe and summary.kept:
-        summary.dedupe = run_dedupe(out_dir, opts.progress)
-    return summary
+        record = {
+            "options": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(opts).items()},
+            "sources": [asdict(s) for s in specs],
+        }
+        return finish(out_dir, df, opts.dedupe, opts.progress, plan.skipped_files, record)
 
 
 def run_dedupe(out_dir: Path, progress: bool) -> str | None:

@@ -39,7 +39,15 @@ from tqdm import tqdm
 from inf30.atomic import atomic_path, link_or_copy_atomic, write_bytes_atomic
 from inf30.hashing import HASHES, compute_hashes
 from inf30.manifest import read_manifest, write_manifest, write_table
-from inf30.scene import EMPTY, LocalFeatures, SceneParams, Vocabulary, extract_features, verify_pair
+from inf30.scene import (
+    EMPTY,
+    LocalFeatures,
+    SceneParams,
+    Vocabulary,
+    extract_features,
+    region_boxes,
+    verify_pair,
+)
 
 DEDUPE_DIR = "dedupe"
 CACHE_DIR = "cache"
@@ -47,6 +55,8 @@ CHUNK = 512  # images per cache chunk
 OWN_REASONS = ("near_copy:", "near_duplicate:")
 ORDER_KEYS = ("size", "entropy")
 FLAT_LIMIT = 100_000  # exact (flat) binary index for stage 2 up to this many images, IVF beyond
+REGION_SCALES = ((0.7, 2), (0.5, 3))  # regional descriptors: 2 x 2 regions of 0.7 x 0.7, 3 x 3 of 0.5 x 0.5
+REGION_MIN_POINTS = 24  # a region with fewer keypoints is not queried
 FLOAT_FLAT_LIMIT = 20_000  # exact (flat) float index for stage 3 candidates up to this many images, IVF beyond
 # workers are spawned, not forked: a fork after faiss/OpenMP threads ran can deadlock the child
 _MP = multiprocessing.get_context("spawn")
@@ -61,12 +71,13 @@ class DedupeOptions:
         hashes the threshold on the concatenated code is k * hash_threshold).
     scene: run stage 3.
     scene_params: ORB feature and verification parameters (min_inliers etc.).
-    neighbors: stage 3 candidates per image from the global-descriptor index.
+    neighbors: stage 3 candidates per image: its nearest images by whole-image descriptor.
+    region_neighbors: stage 3 candidates per image region: each of the image's regional descriptors (2 scales,
+        see :data:`REGION_SCALES`) queries the whole-image index for this many nearest images, so that a crop
+        of 20 to 60 % of a frame and the frame find each other (0 = whole-image queries only).
     window: each image is also a candidate with the next ``window`` images in source order (item key: folder,
         file name, video time), where sequences and video frames lie side by side (0 = off).
-    expand: after verification, pairs of images both verified as duplicates of a common image (among its
-        ``expand`` strongest links) are verified too (0 = off); finds video frames the index ranks too low.
-    min_similarity: candidates below this cosine similarity of the global descriptors are not verified.
+    min_similarity: candidates below this cosine similarity of the descriptors are not verified.
     vocab_size: visual words of the global descriptor (trained on the dataset itself, deterministically).
     order: anchor order keys, each descending: ``size`` (pixels), ``entropy``; ties by id.
     workers: processes for features and verification (0 = all cores); never changes the result.
@@ -78,8 +89,8 @@ class DedupeOptions:
     scene: bool = True
     scene_params: SceneParams = field(default_factory=SceneParams)
     neighbors: int = 40
+    region_neighbors: int = 4
     window: int = 8
-    expand: int = 10
     min_similarity: float = 0.3
     vocab_size: int = 256
     order: tuple[str, ...] = ("size", "entropy")
@@ -99,10 +110,19 @@ class DedupeOptions:
             raise ValueError(f"hash threshold must be in 0..64, got {self.hash_threshold}")
         if self.neighbors < 1:
             raise ValueError("neighbors must be at least 1")
+        if self.region_neighbors < 0:
+            raise ValueError("region neighbors must be 0 (off) or more")
         if self.window < 0:
             raise ValueError("window must be 0 (off) or more")
-        if self.expand < 0:
-            raise ValueError("expand must be 0 (off) or more")
+        if not -1.0 <= self.min_similarity <= 1.0:
+            raise ValueError(f"min similarity is a cosine in -1..1, got {self.min_similarity}")
+        if not 1 <= self.vocab_size <= 65536:
+            raise ValueError(f"vocab size must be in 1..65536, got {self.vocab_size}")
+        if self.workers < 0:
+            raise ValueError(f"workers must be 0 (all cores) or more, got {self.workers}")
+        if self.sheet_groups < 0:
+            raise ValueError(f"sheet groups must be 0 or more, got {self.sheet_groups}")
+        self.scene_params.validate()
 
 
 @dataclass
@@ -117,6 +137,7 @@ class DedupeSummary:
     no_scene_features: int = 0
     unreadable: int = 0
     candidate_pairs: int = 0
+    checked_pairs: int = 0
     verified_pairs: int = 0
     seconds: float = 0.0
 
@@ -129,7 +150,8 @@ class DedupeSummary:
             ("groups (anchors with members)", self.groups),
             ("images without scene features (stage 2 only)", self.no_scene_features),
             ("unreadable images (skipped)", self.unreadable),
-            ("stage 3 candidate pairs / verified", f"{self.candidate_pairs} / {self.verified_pairs}"),
+            ("stage 3 candidate pairs / checked / duplicates",
+             f"{self.candidate_pairs} / {self.checked_pairs} / {self.verified_pairs}"),
             ("seconds", f"{self.seconds:.1f}"),
         ]
         w = max(len(r[0]) for r in rows)
@@ -221,12 +243,30 @@ def float_index(x: np.ndarray) -> faiss.Index:
     return index
 
 
+def _dedupe_pairs(i: np.ndarray, j: np.ndarray, sim: np.ndarray, n: int) -> pd.DataFrame:
+    """Unique unordered pairs (i < j) with their best similarity, as a frame sorted by pair."""
+    a, b = np.minimum(i, j).astype(np.int64), np.maximum(i, j).astype(np.int64)
+    key = a * n + b
+    order = np.lexsort((-sim, key))  # by pair, best similarity first
+    first = np.ones(len(order), bool)
+    first[1:] = key[order][1:] != key[order][:-1]
+    sel = order[first]
+    return pd.DataFrame({"i": a[sel], "j": b[sel], "similarity": sim[sel].astype(np.float32)})
+
+
 def candidate_pairs(
-    desc: np.ndarray, usable: np.ndarray, k: int, min_similarity: float, batch: int = 16384
+    desc: np.ndarray,
+    usable: np.ndarray,
+    k: int,
+    min_similarity: float,
+    batch: int = 16384,
+    regions: np.ndarray | None = None,
+    region_k: int = 0,
 ) -> pd.DataFrame:
-    """Stage 3 candidates: for each usable row of ``desc`` (N, D) float32, its ``k`` nearest usable rows by
-    inner product with similarity >= ``min_similarity``. Returns unique pairs i < j with columns i, j,
-    similarity (the pair is a candidate if either is among the other's neighbours)."""
+    """Stage 3 candidates from a faiss index over the whole-image descriptors ``desc`` (N, D) float32 of the
+    usable rows: each usable image's ``k`` nearest images, and with ``regions`` (N, R, D) (zero rows are
+    skipped) each region's ``region_k`` nearest images, all with similarity >= ``min_similarity``. Returns
+    unique pairs i < j with columns i, j, similarity (the best over the queries that found the pair)."""
     rows = np.flatnonzero(usable)
     empty = pd.DataFrame(
         {"i": np.zeros(0, np.int64), "j": np.zeros(0, np.int64), "similarity": np.zeros(0, np.float32)}
@@ -235,24 +275,29 @@ def candidate_pairs(
         return empty
     x = np.ascontiguousarray(desc if len(rows) == len(desc) else desc[rows], dtype=np.float32)  # no copy if all usable
     index = float_index(x)
-    kk = min(k + 1, len(rows))
     parts = []
-    for start in range(0, len(rows), batch):
-        sims, nn = index.search(x[start : start + batch], kk)
-        q = np.repeat(np.arange(start, start + len(sims)), kk)
-        nn, sims = nn.ravel(), sims.ravel()
-        keep = (nn >= 0) & (nn != q) & (sims >= min_similarity)
-        a, b = rows[q[keep]], rows[nn[keep]]
-        parts.append((np.minimum(a, b).astype(np.int64), np.maximum(a, b).astype(np.int64), sims[keep]))
+
+    def search(q: np.ndarray, owner: np.ndarray, kq: int) -> None:
+        kk = min(kq + 1, len(rows))
+        for start in range(0, len(q), batch):
+            sims, nn = index.search(np.ascontiguousarray(q[start : start + batch]), kk)
+            me = np.repeat(owner[start : start + batch], kk)
+            nn, sims = nn.ravel(), sims.ravel()
+            ok = nn >= 0
+            other = np.where(ok, rows[np.maximum(nn, 0)], -1)
+            keep = ok & (other != me) & (sims >= min_similarity)
+            parts.append((me[keep], other[keep], sims[keep]))
+
+    search(x, rows, k)
+    if regions is not None and region_k > 0 and regions.shape[1] > 1:
+        sub = regions[rows, 1:]  # region 0 is the whole image, queried above
+        live = np.flatnonzero(sub.any(-1).reshape(-1))
+        q = sub.reshape(-1, sub.shape[-1])[live]
+        search(q, rows[live // sub.shape[1]], region_k)
     i, j, sim = (np.concatenate([p[c] for p in parts]) for c in range(3))
     if not len(i):
         return empty
-    key = i * len(desc) + j
-    order = np.lexsort((-sim, key))  # by pair, best similarity first
-    first = np.ones(len(order), bool)
-    first[1:] = key[order][1:] != key[order][:-1]
-    sel = order[first]
-    return pd.DataFrame({"i": i[sel], "j": j[sel], "similarity": sim[sel].astype(np.float32)})
+    return _dedupe_pairs(i, j, sim, len(desc))
 
 
 def _verify_chunk(args: tuple[list[tuple[LocalFeatures, LocalFeatures]], SceneParams]) -> list[int]:
@@ -273,11 +318,13 @@ def verify_candidates(
     params: SceneParams,
     workers: int = 1,
     progress: bool = False,
+    executor: ProcessPoolExecutor | None = None,
 ) -> np.ndarray:
     """RANSAC inlier counts (M,) int32 of candidate pairs (columns i, j index ``feats``); same result for
-    any worker count."""
+    any worker count. ``executor``: a process pool to reuse (else one is made when workers > 1)."""
     ij = list(zip(pairs["i"].to_numpy(), pairs["j"].to_numpy(), strict=True))
-    chunks = [ij[s : s + 256] for s in range(0, len(ij), 256)]
+    size = max(16, min(256, -(-len(ij) // max(1, 4 * workers))))  # several chunks per worker, at most 256 pairs
+    chunks = [ij[s : s + size] for s in range(0, len(ij), size)]
     tasks = (([(feats[i], feats[j]) for i, j in c], params) for c in chunks)
     out: list[int] = []
     bar = tqdm(total=len(ij), desc="verify pairs", unit="pair", disable=not progress)
@@ -286,37 +333,50 @@ def verify_candidates(
             out += _verify_chunk(t)
             bar.update(len(t[0]))
     else:
-        with ProcessPoolExecutor(workers, mp_context=_MP) as ex:
+        ex = executor or ProcessPoolExecutor(workers, mp_context=_MP)
+        try:
             for res in ex.map(_verify_chunk, tasks):
                 out += res
                 bar.update(len(res))
+        finally:
+            if executor is None:
+                ex.shutdown()
     bar.close()
     return np.asarray(out, dtype=np.int32)
 
 
 # ------------------------------------------------------------------------------------------ anchors
-def assign_anchors(rank: np.ndarray, edges: pd.DataFrame) -> dict[int, tuple[int, int, str]]:
-    """Greedy anchor assignment (paper section 3.1).
+def assign_anchors(rank: np.ndarray, edges: pd.DataFrame) -> dict[int, tuple[int, int, str, int]]:
+    """Groups are the connected components of the verified graph (stage 2 and stage 3 edges).
 
     rank: (N,) int, the visiting position of each image (0 first). edges: columns i, j, stage (2 or 3),
-    evidence (str). Images are visited by rank; one not yet dropped is an anchor and drops every image
-    linked to it that is visited later. Returns {dropped index: (anchor index, stage, evidence)}. A pair
-    linked by both stages counts as stage 2 (the stronger evidence).
+    evidence (str). Each component keeps its first-ranked image, the anchor, and drops every other image
+    connected to it, so two images of one scene never both stay. Each dropped image records the edge that
+    reaches it on a breadth-first walk from the anchor (neighbours in rank order; a pair linked by both
+    stages counts as stage 2, the stronger evidence). Returns {dropped index: (anchor index, stage, evidence,
+    parent index)}; the parent is the anchor itself for a direct link. Depends only on the edges and ranks.
     """
     if edges.empty:
         return {}
-    e = edges.sort_values(["stage"]).drop_duplicates(["i", "j"], keep="first")
+    e = edges.sort_values(["stage"], kind="stable").drop_duplicates(["i", "j"], keep="first")
     adj: dict[int, list[tuple[int, int, int, str]]] = {}
     for i, j, st, ev in zip(e["i"], e["j"], e["stage"], e["evidence"], strict=True):
-        a, b = (int(i), int(j)) if rank[i] < rank[j] else (int(j), int(i))
-        adj.setdefault(a, []).append((int(rank[b]), b, int(st), str(ev)))
-    dropped: dict[int, tuple[int, int, str]] = {}
+        i, j = int(i), int(j)
+        adj.setdefault(i, []).append((int(rank[j]), j, int(st), str(ev)))
+        adj.setdefault(j, []).append((int(rank[i]), i, int(st), str(ev)))
+    dropped: dict[int, tuple[int, int, str, int]] = {}
+    seen: set[int] = set()
     for a in sorted(adj, key=lambda x: rank[x]):
-        if a in dropped:
+        if a in seen:
             continue
-        for _, b, st, ev in sorted(adj[a]):
-            if b not in dropped:
-                dropped[b] = (a, st, ev)
+        seen.add(a)
+        queue = [a]
+        for node in queue:  # breadth first; the list grows while it is walked
+            for _, b, st, ev in sorted(adj[node]):
+                if b not in seen:
+                    seen.add(b)
+                    dropped[b] = (a, st, ev, node)
+                    queue.append(b)
     return dropped
 
 
@@ -338,8 +398,7 @@ def anchor_rank(df: pd.DataFrame, order: tuple[str, ...]) -> np.ndarray:
     return rank
 
 
-EXPAND_ROUNDS = 3
-EXPAND_CHUNK = 1 << 20  # links joined at a time by expansion_pairs (bounds its memory at any scale)
+LAZY_BATCH = 2048  # candidate pairs per round of lazy verification (fixed: the result never depends on workers)
 
 
 def _pair_frame(a: np.ndarray, b: np.ndarray, n: int, exclude: np.ndarray | None = None) -> pd.DataFrame:
@@ -375,41 +434,91 @@ def window_pairs(order_keys: list[str], usable: np.ndarray, window: int) -> pd.D
     return _pair_frame(np.concatenate([seq[:-d] for d in steps]), np.concatenate([seq[d:] for d in steps]), len(usable))
 
 
-def expansion_pairs(links: pd.DataFrame, known: pd.DataFrame, usable: np.ndarray, per_image: int) -> pd.DataFrame:
-    """Candidate pairs one step further in the verified graph.
+class UnionFind:
+    """Disjoint sets over N images (path halving); the components, not the roots, are what callers use."""
 
-    links: verified edges (columns i, j, inliers: the strength used to rank an image's links). Each image
-    keeps its ``per_image`` strongest links (ties by index); any two images linked to a common image become a
-    candidate unless already ``known`` (columns i, j) or linked. Only images with ``usable`` (N,) features
-    qualify. Returns unique pairs i < j (columns i, j), sorted; at most N * per_image^2 / 2 of them.
+    def __init__(self, n: int):
+        self.parent = np.arange(n, dtype=np.int64)
+
+    def find(self, x: int) -> int:
+        p = self.parent
+        while p[x] != x:
+            p[x] = p[p[x]]
+            x = int(p[x])
+        return int(x)
+
+    def union(self, a: int, b: int) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[max(ra, rb)] = min(ra, rb)
+
+
+def verify_lazily(
+    feats: list[LocalFeatures],
+    cand: pd.DataFrame,
+    params: SceneParams,
+    uf: UnionFind,
+    workers: int = 1,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """Verify the candidate pairs (columns i, j, similarity) that can still change a group.
+
+    Pairs are taken in a fixed order (similarity descending, then i, j) in rounds of :data:`LAZY_BATCH`; a
+    pair whose two images are already in one group (``uf``: the stage 2 links and the pairs verified in
+    earlier rounds) is skipped, since its verification could not change any drop. The rest of the round is
+    verified (in parallel) and the duplicates join their groups. Returns the verified pairs with their
+    inlier counts (columns i, j, similarity, inliers). The groups are those a verification of every
+    candidate would give; the result depends on the candidates only, never on the worker count.
     """
-    empty = pd.DataFrame({"i": np.zeros(0, np.int64), "j": np.zeros(0, np.int64)})
-    if links.empty or per_image < 2:
-        return empty
-    a, b = links["i"].to_numpy(np.int64), links["j"].to_numpy(np.int64)
-    w = links["inliers"].to_numpy(np.int64)
-    both = pd.DataFrame({"node": np.r_[a, b], "other": np.r_[b, a], "w": np.r_[w, w]})
-    both = both[usable[both["other"].to_numpy()]]
-    both = both.sort_values(["node", "w", "other"], ascending=[True, False, True], kind="stable")
-    both = both.drop_duplicates(["node", "other"]).groupby("node", sort=True).head(per_image)
-    if both.empty:
-        return empty
-    n = len(usable)
-    taken = np.r_[_pair_keys(known, n), np.minimum(a, b) * n + np.maximum(a, b)]
-    nodes = both["node"].to_numpy()
-    out, lo = [], 0
-    while lo < len(both):  # EXPAND_CHUNK links (x per_image pairs) at a time, whole nodes only
-        hi = min(len(both), lo + EXPAND_CHUNK)
-        while hi < len(both) and nodes[hi] == nodes[hi - 1]:
-            hi += 1
-        chunk = both.iloc[lo:hi]
-        pairs = chunk.merge(chunk, on="node", suffixes=("_a", "_b"))
-        i, j = pairs["other_a"].to_numpy(np.int64), pairs["other_b"].to_numpy(np.int64)
-        out.append(_pair_frame(i[i < j], j[i < j], n, exclude=taken))
-        lo = hi
-    return _pair_frame(
-        np.concatenate([f["i"].to_numpy() for f in out]), np.concatenate([f["j"].to_numpy() for f in out]), n
-    )
+    order = np.lexsort((cand["j"].to_numpy(), cand["i"].to_numpy(), -cand["similarity"].to_numpy()))
+    c = cand.iloc[order].reset_index(drop=True)
+    ci, cj = c["i"].to_numpy(np.int64), c["j"].to_numpy(np.int64)
+    done: list[pd.DataFrame] = []
+    bar = tqdm(total=len(c), desc="verify pairs", unit="pair", disable=not progress)
+    ex = ProcessPoolExecutor(workers, mp_context=_MP) if workers > 1 and len(c) > 256 else None
+    try:
+        for start in range(0, len(c), LAZY_BATCH):
+            sel = [k for k in range(start, min(start + LAZY_BATCH, len(c))) if uf.find(ci[k]) != uf.find(cj[k])]
+            if sel:
+                part = c.iloc[sel]
+                inl = verify_candidates(feats, part, params, workers, executor=ex)
+                done.append(part.assign(inliers=inl))
+                for a, b, n in zip(ci[sel], cj[sel], inl, strict=True):
+                    if n >= params.min_inliers:
+                        uf.union(int(a), int(b))
+            bar.update(min(LAZY_BATCH, len(c) - start))
+    finally:
+        if ex is not None:
+            ex.shutdown()
+        bar.close()
+    if not done:
+        return c.iloc[:0].assign(inliers=np.zeros(0, np.int32))
+    return pd.concat(done, ignore_index=True)
+
+
+def scene_candidates(
+    feats: list[LocalFeatures],
+    opts: DedupeOptions,
+    train_ids: list[str] | None = None,
+    order_keys: list[str] | None = None,
+) -> pd.DataFrame:
+    """Stage 3 candidate pairs of N images: index neighbours of the whole image and of its regions, and
+    source-order neighbours. Returns unique pairs i < j with columns i, j, similarity (whole-image cosine for
+    window pairs) and source (``index`` or ``window``)."""
+    usable = np.array([f.usable for f in feats])
+    desc, regions = global_descriptors(feats, opts, train_ids, regions=opts.region_neighbors > 0)
+    cand = candidate_pairs(desc, usable, opts.neighbors, opts.min_similarity, regions=regions,
+                           region_k=opts.region_neighbors).assign(source="index")
+    if order_keys is not None and opts.window:
+        win = window_pairs(order_keys, usable, opts.window)
+        win["similarity"] = _similarity(desc, win)
+        cand = (
+            pd.concat([cand, win.assign(source="window")], ignore_index=True)
+            .drop_duplicates(["i", "j"], keep="first")
+            .sort_values(["i", "j"], kind="stable")
+            .reset_index(drop=True)
+        )
+    return cand
 
 
 def find_edges(
@@ -421,16 +530,21 @@ def find_edges(
     progress: bool = False,
     stats: DedupeSummary | None = None,
     order_keys: list[str] | None = None,
+    trace: dict | None = None,
 ) -> pd.DataFrame:
     """Stage 2 and 3 edges between N images.
 
     codes: (N, 8k) uint8 hash codes with valid mask (N,) (None: skip stage 2). feats: N local features (None:
     skip stage 3). train_ids: N stable keys, the vocabulary is trained on images sampled in their sorted
     order (default: positions). order_keys: N source-order keys (item keys) for the ``window`` candidates
-    (None: none). Returns a DataFrame i, j, stage (2 or 3), evidence (str), hamming, inliers, similarity
-    (NaN/-1 where not applicable).
+    (None: none). Stage 3 verifies lazily (:func:`verify_lazily`): the edges it returns connect the same
+    groups as verifying every candidate would. ``trace`` (a dict) receives the stage 3 ``candidates`` (with
+    ``inliers``, -1 where skipped). Returns a DataFrame i, j, stage (2 or 3), evidence (str), hamming,
+    inliers, similarity (-1 where not applicable).
     """
     parts = []
+    n = len(codes) if codes is not None else len(feats or [])
+    uf = UnionFind(n)
     if codes is not None and len(codes) > 1:
         valid = code_valid if code_valid is not None else np.ones(len(codes), bool)
         rows = np.flatnonzero(valid)
@@ -449,68 +563,36 @@ def find_edges(
                     }
                 )
             )
+            for a, b in zip(parts[0]["i"], parts[0]["j"], strict=True):
+                uf.union(int(a), int(b))
     if opts.scene and feats is not None and len(feats) > 1:
-        usable = np.array([f.usable for f in feats])
-        desc = global_descriptors(feats, opts, train_ids)
-        cand = candidate_pairs(desc, usable, opts.neighbors, opts.min_similarity)
-        if order_keys is not None and opts.window:
-            win = window_pairs(order_keys, usable, opts.window)
-            win["similarity"] = _similarity(desc, win)
-            cand = (
-                pd.concat([cand, win], ignore_index=True)
-                .drop_duplicates(["i", "j"], keep="first")
-                .sort_values(["i", "j"], kind="stable")
-                .reset_index(drop=True)
-            )
+        cand = scene_candidates(feats, opts, train_ids, order_keys)
         workers = opts.workers or os.cpu_count() or 1
-        verified = []
-        if len(cand):
-            inl = verify_candidates(feats, cand, opts.scene_params, workers, progress)
-            verified.append(cand.assign(inliers=inl, via=""))
-        if opts.expand and verified:
-            # expansion over the verified graph (stage 2 and 3 edges): two images verified as duplicates of a
-            # common third are candidates themselves; repeated while it finds new links (at most
-            # EXPAND_ROUNDS times). Frames of one video sequence are found this way when the descriptor ranks
-            # too many of their look-alikes before them.
-            known = cand[["i", "j"]]
-            links = [verified[0].loc[verified[0]["inliers"] >= opts.scene_params.min_inliers, ["i", "j", "inliers"]]]
-            if parts:
-                links.append(parts[0][["i", "j"]].assign(inliers=10_000 - parts[0]["hamming"]))
-            for _ in range(EXPAND_ROUNDS):
-                hop = expansion_pairs(pd.concat(links, ignore_index=True), known, usable, opts.expand)
-                if hop.empty:
-                    break
-                hop["similarity"] = _similarity(desc, hop)
-                inl2 = verify_candidates(feats, hop, opts.scene_params, workers, progress)
-                verified.append(hop.assign(inliers=inl2, via=",via=expansion"))
-                known = pd.concat([known, hop[["i", "j"]]], ignore_index=True)
-                new = verified[-1].loc[inl2 >= opts.scene_params.min_inliers, ["i", "j", "inliers"]]
-                if new.empty:
-                    break
-                links.append(new)
+        v = verify_lazily(feats, cand, opts.scene_params, uf, workers, progress)
+        if trace is not None:
+            key = v["i"].to_numpy(np.int64) * n + v["j"].to_numpy(np.int64)
+            inl = pd.Series(v["inliers"].to_numpy(), index=key)
+            ckey = cand["i"].to_numpy(np.int64) * n + cand["j"].to_numpy(np.int64)
+            trace["candidates"] = cand.assign(inliers=inl.reindex(ckey).fillna(-1).astype(np.int32).to_numpy())
         if stats is not None:
-            stats.candidate_pairs = sum(len(v) for v in verified)
-        if verified:
-            v = pd.concat(verified, ignore_index=True)
-            v = v[v["inliers"].to_numpy() >= opts.scene_params.min_inliers]
-            if stats is not None:
-                stats.verified_pairs = len(v)
-            parts.append(
-                pd.DataFrame(
-                    {
-                        "i": v["i"].to_numpy(),
-                        "j": v["j"].to_numpy(),
-                        "stage": 3,
-                        "evidence": [
-                            f"inliers={n},similarity={sim:.3f}{via}"
-                            for n, sim, via in zip(v["inliers"], v["similarity"], v["via"], strict=True)
-                        ],
-                        "hamming": -1,
-                        "inliers": v["inliers"].to_numpy(),
-                        "similarity": v["similarity"].to_numpy(),
-                    }
-                )
+            stats.candidate_pairs = len(cand)
+            stats.checked_pairs = len(v)
+        v = v[v["inliers"].to_numpy() >= opts.scene_params.min_inliers]
+        if stats is not None:
+            stats.verified_pairs = len(v)
+        parts.append(
+            pd.DataFrame(
+                {
+                    "i": v["i"].to_numpy(),
+                    "j": v["j"].to_numpy(),
+                    "stage": 3,
+                    "evidence": [f"inliers={k},similarity={sim:.3f}" for k, sim in zip(v["inliers"], v["similarity"], strict=True)],
+                    "hamming": -1,
+                    "inliers": v["inliers"].to_numpy(),
+                    "similarity": v["similarity"].to_numpy(),
+                }
             )
+        )
     parts = [p for p in parts if len(p)]
     if not parts:
         return pd.DataFrame(columns=["i", "j", "stage", "evidence", "hamming", "inliers", "similarity"])
@@ -518,23 +600,25 @@ def find_edges(
 
 
 def global_descriptors(
-    feats: list[LocalFeatures], opts: DedupeOptions, train_ids: list[str] | None = None
-) -> np.ndarray:
-    """Bag-of-words descriptors (N, vocab) float32; the vocabulary is trained on up to ~40 k descriptors of
-    up to 1000 images taken evenly in sorted ``train_ids`` order (deterministic for a set of images)."""
+    feats: list[LocalFeatures], opts: DedupeOptions, train_ids: list[str] | None = None, regions: bool = False
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Bag-of-words descriptors (N, vocab) float32 and, with ``regions``, the regional ones (N, R, vocab) of
+    :data:`REGION_SCALES` (region 0: the whole image). The vocabulary is trained on up to ~40 k descriptors
+    of up to 1000 images taken evenly in sorted ``train_ids`` order (deterministic for a set of images)."""
     keys = train_ids if train_ids is not None else [f"{i:012d}" for i in range(len(feats))]
     usable = [i for i in np.argsort(np.asarray(keys, dtype=object), kind="stable") if feats[i].usable]
     if not usable:
-        return np.zeros((len(feats), 1), np.float32)
+        return np.zeros((len(feats), 1), np.float32), None
     step = max(1, len(usable) // 1000)
     sample = [feats[i].desc for i in usable[::step]]
     per = max(1, 40_000 // len(sample))
     train = np.concatenate([np.asarray(d[:per]) for d in sample])
     vocab = Vocabulary.train(train, k=opts.vocab_size, niter=10)
-    out = np.zeros((len(feats), vocab.size), np.float32)
+    boxes = region_boxes(REGION_SCALES if regions else ())
+    out = np.zeros((len(feats), len(boxes), vocab.size), np.float32)
     for s in range(0, len(feats), 4096):
-        out[s : s + 4096] = vocab.encode(feats[s : s + 4096])
-    return out
+        out[s : s + 4096] = vocab.encode_regions(feats[s : s + 4096], boxes, REGION_MIN_POINTS)
+    return np.ascontiguousarray(out[:, 0]), (out if regions else None)
 
 
 # ------------------------------------------------------------------------------------------- cache
@@ -816,8 +900,10 @@ def dedupe_dataset(
     rank = anchor_rank(work, opts.order)
     dropped = assign_anchors(rank, edges)
     g_rows = []
-    for member, (anchor, stage, ev) in sorted(dropped.items(), key=lambda kv: rank[kv[0]]):
+    for member, (anchor, stage, ev, parent) in sorted(dropped.items(), key=lambda kv: rank[kv[0]]):
         a_id, m_id = ids[anchor], ids[member]
+        if parent != anchor:  # reached through another member of the group
+            ev = f"{ev},via={ids[parent]}"
         row = int(work.at[member, "index"])
         mark_dropped(df, row, stage, a_id, ev)
         g_rows.append(

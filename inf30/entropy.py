@@ -335,6 +335,13 @@ def collect(
     return out
 
 
+def _ignore_sigint() -> None:
+    """Pool workers ignore Ctrl-C: the parent handles it (terminates the pool, one-line message)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def run_tasks(
     tasks: list[FileTask], workers: int = 0, progress: bool = True, desc: str = "entropy"
 ) -> list[ItemEntropy]:
@@ -358,7 +365,7 @@ def run_tasks(
             import multiprocessing as mp
 
             chunk = max(1, min(64, len(tasks) // (n_workers * 8)))
-            with mp.get_context().Pool(n_workers) as pool:
+            with mp.get_context().Pool(n_workers, initializer=_ignore_sigint) as pool:  # Ctrl-C: the parent's
                 for items in pool.imap(_file_task, tasks, chunksize=chunk):
                     results += items
                     bar.update()
@@ -586,6 +593,26 @@ def _text_histogram(sets: list[dict[str, Any]], width: int = 30) -> list[str]:
     return lines
 
 
+@dataclass
+class EntropyOptions:
+    """Options of :func:`analyze` (``inf30 entropy``)."""
+
+    workers: int = 0  # decode processes, 0 = all cores
+    raw: bool = False
+    n_boot: int = 2000  # bootstrap resamples of the comparison
+    ci: float = 0.95
+    seed: int = 0
+
+    def validate(self) -> None:
+        """UsageError (one line, exit 2) for an out-of-range option, before any work."""
+        from inf30.errors import check
+
+        check(isinstance(self.workers, int) and self.workers >= 0, f"--workers must be 0 (all cores) or more, got {self.workers}")
+        check(isinstance(self.n_boot, int) and self.n_boot >= 1, f"--n-boot must be at least 1, got {self.n_boot}")
+        check(isinstance(self.ci, (int, float)) and 0 < self.ci < 1, f"ci must be between 0 and 1, got {self.ci}")
+        check(isinstance(self.seed, int) and self.seed >= 0, f"--seed must be 0 or more, got {self.seed}")
+
+
 def analyze(
     paths: Sequence[str | os.PathLike],
     compare: Sequence[str | os.PathLike] | None = None,
@@ -598,10 +625,19 @@ def analyze(
 ) -> EntropyAnalysis:
     """Entropy statistics of ``paths`` (and of ``compare``, with the comparison), without building.
 
-    The library side of ``inf30 entropy PATH... [--compare PATH...]``."""
+    The library side of ``inf30 entropy PATH... [--compare PATH...]``. Raises JobFailed (exit 1) when no
+    image of a set decodes."""
+    from inf30.errors import JobFailed
+
+    EntropyOptions(workers=workers, raw=raw, n_boot=n_boot, ci=ci, seed=seed).validate()
     sets = [collect(paths, workers=workers, raw=raw, progress=progress)]
     if compare:
         sets.append(collect(compare, workers=workers, raw=raw, progress=progress))
+    for s in sets:
+        if not len(s.values):
+            fails = s.failures
+            example = f"; e.g. {fails[0].name}: {fails[0].error}" if fails else ""
+            raise JobFailed(f"none of the {len(s.items)} images in {s.label} decodes{example}")
     result = EntropyAnalysis(sets, stats=[describe(s.values) for s in sets])
     if compare:
         a, b = sets

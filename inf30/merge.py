@@ -7,15 +7,16 @@ near-duplicate stage runs across shards from the shards' feature caches.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
 from tqdm import tqdm
 
-from inf30.atomic import link_or_copy_atomic, write_text_atomic
-from inf30.build import BuildSummary, _locked, mark_exact_duplicates, run_dedupe, summarize
-from inf30.manifest import read_manifest, write_manifest
+from inf30.atomic import link_or_copy_atomic
+from inf30.build import BuildSummary, finish, mark_exact_duplicates
+from inf30.errors import UsageError
+from inf30.lock import lock_folder
+from inf30.manifest import read_manifest
 
 DEDUPE_REASONS = ("near_copy:", "near_duplicate:")
 
@@ -25,10 +26,12 @@ def merge(shard_dirs: list[str | Path], out_dir: str | Path, dedupe: bool = True
     shard_dirs = [Path(d) for d in shard_dirs]
     out_dir = Path(out_dir)
     if not shard_dirs:
-        raise ValueError("give at least one shard folder to merge")
+        raise UsageError("give at least one shard folder to merge")
     for d in shard_dirs:
+        if not (d / "manifest.parquet").is_file():
+            raise FileNotFoundError(f"{d}: no manifest.parquet; is it an `inf30 build --shard K/N` output folder?")
         if d.resolve() == out_dir.resolve():
-            raise ValueError(f"--out {out_dir} must differ from the shard folders")
+            raise UsageError(f"--out {out_dir} must differ from the shard folders")
     frames = []
     for d in shard_dirs:
         df = read_manifest(d)
@@ -37,13 +40,13 @@ def merge(shard_dirs: list[str | Path], out_dir: str | Path, dedupe: bool = True
     df = pd.concat(frames, ignore_index=True)
     if df["item_key"].duplicated().any():
         dup = df.loc[df["item_key"].duplicated(), "item_key"].iloc[0]
-        raise ValueError(f"item {dup!r} appears in two shard folders: were they built with different --shard N?")
+        raise UsageError(f"item {dup!r} appears in two shard folders: were they built with different --shard N?")
     # near-duplicate decisions are re-made across shards (when dedupe runs), so undo the shards' ones
     if dedupe:
         redo = df["reason"].fillna("").str.startswith(DEDUPE_REASONS)
         df.loc[redo, "status"] = "kept"
         df.loc[redo, "reason"] = None
-    with _locked(out_dir):
+    with lock_folder(out_dir):
         kept = df[df["status"] == "kept"]
         for path, shard in tqdm(list(zip(kept["path"], kept["_shard_dir"], strict=True)), desc="merge",
                                 unit="img", disable=not progress):
@@ -53,10 +56,4 @@ def merge(shard_dirs: list[str | Path], out_dir: str | Path, dedupe: bool = True
 
             merge_caches(shard_dirs, out_dir)
         df = mark_exact_duplicates(df.drop(columns=["_shard_dir"]))
-        write_manifest(out_dir, df)
-        summary = summarize(df, out_dir)
-        write_text_atomic(out_dir / "build.json", json.dumps(
-            {"merged_from": [str(d) for d in shard_dirs], "summary": summary.__dict__}, indent=2, default=str))
-    if dedupe and summary.kept:
-        summary.dedupe = run_dedupe(out_dir, progress)
-    return summary
+        return finish(out_dir, df, dedupe, progress, 0, {"merged_from": [str(d) for d in shard_dirs]})

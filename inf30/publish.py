@@ -35,8 +35,9 @@ import pyarrow.parquet as pq
 
 from inf30.atomic import atomic_path, write_text_atomic
 from inf30.card import CardConfig, CardInputs, card_markdown, licence_front_matter, licence_markdown
-from inf30.errors import UserError
-from inf30.manifest import frame_to_table, read_manifest, write_table
+from inf30.errors import BusyError, UsageError
+from inf30.lock import lock_folder
+from inf30.manifest import MANIFEST_NAME, frame_to_table, read_manifest, write_table
 
 HASH_COLUMNS = ("phash", "dhash", "whash", "ahash")
 ROW_GROUP_ROWS = 100
@@ -46,8 +47,8 @@ _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
           "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}  # fmt: skip
 
 
-class PublishError(UserError, ValueError):
-    """A publishing problem the user can fix (printed as one line by the CLI)."""
+class PublishError(UsageError):
+    """A publishing problem the user can fix (printed as one line by the CLI, exit 2)."""
 
 
 def parse_size(text: str | int) -> int:
@@ -78,6 +79,17 @@ class PublishOptions:
     progress: bool = True
     token: str | None = None
     endpoint: str | None = None
+
+    def validate(self) -> None:
+        """PublishError (a UsageError: one line, exit 2) for a bad option, before any work."""
+        parse_size(self.shard_size)
+        if self.max_side is not None and (isinstance(self.max_side, bool) or not isinstance(self.max_side, int)
+                                          or self.max_side < 1):
+            raise PublishError(f"--max-side must be a positive number of pixels, got {self.max_side}")
+        if self.repo_id is not None or self.push:
+            _check_repo_id(self.repo_id)
+        if not isinstance(self.pretty_name, str) or not self.pretty_name.strip():
+            raise PublishError(f"pretty_name must be a non-empty string, got {self.pretty_name!r}")
 
 
 @dataclass
@@ -341,18 +353,40 @@ def publish(
 ) -> PublishResult:
     """Write ``out`` as a Hub-ready dataset repository from the built dataset ``dataset_dir``; push it
     when ``opts.push``. Returns what was written."""
-    from tqdm.auto import tqdm
-
     opts = opts or PublishOptions()
+    opts.validate()
     dataset_dir, out = Path(dataset_dir), Path(out)
     shard_size = parse_size(opts.shard_size)
-    if opts.max_side is not None and opts.max_side < 1:
-        raise PublishError(f"--max-side must be a positive number of pixels, got {opts.max_side}")
     token = None
     if opts.push:
-        _check_repo_id(opts.repo_id)
         token = resolve_token(opts.token)
     _check_out(dataset_dir, out, opts.overwrite)
+    if not (dataset_dir / MANIFEST_NAME).is_file():
+        read_manifest(dataset_dir)  # the one-line "no manifest" error, before the lock creates anything
+    with _dataset_lock(dataset_dir):  # no build, merge, dedupe or report changes the dataset while it is read
+        return _publish(dataset_dir, out, opts, shard_size, token)
+
+
+@contextlib.contextmanager
+def _dataset_lock(dataset_dir: Path):
+    """The dataset folder's lock (inf30.lock); a dataset on a read-only mount is read without it."""
+    try:
+        cm = lock_folder(dataset_dir)
+        cm.__enter__()
+    except BusyError:
+        raise
+    except OSError:  # cannot create the lock file (read-only mount): nobody of ours can be writing there
+        yield
+        return
+    try:
+        yield
+    finally:
+        cm.__exit__(None, None, None)
+
+
+def _publish(dataset_dir: Path, out: Path, opts: PublishOptions, shard_size: int, token: str | None) -> PublishResult:
+    from tqdm.auto import tqdm
+
 
     manifest = read_manifest(dataset_dir)
     is_kept = manifest["status"] == "kept"

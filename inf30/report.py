@@ -26,7 +26,9 @@ import pandas as pd
 
 from inf30.atomic import write_text_atomic
 from inf30.entropy import REFERENCES, describe, local_entropy_map, run_tasks
-from inf30.manifest import read_manifest
+from inf30.errors import check
+from inf30.lock import lock_folder
+from inf30.manifest import MANIFEST_NAME, read_manifest
 
 REPORT_DIR = "report"
 GROUPS_FILE = Path("dedupe") / "groups.parquet"
@@ -82,6 +84,15 @@ class ReportOptions:
     seed: int = 0
     workers: int = 0
     progress: bool = True
+
+    def validate(self) -> None:
+        """UsageError (one line, exit 2) for an out-of-range option, before any work."""
+        for name, flag, low in (("samples_per_source", "--samples", 0), ("extremes", "extremes", 0),
+                                ("dup_groups", "dup_groups", 0), ("dup_members", "dup_members", 1),
+                                ("seed", "seed", 0), ("workers", "workers", 0)):
+            value = getattr(self, name)
+            check(isinstance(value, int) and not isinstance(value, bool) and value >= low,
+                  f"{flag} must be a whole number of at least {low}, got {value!r}")
 
 
 @dataclass
@@ -379,10 +390,18 @@ def _slug(name: str) -> str:
 # ------------------------------------------------------------------------------------------- writing
 def write_report(dataset_dir: str | os.PathLike, opts: ReportOptions | None = None) -> Report:
     """Write the report of a built dataset into ``dataset_dir/report`` and return what was written."""
+    opts = opts or ReportOptions()
+    opts.validate()
+    root = Path(dataset_dir)
+    if not (root / MANIFEST_NAME).is_file():
+        read_manifest(root)  # a clear error for a folder that is not a dataset, before the lock creates anything
+    with lock_folder(root):  # a build, merge or dedupe writing the dataset meanwhile is refused (and vice versa)
+        return _write_report(root, opts)
+
+
+def _write_report(root: Path, opts: ReportOptions) -> Report:
     from inf30 import plots
 
-    opts = opts or ReportOptions()
-    root = Path(dataset_dir)
     df = read_manifest(root)
     for col in ("status", "source", "item_key"):
         if col not in df.columns:

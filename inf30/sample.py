@@ -8,15 +8,24 @@ near-duplicates), tiny images and broken files.
 
 from __future__ import annotations
 
+import contextlib
 import io
+import json
+import os
 import shutil
 import tarfile
+import tempfile
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 from PIL import Image
+
+from inf30.archive import safe_member_name
+from inf30.atomic import write_text_atomic
+from inf30.errors import UsageError, check
 
 
 def thermal_scene(rng: np.random.Generator, h: int = 192, w: int = 256, objects: int = 4) -> np.ndarray:
@@ -43,11 +52,76 @@ def to8(scene: np.ndarray) -> np.ndarray:
     return np.clip((scene - lo) / max(hi - lo, 1e-6) * 255, 0, 255).astype(np.uint8)
 
 
-def write_sample(out: str | Path, seed: int = 0, n_scenes: int = 40) -> dict:
-    """Write the sample tree under ``out`` (replacing it). Returns {"files": count, "root": path}."""
+MARKER = ".inf30-sample.json"  # written by `inf30 sample`: the files it wrote, so a re-run replaces only those
+
+
+@dataclass
+class SampleOptions:
+    """Options of :func:`write_sample`. ``overwrite`` allows writing into a non-empty folder that is not an
+    earlier sample; even then only the sample's own files are replaced, nothing else is deleted."""
+
+    seed: int = 0
+    n_scenes: int = 40
+    overwrite: bool = False
+
+    def validate(self) -> None:
+        check(self.seed >= 0, f"--seed must be 0 or more, got {self.seed}")
+        check(self.n_scenes >= 10, f"n_scenes must be at least 10, got {self.n_scenes}")
+
+
+def _earlier_files(out: Path) -> list[str] | None:
+    """The files an earlier sample wrote into ``out`` (from its marker), or None when it is not a sample."""
+    try:
+        rec = json.loads((out / MARKER).read_text())
+        files = rec["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return [f for f in files if isinstance(f, str) and safe_member_name(f) == f]
+
+
+def write_sample(out: str | Path, seed: int = 0, n_scenes: int = 40, overwrite: bool = False) -> dict:
+    """Write the sample tree under ``out``. Returns {"files": count, "root": path}.
+
+    ``out`` must be missing, empty or an earlier sample (whose files are replaced: only those); a folder
+    holding anything else is refused unless ``overwrite`` (then the sample's files are added to it, and
+    still nothing that is not the sample's is deleted). The tree is generated in a temporary folder inside
+    ``out`` and moved into place after the marker listing its files is written, so a killed run is
+    recognised and finished by a re-run."""
+    opts = SampleOptions(seed=seed, n_scenes=n_scenes, overwrite=overwrite)
+    opts.validate()
     out = Path(out)
-    if out.exists():
-        shutil.rmtree(out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{out} exists and is not a folder")
+    earlier = _earlier_files(out) if out.is_dir() else None
+    if out.is_dir() and earlier is None and not overwrite:
+        if any(e.name != MARKER and not e.name.startswith(".tmp-sample-") for e in os.scandir(out)):
+            raise UsageError(
+                f"{out} is not empty and is not an earlier `inf30 sample` folder; choose a new folder (or add "
+                "--overwrite to add the sample's files to it; nothing else is deleted)"
+            )
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob(".tmp-sample-*"):  # a killed run's staging folder (this tool's own)
+        shutil.rmtree(old, ignore_errors=True)
+    for rel in earlier or []:
+        with contextlib.suppress(FileNotFoundError):
+            (out / rel).unlink()
+    for rel in sorted({str(Path(r).parent) for r in earlier or []}, key=len, reverse=True):
+        with contextlib.suppress(OSError):  # folders the sample made, now empty (a non-empty one stays)
+            if rel != ".":
+                (out / rel).rmdir()
+    stage = Path(tempfile.mkdtemp(prefix=".tmp-sample-", dir=out))
+    _generate(stage, opts.seed, opts.n_scenes)
+    files = sorted(p.relative_to(stage).as_posix() for p in stage.rglob("*") if p.is_file())
+    write_text_atomic(out / MARKER, json.dumps({"tool": "inf30 sample", "seed": seed, "files": files}, indent=1))
+    for rel in files:
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(stage / rel, out / rel)
+    shutil.rmtree(stage, ignore_errors=True)
+    return {"files": len(files), "root": str(out)}
+
+
+def _generate(out: Path, seed: int, n_scenes: int) -> None:
+    """Write the sample tree into the (new, empty) folder ``out``."""
     rng = np.random.default_rng(seed)
     cam = out / "camera_a"
     cam16 = out / "radiometric"
@@ -110,5 +184,3 @@ def write_sample(out: str | Path, seed: int = 0, n_scenes: int = 40) -> dict:
     png = (cam / "frame_004.png").read_bytes()
     (bad / "truncated.png").write_bytes(png[: len(png) // 3])
     Image.fromarray(to8(thermal_scene(rng, 12, 16))).save(bad / "tiny.png")
-    files = sum(1 for p in out.rglob("*") if p.is_file())
-    return {"files": files, "root": str(out)}

@@ -35,6 +35,8 @@ class SceneParams:
     min_inliers: a candidate pair is a scene duplicate with at least this many RANSAC inliers ...
     min_inlier_ratio: ... and at least this fraction of the ratio-test matches being inliers.
     max_scale: the fitted similarity transform must scale by at most this factor (and at least its inverse).
+    clahe: contrast-limited adaptive equalization (this clip limit, 8 x 8 tiles) of the working copy instead
+        of global histogram equalization (0 = global; see docs/dedupe.md for the measurement).
     """
 
     side: int = 320
@@ -46,10 +48,31 @@ class SceneParams:
     min_inliers: int = 25
     min_inlier_ratio: float = 0.35
     max_scale: float = 3.0
+    clahe: float = 0.0
+
+    def validate(self) -> None:
+        """ValueError with a one-line message for a parameter out of range."""
+        checks = (
+            (self.side >= 32, f"side must be at least 32 px, got {self.side}"),
+            (self.nfeatures >= 8, f"nfeatures must be at least 8, got {self.nfeatures}"),
+            (1 <= self.fast_threshold <= 255, f"fast threshold must be in 1..255, got {self.fast_threshold}"),
+            (self.min_keypoints >= 2, f"min keypoints must be at least 2, got {self.min_keypoints}"),
+            (0.0 < self.ratio <= 1.0, f"ratio must be in (0, 1], got {self.ratio}"),
+            (self.ransac_px > 0, f"ransac px must be positive, got {self.ransac_px}"),
+            (self.min_inliers >= 4, f"min inliers must be at least 4, got {self.min_inliers}"),
+            (0.0 <= self.min_inlier_ratio <= 1.0, f"min inlier ratio must be in 0..1, got {self.min_inlier_ratio}"),
+            (self.max_scale >= 1.0, f"max scale must be at least 1, got {self.max_scale}"),
+            (self.clahe >= 0.0, f"clahe must be 0 (off) or a positive clip limit, got {self.clahe}"),
+        )
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
 
     def feature_key(self) -> str:
         """Short hash of the parameters that change the cached features (not the verification ones)."""
         keys = {k: v for k, v in asdict(self).items() if k in ("side", "nfeatures", "fast_threshold")}
+        if self.clahe:  # absent at its default: caches written before the option existed stay valid
+            keys["clahe"] = self.clahe
         return hashlib.sha1(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:10]
 
 
@@ -69,8 +92,9 @@ class LocalFeatures:
 EMPTY = LocalFeatures(np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8))
 
 
-def working_copy(gray: np.ndarray, side: int) -> np.ndarray:
-    """8-bit gray (H, W) -> equalized copy whose long side is at most ``side`` px (area interpolation)."""
+def working_copy(gray: np.ndarray, side: int, clahe: float = 0.0) -> np.ndarray:
+    """8-bit gray (H, W) -> equalized copy whose long side is at most ``side`` px (area interpolation);
+    ``clahe`` > 0: adaptive equalization with that clip limit instead of global equalization."""
     gray = np.asarray(gray, dtype=np.uint8)
     h, w = gray.shape[:2]
     scale = side / max(h, w)
@@ -78,7 +102,10 @@ def working_copy(gray: np.ndarray, side: int) -> np.ndarray:
         gray = cv2.resize(
             gray, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA
         )
-    return cv2.equalizeHist(np.ascontiguousarray(gray))
+    gray = np.ascontiguousarray(gray)
+    if clahe > 0:
+        return cv2.createCLAHE(clipLimit=clahe, tileGridSize=(8, 8)).apply(gray)
+    return cv2.equalizeHist(gray)
 
 
 def extract_features(gray: np.ndarray, params: SceneParams | None = None) -> LocalFeatures:
@@ -89,7 +116,7 @@ def extract_features(gray: np.ndarray, params: SceneParams | None = None) -> Loc
         gray = np.asarray(gray)
         if gray.ndim != 2 or min(gray.shape) < 16 or int(gray.max()) == int(gray.min()):
             return EMPTY
-        img = working_copy(gray, p.side)
+        img = working_copy(gray, p.side, p.clahe)
         edge = max(4, min(15, min(img.shape) // 4))
         orb = cv2.ORB_create(
             nfeatures=p.nfeatures, fastThreshold=p.fast_threshold, edgeThreshold=edge, patchSize=edge
@@ -180,18 +207,59 @@ class Vocabulary:
             faiss.omp_set_num_threads(threads)
         return cls(km.centroids)
 
+    def words(self, feats: list[LocalFeatures]) -> np.ndarray:
+        """The nearest word (sum N,) int64 of every keypoint of ``feats``, concatenated in order."""
+        counts = [len(f.desc) for f in feats]
+        if sum(counts) == 0:
+            return np.zeros(0, np.int64)
+        allx = unpack_bits(np.concatenate([f.desc for f in feats if len(f.desc)]))
+        _, words = self.index.search(allx, 1)
+        return words[:, 0].astype(np.int64)
+
     def encode(self, feats: list[LocalFeatures]) -> np.ndarray:
         """Images' features -> (M, k) float32 L2-normalized square-rooted word histograms (zero rows for
         images without features)."""
-        out = np.zeros((len(feats), self.size), np.float32)
-        counts = [len(f.desc) for f in feats]
-        if sum(counts) == 0:
+        return self.encode_regions(feats, ((0.0, 0.0, 1.0, 1.0),))[:, 0]
+
+    def encode_regions(
+        self, feats: list[LocalFeatures], boxes: tuple[tuple[float, float, float, float], ...], min_points: int = 1
+    ) -> np.ndarray:
+        """Word histograms of regions of each image -> (M, R, k) float32, square-rooted and L2-normalized.
+
+        boxes: R regions (x0, y0, x1, y1) as fractions of the box spanned by the image's keypoints (the working
+        copy's extent, up to the border ORB leaves free). A region other than the whole box (0, 0, 1, 1)
+        with fewer than ``min_points`` keypoints is a zero row (it is not queried)."""
+        out = np.zeros((len(feats), len(boxes), self.size), np.float32)
+        counts = np.array([len(f.desc) for f in feats], np.int64)
+        if counts.sum() == 0:
             return out
-        allx = unpack_bits(np.concatenate([f.desc for f in feats if len(f.desc)]))
-        _, words = self.index.search(allx, 1)
+        words = self.words(feats)
         owner = np.repeat(np.arange(len(feats)), counts)
-        np.add.at(out, (owner, words[:, 0]), 1.0)
+        xy = np.concatenate([np.asarray(f.xy, np.float32).reshape(-1, 2) for f in feats])
+        lo = np.zeros((len(feats), 2), np.float32)
+        hi = np.ones((len(feats), 2), np.float32)
+        has = counts > 0
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])[has]
+        lo[has] = np.minimum.reduceat(xy, starts, axis=0)
+        hi[has] = np.maximum.reduceat(xy, starts, axis=0)
+        rel = (xy - lo[owner]) / np.maximum(hi[owner] - lo[owner], 1e-3)  # (sum N, 2) in [0, 1]
+        for r, (x0, y0, x1, y1) in enumerate(boxes):
+            inside = (rel[:, 0] >= x0) & (rel[:, 0] <= x1) & (rel[:, 1] >= y0) & (rel[:, 1] <= y1)
+            np.add.at(out[:, r], (owner[inside], words[inside]), 1.0)
+        few = out.sum(-1) < min_points
+        few[:, [r for r, b in enumerate(boxes) if b == (0.0, 0.0, 1.0, 1.0)]] = False
         out = np.sqrt(out)
-        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        norms = np.linalg.norm(out, axis=-1, keepdims=True)
         np.divide(out, norms, out=out, where=norms > 0)
+        out[few] = 0.0
         return out
+
+
+def region_boxes(scales: tuple[tuple[float, int], ...]) -> tuple[tuple[float, float, float, float], ...]:
+    """The whole image, then for each (side fraction s, n) an n x n grid of s x s regions spread evenly from
+    corner to corner (regional descriptors that a 20 to 60 % crop of the image resembles as a whole)."""
+    boxes = [(0.0, 0.0, 1.0, 1.0)]
+    for s, n in scales:
+        starts = np.linspace(0.0, 1.0 - s, n) if n > 1 else np.array([(1.0 - s) / 2])
+        boxes += [(float(x), float(y), float(x) + s, float(y) + s) for y in starts for x in starts]
+    return tuple(boxes)

@@ -6,8 +6,10 @@ A source is a folder (recursive), a glob, an archive, a video, or a remote kind 
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import glob
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -16,8 +18,32 @@ from typing import Any
 
 import yaml
 
+from inf30.errors import UsageError, check
+from inf30.lock import lock_folder
+
 LOCAL_KINDS = ("folder", "glob", "archive", "video", "image")
 REMOTE_KINDS = ("urls", "page", "hf", "url")
+
+
+def check_agc(agc: object, where: str = "--agc") -> tuple[float, float]:
+    """``(LOW, HIGH)`` percentiles with 0 <= LOW < HIGH <= 100, as floats; UsageError otherwise."""
+    try:
+        lo, hi = (float(x) for x in agc)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        raise UsageError(f"{where} must be two percentiles LOW,HIGH (e.g. 1,99), got {agc!r}") from None
+    check(math.isfinite(lo) and math.isfinite(hi) and 0 <= lo < hi <= 100,
+          f"{where} needs 0 <= LOW < HIGH <= 100 (percentiles), got {lo:g},{hi:g}")
+    return lo, hi
+
+
+def check_video_every(every: object, where: str = "--video-every") -> float:
+    """Seconds between sampled video frames: a finite number > 0; UsageError otherwise."""
+    try:
+        value = float(every)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise UsageError(f"{where} must be a number of seconds, got {every!r}") from None
+    check(math.isfinite(value) and value > 0, f"{where} must be more than 0 seconds, got {every!r}")
+    return value
 
 
 @dataclass
@@ -53,9 +79,11 @@ def guess_kind(path: str) -> str:
 
     if is_remote(path):
         return "url"
-    if any(c in path for c in _GLOB_CHARS):
-        return "glob"
     p = Path(path)
+    # an existing path is a path, even when its name holds glob characters (`cam[1]`, `frame[1].png`);
+    # a pattern is a pattern only when no such path exists (or with an explicit kind `glob`, `--glob`)
+    if any(c in path for c in _GLOB_CHARS) and not (p.exists() or p.is_symlink()):
+        return "glob"
     if p.is_dir():
         return "folder"
     if is_archive_name(p.name):
@@ -76,10 +104,86 @@ def _default_name(path: str, taken: set[str]) -> str:
     return name
 
 
-def load_config(path: str | Path) -> list[SourceSpec]:
-    """Read a sources YAML: ``sources: [{name, path, kind, licence, include, exclude, options}]``.
+BUILD_OPTION_KEYS = {"video_every", "drop_pseudocolor", "agc_percentiles", "origins", "licences"}
+_ENTRY_KEYS = {"name", "path", "kind", "licence", "license", "include", "exclude", "options"}
+# options of the remote kinds (inf30.scrape) and their types; ScrapeOptions fields are checked by its validate()
+_REMOTE_TYPES: dict[str, type | tuple[type, ...]] = {
+    "depth": int, "same_host": bool, "allow_hosts": list, "pages": list, "auth": dict, "token_env": str,
+    "split": str, "config": str, "revision": str, "image_column": str, "filter": dict, "url_column": str,
+    "licence_column": str, "max_rows": int, "max_pages": int, "respect_robots": bool,
+}  # fmt: skip
 
-    Relative paths are taken relative to the YAML file's folder.
+
+def _patterns(value: object, where: str) -> list[str]:
+    """``include``/``exclude``: one pattern (a string) or a list of strings."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and all(isinstance(x, str) for x in value):
+        return list(value)
+    raise UsageError(f"{where} must be a pattern or a list of patterns (strings), got {value!r}")
+
+
+def _check_type(value: object, kind: type | tuple[type, ...], where: str) -> None:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    ok = isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
+    if float in kinds and isinstance(value, int) and not isinstance(value, bool):
+        ok = True
+    names = " or ".join({bool: "true/false", int: "a whole number", float: "a number", str: "a string",
+                         list: "a list", dict: "a mapping"}[k] for k in kinds)  # fmt: skip
+    check(ok, f"{where} must be {names}, got {value!r}")
+
+
+def validate_source_options(options: object, where: str) -> dict[str, Any]:
+    """Check a source's ``options`` mapping (keys, types, ranges); returns it with normalized values."""
+    from dataclasses import fields
+
+    from inf30.scrape.options import ScrapeOptions
+
+    if options is None:
+        return {}
+    if not isinstance(options, dict):
+        raise UsageError(f"{where}: `options` must be a mapping (key: value), got {options!r}")
+    scrape_fields = {f.name: f for f in fields(ScrapeOptions)}
+    allowed = BUILD_OPTION_KEYS | set(_REMOTE_TYPES) | set(scrape_fields)
+    out: dict[str, Any] = {}
+    for key, value in options.items():
+        at = f"{where}: options.{key}"
+        check(isinstance(key, str) and key in allowed,
+              f"{where}: unknown option {key!r}; allowed: {', '.join(sorted(allowed))}")
+        if key == "video_every":
+            value = check_video_every(value, at)
+        elif key == "agc_percentiles":
+            check(isinstance(value, (list, tuple)), f"{at} must be a list [LOW, HIGH] of percentiles, got {value!r}")
+            value = list(check_agc(value, at))
+        elif key == "drop_pseudocolor":
+            _check_type(value, bool, at)
+        elif key in ("origins", "licences"):
+            _check_type(value, dict, at)
+        elif key in _REMOTE_TYPES:
+            _check_type(value, _REMOTE_TYPES[key], at)
+        else:
+            default = getattr(ScrapeOptions(), key)
+            _check_type(value, float if isinstance(default, float) or key == "rate" else type(default), at)
+        out[key] = value
+    scrape_over = {k: v for k, v in out.items() if k in scrape_fields}
+    if scrape_over:
+        ScrapeOptions().with_source(scrape_over).validate(f"{where}: options")
+    for key in ("max_rows", "max_pages"):
+        if key in out:
+            check(out[key] >= 1, f"{where}: options.{key} must be at least 1, got {out[key]}")
+    if "depth" in out:
+        check(out["depth"] >= 0, f"{where}: options.depth must be 0 or more, got {out['depth']}")
+    return out
+
+
+def load_config(path: str | Path) -> list[SourceSpec]:
+    """Read a sources YAML: ``sources: [{name, path, kind, licence, include, exclude, options}]``, checked
+    against its schema (allowed keys, types, ranges; errors name the source and the key).
+
+    Relative paths are taken relative to the YAML file's folder. ``include``/``exclude`` take one pattern
+    or a list of them.
     """
     path = Path(path)
     if not path.is_file():
@@ -87,68 +191,94 @@ def load_config(path: str | Path) -> list[SourceSpec]:
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
-        raise ValueError(f"config {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        raise UsageError(f"config {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"config {path} is not a UTF-8 text file") from None
     entries = data.get("sources") if isinstance(data, dict) else None
     if not isinstance(entries, list) or not entries:
-        raise ValueError(f"config {path} must have a non-empty list `sources:`")
+        raise UsageError(f"config {path} must have a non-empty list `sources:`")
+    if isinstance(data, dict) and set(data) - {"sources"}:
+        raise UsageError(f"config {path}: unknown top-level keys {sorted(map(str, set(data) - {'sources'}))}; only `sources:`")
     specs, taken = [], set()
-    allowed = {"name", "path", "kind", "licence", "license", "include", "exclude", "options"}
+    kinds = ("auto",) + LOCAL_KINDS + REMOTE_KINDS
     for i, entry in enumerate(entries):
+        label = f"source #{i + 1}"
+        if isinstance(entry, dict) and isinstance(entry.get("name"), (str, int)) and not isinstance(entry.get("name"), bool):
+            label += f" ({entry['name']})"
+        where = f"config {path}: {label}"
         if not isinstance(entry, dict) or "path" not in entry:
-            raise ValueError(f"config {path}: source #{i + 1} needs at least a `path`")
-        unknown = set(entry) - allowed
+            raise UsageError(f"{where} needs at least a `path`")
+        unknown = set(entry) - _ENTRY_KEYS
         if unknown:
-            raise ValueError(f"config {path}: source #{i + 1} has unknown keys {sorted(unknown)}")
-        src_path = str(entry["path"])
+            raise UsageError(f"{where} has unknown keys {sorted(map(str, unknown))}; allowed: {sorted(_ENTRY_KEYS)}")
+        raw_path = entry["path"]
+        check(isinstance(raw_path, str) and raw_path.strip() != "", f"{where}: `path` must be a non-empty string, got {raw_path!r}")
+        src_path = raw_path
         if not is_remote(src_path) and not Path(src_path).is_absolute():
             src_path = str(path.parent / src_path)
-        name = str(entry.get("name") or _default_name(src_path, taken))
+        raw_name = entry.get("name")
+        check(raw_name is None or (isinstance(raw_name, (str, int)) and not isinstance(raw_name, bool) and str(raw_name).strip()),
+              f"{where}: `name` must be a non-empty string, got {raw_name!r}")
+        name = str(raw_name) if raw_name is not None else _default_name(src_path, taken)
         if name in taken:
-            raise ValueError(f"config {path}: duplicate source name {name!r}")
+            raise UsageError(f"{where}: duplicate source name {name!r}")
         taken.add(name)
+        kind = entry.get("kind", "auto")
+        check(kind in kinds, f"{where}: `kind` must be one of {', '.join(kinds)}, got {kind!r}")
+        check(not ("licence" in entry and "license" in entry), f"{where}: give `licence` or `license`, not both")
+        licence = entry.get("licence", entry.get("license"))
+        check(licence is None or isinstance(licence, str), f"{where}: `licence` must be a string, got {licence!r}")
         specs.append(
             SourceSpec(
                 name=name,
                 path=src_path,
-                kind=str(entry.get("kind", "auto")),
-                licence=entry.get("licence", entry.get("license")),
-                include=list(entry.get("include") or []),
-                exclude=list(entry.get("exclude") or []),
-                options=dict(entry.get("options") or {}),
+                kind=kind,
+                licence=licence,
+                include=_patterns(entry.get("include"), f"{where}: `include`"),
+                exclude=_patterns(entry.get("exclude"), f"{where}: `exclude`"),
+                options=validate_source_options(entry.get("options"), where),
             )
         )
     return specs
 
 
 def load_sources(paths: list[str], config: str | Path | None = None, out_dir: str | Path | None = None,
-                 progress: bool = True) -> list[SourceSpec]:
+                 progress: bool = True, patterns: bool = False) -> list[SourceSpec]:
     """Sources from command-line paths and/or a YAML config, checked to exist; remote ones are scraped
     into ``out_dir/.work/scrape`` first (see :mod:`inf30.scrape`). Raises FileNotFoundError (one line)
-    for a missing local path."""
+    for a missing local path. A path whose name holds glob characters is a path when it exists; with
+    ``patterns`` (``--glob``) every command-line path is a glob pattern."""
     specs = load_config(config) if config is not None else []
     taken = {s.name for s in specs}
     for p in paths:
         name = _default_name(p, taken)
         taken.add(name)
-        specs.append(SourceSpec(name=name, path=p))
-    local: list[SourceSpec] = []
-    for spec in specs:
+        specs.append(SourceSpec(name=name, path=p, kind="glob" if patterns and not is_remote(p) else "auto"))
+    kinds: list[str] = []
+    for spec in specs:  # every local path is checked before anything is scraped or created
         kind = guess_kind(spec.path) if spec.kind == "auto" else spec.kind
+        kinds.append(kind)
         if kind in REMOTE_KINDS:
-            from inf30 import scrape
-
-            work = Path(out_dir or ".") / ".work" / "scrape" / spec.name
-            local.extend(scrape.materialize(spec, work, progress=progress))
             continue
         if kind not in LOCAL_KINDS:
-            raise ValueError(f"source {spec.name!r}: unknown kind {kind!r}; use one of {LOCAL_KINDS + REMOTE_KINDS}")
+            raise UsageError(f"source {spec.name!r}: unknown kind {kind!r}; use one of {LOCAL_KINDS + REMOTE_KINDS}")
         if kind == "glob":
             if not glob.glob(spec.path, recursive=True):
                 raise FileNotFoundError(f"source {spec.name!r}: no file matches {spec.path}")
-        elif not Path(spec.path).exists():
+        elif not (Path(spec.path).exists() or Path(spec.path).is_symlink()):
             raise FileNotFoundError(f"source {spec.name!r}: path not found: {spec.path}")
-        spec.kind = kind
-        local.append(spec)
+    local: list[SourceSpec] = []
+    remote = any(k in REMOTE_KINDS for k in kinds)
+    with lock_folder(out_dir) if remote and out_dir is not None else contextlib.nullcontext():  # the build's
+        for spec, kind in zip(specs, kinds, strict=True):
+            if kind in REMOTE_KINDS:
+                from inf30 import scrape
+
+                work = Path(out_dir or ".") / ".work" / "scrape" / spec.name
+                local.extend(scrape.materialize(spec, work, progress=progress))
+                continue
+            spec.kind = kind
+            local.append(spec)
     return local
 
 
@@ -195,6 +325,22 @@ def _walk_files(root: str, skip: os.stat_result | None = None) -> list[tuple[str
     return out
 
 
+_STORED_IMAGE = re.compile(r"images/([0-9a-f]{2})/\1[0-9a-f]{62}\.[A-Za-z0-9]+")
+BUILD_OUTPUT_DIRS = (".work/", "dedupe/", "report/")  # what `inf30 build/dedupe/report` write into DIR
+BUILD_OUTPUT_FILES = ("manifest.parquet", "build.json", ".lock")
+
+
+def is_build_output(rel: str) -> bool:
+    """Whether ``rel`` (a path relative to a built dataset folder, with ``/``) is one of the files the
+    toolkit writes there: stored images ``images/<id[:2]>/<id>.<ext>``, ``.work/``, ``dedupe/``,
+    ``report/``, the manifest, ``build.json``, the lock."""
+    return rel.startswith(BUILD_OUTPUT_DIRS) or rel in BUILD_OUTPUT_FILES or bool(_STORED_IMAGE.fullmatch(rel))
+
+
+def _same_stat(a: os.stat_result, b: os.stat_result) -> bool:
+    return a.st_ino == b.st_ino and a.st_dev == b.st_dev
+
+
 def _same_folder(entry: os.DirEntry, st: os.stat_result) -> bool:
     """Whether the folder ``entry`` is the one ``st`` describes (inode from the listing, device checked
     only when the inode matches)."""
@@ -218,16 +364,27 @@ def enumerate_inputs(spec: SourceSpec, out_dir: str | os.PathLike | None = None)
     elif spec.kind == "glob":
         root = Path(spec.path.split("*")[0].split("?")[0].split("[")[0] or ".")
         root = root if root.is_dir() else root.parent
-        # only when the output lies under the glob's root can a match be inside it
-        inside = out_real is not None and (out_real + os.sep).startswith(os.path.realpath(root).rstrip(os.sep) + os.sep)
+        root_real = os.path.realpath(root).rstrip(os.sep)
+        # only when the output lies under the glob's root can a match be inside it; an output strictly
+        # below the root is skipped whole, an output that is the root (or above it) only for its own files
+        inside = out_real is not None and (out_real + os.sep).startswith(root_real + os.sep)
+        below = inside and out_real != root_real
         pairs = []
         for m in glob.glob(spec.path, recursive=True):
             mp = Path(m)
-            if mp.is_file() and not (inside and os.path.realpath(m).startswith(out_real + os.sep)):
-                pairs.append((mp.relative_to(root).as_posix() if mp.is_relative_to(root) else mp.name, mp))
+            if not mp.is_file():
+                continue
+            real = os.path.realpath(m)
+            if out_real is not None and real.startswith(out_real + os.sep):
+                if below or is_build_output(os.path.relpath(real, out_real)):
+                    continue
+            pairs.append((mp.relative_to(root).as_posix() if mp.is_relative_to(root) else mp.name, mp))
     else:
         skip = os.stat(out_dir) if out_dir is not None and os.path.isdir(out_dir) else None
         pairs = _walk_files(str(Path(spec.path)), skip)
+        if skip is not None and _same_stat(os.stat(spec.path), skip):
+            # the output is the source folder itself: its own files are not inputs (the user's are)
+            pairs = [(rel, f) for rel, f in pairs if not is_build_output(rel)]
     origins = spec.options.get("origins") or {}
     inputs, skipped = [], 0
     for rel, f in sorted(pairs, key=lambda x: x[0]):

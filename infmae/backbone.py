@@ -18,7 +18,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from .model import PRESETS, MultiScaleEncoder, param_groups
+from .model import (
+    LN_EPS,
+    LN_EPS_CONV,
+    PREPROCESSING,
+    PRESETS,
+    MultiScaleEncoder,
+    param_groups,
+    upgrade_config,
+)
 
 
 class InfMAEBackbone(nn.Module):
@@ -44,8 +52,12 @@ class InfMAEBackbone(nn.Module):
         dims, depths = tuple(cfg["embed_dims"]), tuple(cfg["depths"])
         self.encoder = MultiScaleEncoder(
             dims, depths, cfg["num_heads"], cfg.get("mlp_ratio", 4.0), cfg.get("in_chans", 3),
-            cfg.get("multiscale", True), drop_path,
+            cfg.get("multiscale", True), drop_path, cfg.get("norm_eps", LN_EPS), cfg.get("norm_eps_conv", LN_EPS_CONV),
         )
+        self.preprocessing = dict(cfg.get("preprocessing") or PREPROCESSING)
+        for key, default in (("norm_eps", LN_EPS), ("norm_eps_conv", LN_EPS_CONV)):  # saved configs are explicit
+            self.config[key] = cfg.get(key, default)
+        self.config["preprocessing"] = self.preprocessing
         self.fuse_multiscale = fuse_multiscale
         self.down = nn.Conv2d(dims[2], dims[2], 3, stride=2, padding=1)  # F3 -> F4
         self.out_channels = (dims[0], dims[1], dims[2], dims[2])
@@ -95,21 +107,43 @@ class InfMAEBackbone(nn.Module):
 
     @classmethod
     def from_pretrained(
-        cls, path: str | Path, drop_path: float = 0.0, fuse_multiscale: bool = True, strict: bool = False
+        cls,
+        path: str | Path,
+        drop_path: float = 0.0,
+        fuse_multiscale: bool = True,
+        strict: bool = False,
+        *,
+        revision: str | None = None,
+        cache_dir: str | Path | None = None,
+        token: str | bool | None = None,
+        local_files_only: bool = False,
     ) -> InfMAEBackbone:
         """Build the backbone matching a pre-training checkpoint (a directory written by
-        `infmae.checkpoint.save_model`, its model.safetensors, or a torch file read with weights_only=True)
+        `infmae.checkpoint.save_model` or `infmae export` / `infmae convert`, its model.safetensors, a torch
+        file read with weights_only=True, or a Hub repo id "org/name" at `revision`, cached in `cache_dir`)
         and load its encoder weights. `backbone.load_info` lists missing / unexpected / ignored keys."""
         from .checkpoint import read_checkpoint
+        from .hub import resolve
 
+        path = resolve(path, revision=revision, cache_dir=cache_dir, token=token, local_files_only=local_files_only)
         state, config = read_checkpoint(path)
         if config is None:
             raise ValueError(f"{path}: no model config found next to the weights; cannot rebuild the encoder")
+        config = upgrade_config(config)
         preset = config.get("preset", "infmae_base")
-        arch_keys = ("embed_dims", "depths", "num_heads", "mlp_ratio", "in_chans", "multiscale", "encoder")
+        arch_keys = ("embed_dims", "depths", "num_heads", "mlp_ratio", "in_chans", "multiscale", "encoder",
+                     "norm_eps", "norm_eps_conv", "preprocessing")
         overrides = {k: config[k] for k in arch_keys if k in config}
         if preset not in PRESETS:
             preset = "infmae_base"
         model = cls(preset, drop_path=drop_path, fuse_multiscale=fuse_multiscale, **overrides)
         model.load_pretrained_state(state, strict=strict)
+        weights = Path(path) / "model.safetensors" if Path(path).is_dir() else Path(path)
+        model.source_path = str(weights) if weights.is_file() else None  # the local (or Hub-cached) weights file
         return model
+
+    def push_to_hub(self, repo_id: str, **kwargs: Any) -> str:
+        """Upload the backbone (model.safetensors + config.json + model card) to the Hub model repo `repo_id`."""
+        from .hub import push_model
+
+        return push_model(self, repo_id, **kwargs)

@@ -19,9 +19,12 @@ so a run resumed mid-epoch, or run on a different number of processes, sees exac
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
 import random
+import re
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -37,6 +40,15 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", "
 DATASET_FILE_EXTENSIONS = (".parquet", ".arrow", ".jsonl", ".csv")
 
 Image.MAX_IMAGE_PIXELS = 400_000_000  # the paper's largest frames are 6912x1024; keep a bomb limit
+
+
+# a pack (``infmae pack``, infmae/pack.py): PACK/pack.json (written last), index.parquet, shards/NNNNN.bin
+PACK_FORMAT = "infmae-pack"
+PACK_FILE = "pack.json"
+PLAN_FILE = "plan.json"
+INDEX_FILE = "index.parquet"
+SHARDS_DIR = "shards"
+PACK_BESIDE = "pack"  # a built or published dataset's pack, used automatically when up to date
 
 
 class DataError(ValueError):
@@ -88,6 +100,10 @@ class ImageSource:
     def name(self, i: int) -> str:
         return f"{self.location}[{i}]"
 
+    def record(self, i: int) -> tuple[Image.Image, str, str]:
+        """``(gray image, id, source name)`` of item ``i`` (what ``infmae pack`` stores in its index)."""
+        return self.gray(i), str(i), self.location
+
     @property
     def describe(self) -> str:
         return f"{len(self)} images from {self.kind} {self.location}"
@@ -96,10 +112,15 @@ class ImageSource:
 class FileListSource(ImageSource):
     """Images given as file paths (a built dataset's kept rows, or a plain folder)."""
 
-    def __init__(self, paths: Sequence[str], kind: str, location: str) -> None:
+    def __init__(
+        self, paths: Sequence[str], kind: str, location: str, ids: Sequence[str] | None = None,
+        sources: Sequence[str] | None = None,
+    ) -> None:
         self.paths = list(paths)
         self.kind = kind
         self.location = location
+        self.ids = list(ids) if ids is not None else None  # a built dataset's manifest ids
+        self.sources = list(sources) if sources is not None else None
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -109,6 +130,11 @@ class FileListSource(ImageSource):
 
     def name(self, i: int) -> str:
         return self.paths[i]
+
+    def record(self, i: int) -> tuple[Image.Image, str, str]:
+        rel = os.path.relpath(self.paths[i], self.location)
+        return (self.gray(i), self.ids[i] if self.ids is not None else rel,
+                self.sources[i] if self.sources is not None else self.location)
 
 
 class HFSource(ImageSource):
@@ -125,7 +151,13 @@ class HFSource(ImageSource):
         return len(self.ds)
 
     def gray(self, i: int) -> Image.Image:
-        value = self.ds[int(i)][self.column]
+        return self._decode(self.ds[int(i)][self.column])
+
+    def record(self, i: int) -> tuple[Image.Image, str, str]:
+        row = self.ds[int(i)]
+        return self._decode(row[self.column]), str(row.get("id", i)), str(row.get("source", self.location))
+
+    def _decode(self, value) -> Image.Image:
         if isinstance(value, Image.Image):
             value.load()
             return to_gray8(value)
@@ -148,13 +180,19 @@ def _image_files(folder: Path) -> list[str]:
     return out
 
 
+def _dataset_files(folder: Path) -> Iterator[Path]:
+    """Files with a ``datasets`` extension below ``folder``, sorted, outside packs and hidden folders."""
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not is_pack(os.path.join(root, d)))
+        for f in sorted(files):
+            if f.endswith(DATASET_FILE_EXTENSIONS):
+                yield Path(root) / f
+
+
 def _has_dataset_files(folder: Path) -> bool:
     if (folder / "dataset_dict.json").exists() or (folder / "state.json").exists():
         return True
-    for _root, _dirs, files in os.walk(folder):
-        if any(f.endswith(DATASET_FILE_EXTENSIONS) for f in files):
-            return True
-    return False
+    return next(_dataset_files(folder), None) is not None
 
 
 def _is_published(path: Path) -> bool:
@@ -215,13 +253,55 @@ def _open_datasets(src: str) -> ImageSource:
     return HFSource(ds, column, src)
 
 
-def open_source(src: str | os.PathLike, check: int = 4) -> ImageSource:
+HUB_TIMEOUT = 5.0  # seconds to ask the Hub whether a dataset id exists before loading it
+_REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}")
+_FILE_SUFFIXES = IMAGE_EXTENSIONS + DATASET_FILE_EXTENSIONS + (".json", ".txt", ".zip", ".tar", ".gz", ".yaml")
+
+
+def _missing_path_error(src: str) -> DataError | None:
+    """Why SRC, which does not exist locally, is not tried on the Hub (None: it is a plausible repo id)."""
+    if not _REPO_ID.fullmatch(src) or ".." in src or src.lower().endswith(_FILE_SUFFIXES):
+        return DataError(f"{src} does not exist")
+    first = src.split("/")[0]
+    if Path(first).exists():  # "inf30/demo" beside a local inf30/: a mistyped path, not a Hub id
+        return DataError(f"{src} does not exist ({first}/ is a local folder; not trying it as a Hub dataset id)")
+    return None
+
+
+def _check_hub_dataset(repo_id: str) -> None:
+    """Ask the Hub (``HF_ENDPOINT``, ``HUB_TIMEOUT`` s, no retries) whether dataset ``repo_id`` exists; one-line
+    DataError when it does not or the Hub does not answer. Skipped in offline mode (the cache answers)."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+    try:
+        HfApi(endpoint=endpoint).dataset_info(repo_id, timeout=HUB_TIMEOUT)
+    except RepositoryNotFoundError:
+        raise DataError(
+            f"{repo_id} is not a local path and not a dataset on {endpoint} (or a private one without access)"
+        ) from None
+    except Exception as exc:  # noqa: BLE001 - connection refused, timeout, DNS, HTTP 5xx: one line
+        msg = " ".join(str(exc).split())[:160] or exc.__class__.__name__
+        raise DataError(
+            f"{repo_id} is not a local path, and {endpoint} did not answer within {HUB_TIMEOUT:g} s whether it is a "
+            f"Hub dataset ({msg}); check the path, or set HF_HUB_OFFLINE=1 to use a cached copy"
+        ) from None
+
+
+def open_source(src: str | os.PathLike, check: int = 4, packs: bool = True) -> ImageSource:
     """Open SRC as an image collection and check that it is non-empty and that its first images decode.
 
-    Raises :class:`DataError` (one line) for an empty, missing or unreadable source.
+    A pack (``infmae pack``) opens as a :class:`PackSource`; so does a built or published dataset with an
+    up-to-date pack in ``SRC/pack`` (unless ``packs=False``). Raises :class:`DataError` (one line) for an
+    empty, missing or unreadable source.
     """
     src = str(src)
     path = Path(src)
+    if path.is_dir() and is_pack(path):
+        return PackSource(PackedImages(path))
     if path.is_dir():
         from inf30.manifest import MANIFEST_NAME, kept, read_manifest
 
@@ -233,7 +313,8 @@ def open_source(src: str | os.PathLike, check: int = 4) -> ImageSource:
                 raise DataError(f"cannot read {path / MANIFEST_NAME}: {msg}") from None
             rows = rows[rows["path"].notna()]
             source: ImageSource = FileListSource(
-                [str(path / p) for p in rows["path"]], kind="built dataset", location=src
+                [str(path / p) for p in rows["path"]], kind="built dataset", location=src,
+                ids=rows["id"].astype(str).tolist(), sources=rows["source"].astype(str).tolist(),
             )
         elif _has_dataset_files(path):
             source = _open_datasets(src)
@@ -241,14 +322,60 @@ def open_source(src: str | os.PathLike, check: int = 4) -> ImageSource:
             source = FileListSource(_image_files(path), kind="image folder", location=src)
     elif path.is_file():
         raise DataError(f"{src} is a file; give a dataset folder, a published dataset or a folder of images")
-    elif src.count("/") == 1 and not src.startswith((".", "/", "~")):
-        source = _open_datasets(src)  # a Hub id such as user/inf30
     else:
-        raise DataError(f"{src} does not exist")
+        err = _missing_path_error(src)
+        if err is not None:
+            raise err
+        _check_hub_dataset(src)
+        source = _open_datasets(src)  # a Hub id such as user/inf30
     if len(source) == 0:
         raise DataError(f"no images in {src} ({source.kind})")
     _check_readable(source, check)
+    if packs and path.is_dir() and is_pack(path / PACK_BESIDE):
+        beside = _pack_beside(source, path / PACK_BESIDE)
+        if beside is not None:
+            return beside
     return source
+
+
+def source_fingerprint(source: ImageSource) -> str:
+    """A short hash that changes when the source's images change: a built dataset's stored paths (content
+    addressed), an image folder's relative paths, sizes and mtimes, a published folder's parquet names and
+    sizes, otherwise the ``datasets`` fingerprint."""
+    h = hashlib.sha256(f"{source.kind}|{len(source)}".encode())
+    if isinstance(source, FileListSource):
+        stat = source.kind != "built dataset"
+        for p in source.paths:
+            h.update(os.path.relpath(p, source.location).encode("utf-8", "surrogateescape") + b"\0")
+            if stat:
+                st = os.stat(p)
+                h.update(f"{st.st_size}:{st.st_mtime_ns}\0".encode())
+    elif isinstance(source, HFSource):
+        loc = Path(source.location)
+        files = list(_dataset_files(loc)) if loc.is_dir() else []
+        for f in files:
+            h.update(f"{f.relative_to(loc)}:{f.stat().st_size}\0".encode())
+        if not files:
+            h.update(str(getattr(source.ds, "_fingerprint", source.location)).encode())
+    else:
+        h.update(source.location.encode())
+    return h.hexdigest()[:32]
+
+
+def _pack_beside(source: ImageSource, pack_dir: Path) -> ImageSource | None:
+    """The pack in ``SRC/pack`` when it was made from exactly this source, else None (with a warning)."""
+    try:
+        packed = PackedImages(pack_dir)
+    except DataError as exc:
+        warnings.warn(f"ignoring {pack_dir}: {exc}; using the decode loader", stacklevel=3)
+        return None
+    if packed.meta["source"]["fingerprint"] != source_fingerprint(source):
+        warnings.warn(
+            f"ignoring {pack_dir}: it was packed from another version of {source.location}; re-run "
+            f"`infmae pack {source.location} --out {pack_dir}` (using the decode loader)", stacklevel=3,
+        )
+        return None
+    return PackSource(packed, beside=source)
 
 
 def _check_readable(source: ImageSource, check: int) -> None:
@@ -441,16 +568,29 @@ class EpochBatchSampler(torch.utils.data.Sampler):
 
 @dataclass
 class LoaderInfo:
-    """What :func:`make_loader` built."""
+    """What :func:`make_loader` built; ``describe`` says which loader runs (the training log prints it)."""
 
     loader: torch.utils.data.DataLoader
     sampler: EpochBatchSampler
-    dataset: PretrainDataset
+    dataset: PretrainDataset | PackedDataset
+    describe: str = ""
 
-    def to_input(self, batch: torch.Tensor, device: torch.device) -> torch.Tensor:
+    def to_input(self, batch, device: torch.device) -> torch.Tensor:
         """A loader batch -> the model's input on `device` ([micro, 3, size, size] float). The training loop
         calls this for every batch, so a loader that augments on the device does its work here."""
         return batch.to(device, non_blocking=True)
+
+
+@dataclass
+class PackedLoaderInfo(LoaderInfo):
+    """The packed loader: batches are ``(uint8 canvas [B,1,H,W], sizes [B,2], seeds [B])``; ``to_input``
+    moves them to the device and crops, flips and normalizes there (:func:`infmae.augment.augment_batch`)."""
+
+    def to_input(self, batch, device: torch.device) -> torch.Tensor:
+        from infmae.augment import augment_batch
+
+        canvas, sizes, seeds = batch
+        return augment_batch(canvas, sizes, seeds, self.dataset.size, device)
 
 
 def _worker_init(worker_id: int) -> None:
@@ -462,17 +602,193 @@ def _worker_init(worker_id: int) -> None:
     torch.set_num_threads(1)
 
 
+PACKED_WORKERS = 2  # gathering is a memory copy: two processes keep ahead of any GPU
+
+
 def make_loader(
     source: ImageSource, size: int, global_batch: int, world: int = 1, rank: int = 0, accum: int = 1,
-    seed: int = 0, workers: int = 0, pin_memory: bool = False, prefetch: int = 4,
+    seed: int = 0, workers: int = 0, pin_memory: bool = False, prefetch: int = 4, loader: str = "auto",
 ) -> LoaderInfo:
-    """A DataLoader of normalized batches [micro, 3, size, size] for this rank (see :class:`EpochBatchSampler`)."""
-    dataset = PretrainDataset(source, size)
+    """The loader for this rank (see :class:`EpochBatchSampler`); ``li.to_input(batch, device)`` turns each
+    batch into normalized model input [micro, 3, size, size] on the device.
+
+    ``loader``: ``auto`` (packed for a :class:`PackSource`, else decode), ``packed`` or ``decode`` (decode,
+    crop and normalize in ``workers`` processes; also works on a pack, as a fallback).
+    """
+    if loader not in ("auto", "packed", "decode"):
+        raise DataError(f"loader must be auto, packed or decode, got {loader!r}")
+    packed = getattr(source, "packed", None)
+    if loader == "packed" and packed is None:
+        raise DataError(f"the packed loader needs a pack; make one with `infmae pack {source.location} --out PACK`")
+    if packed is not None and loader != "decode":
+        dataset: PretrainDataset | PackedDataset = PackedDataset(packed, size)
+        workers = min(workers, PACKED_WORKERS)
+    else:
+        dataset = PretrainDataset(source, size)
     sampler = EpochBatchSampler(len(dataset), global_batch, world, rank, accum, seed)
     kwargs: dict = {}
     if workers > 0:
         kwargs = {"persistent_workers": True, "prefetch_factor": prefetch, "worker_init_fn": _worker_init}
-    loader = torch.utils.data.DataLoader(
+    if isinstance(dataset, PackedDataset):
+        # batch_size=None: the dataset receives the sampler's whole list and gathers it in one go
+        dl = torch.utils.data.DataLoader(
+            dataset, sampler=sampler, batch_size=None, num_workers=workers, pin_memory=pin_memory, **kwargs
+        )
+        what = (f"packed loader: uint8 gather in {workers or 'the main'} process{'es' if workers > 1 else ''}, "
+                f"crop/flip/normalize on the device; {source.describe}")
+        return PackedLoaderInfo(dl, sampler, dataset, what)
+    dl = torch.utils.data.DataLoader(
         dataset, batch_sampler=sampler, num_workers=workers, pin_memory=pin_memory, **kwargs
     )
-    return LoaderInfo(loader, sampler, dataset)
+    what = f"decode loader: decode + bicubic crop in {workers or 'the main'} process(es); {source.describe}"
+    return LoaderInfo(dl, sampler, dataset, what)
+
+
+# ----------------------------------------------------------------------------------------------- packs
+def is_pack(path: str | os.PathLike) -> bool:
+    """A folder written (or being written) by ``infmae pack``."""
+    p = Path(path)
+    return (p / PACK_FILE).is_file() or (p / PLAN_FILE).is_file()
+
+
+class PackedImages:
+    """A pack written by ``infmae pack``: single-channel uint8 images (shorter side <= the pack's short side)
+    in memory-mapped shards, with an index (shard, offset, height, width, id, source).
+
+    ``len(p)``; ``p.image(i)`` -> uint8 array [H, W] (a view of the map); ``p.gather(indices)`` -> (uint8
+    canvas [B, 1, Hmax, Wmax], zero-padded, and int64 sizes [B, 2] = (height, width)): the only CPU work of a
+    training step; ``p.batch(indices, input_size, generator, device)`` -> float [B, 3, S, S], augmented on
+    ``device`` and normalized, as the training loop sees it.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        meta_path = self.path / PACK_FILE
+        if not meta_path.is_file():
+            if (self.path / PLAN_FILE).is_file():
+                raise DataError(f"{path} is an unfinished pack; re-run the `infmae pack` command that made it")
+            raise DataError(f"{path} is not a pack (no {PACK_FILE})")
+        try:
+            self.meta = json.loads(meta_path.read_text())
+            if self.meta.get("format") != PACK_FORMAT:
+                raise ValueError(f"format {self.meta.get('format')!r}")
+            import pyarrow.parquet as pq
+
+            table = pq.read_table(self.path / INDEX_FILE)
+        except (OSError, ValueError) as exc:
+            msg = " ".join(str(exc).split())[:200]
+            raise DataError(f"cannot read pack {path}: {msg}") from None
+        self.shard = table["shard"].to_numpy().astype(np.int64)
+        self.offset = table["offset"].to_numpy().astype(np.int64)
+        self.height = table["height"].to_numpy().astype(np.int64)
+        self.width = table["width"].to_numpy().astype(np.int64)
+        self.ids = table["id"].to_pylist()
+        self.sources = table["source"].to_pylist()
+        self.names = table["name"].to_pylist()  # where each image came from (path or source[row])
+        self.shard_names = [s["name"] for s in self.meta["shards"]]
+        self._maps: dict[int, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self.offset)
+
+    def __getstate__(self) -> dict:  # DataLoader workers reopen the maps instead of pickling pixels
+        return {**self.__dict__, "_maps": {}}
+
+    def _map(self, s: int) -> np.ndarray:
+        m = self._maps.get(s)
+        if m is None:
+            f = self.path / SHARDS_DIR / f"{self.shard_names[s]}.bin"
+            m = np.memmap(f, dtype=np.uint8, mode="r") if f.stat().st_size else np.zeros(0, np.uint8)
+            self._maps[s] = m
+        return m
+
+    def image(self, i: int) -> np.ndarray:
+        """Image ``i`` as a read-only uint8 array [height, width] (no copy)."""
+        h, w, o = int(self.height[i]), int(self.width[i]), int(self.offset[i])
+        return self._map(int(self.shard[i]))[o : o + h * w].reshape(h, w)
+
+    def gather(self, indices: Sequence[int], out: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Copy images ``indices`` into a zero-padded uint8 canvas [B, 1, Hmax, Wmax] (``out`` when it is large
+        enough, e.g. a pinned buffer); returns (canvas, sizes int64 [B, 2] as (height, width))."""
+        idx = np.asarray(indices, dtype=np.int64)
+        hs, ws = self.height[idx], self.width[idx]
+        shape = (len(idx), 1, int(hs.max(initial=1)), int(ws.max(initial=1)))
+        if out is not None and out.dim() == 4 and all(a >= b for a, b in zip(out.shape, shape, strict=True)):
+            canvas = out[: shape[0], :, : shape[2], : shape[3]]
+            canvas.zero_()
+        else:
+            canvas = torch.zeros(shape, dtype=torch.uint8)
+        arr = canvas.numpy()
+        for k, i in enumerate(idx.tolist()):
+            arr[k, 0, : hs[k], : ws[k]] = self.image(i)
+        return canvas, torch.from_numpy(np.stack([hs, ws], 1))
+
+    def batch(
+        self, indices: Sequence[int], input_size: int, generator: torch.Generator | None = None,
+        device: torch.device | str = "cpu",
+    ) -> torch.Tensor:
+        """Gathered, randomly cropped (scale 0.2-1, ratio 3/4-4/3), flipped and normalized on ``device``:
+        float [B, 3, S, S]. Per-sample seeds are drawn from ``generator`` (torch's global one when None)."""
+        from infmae.augment import augment_batch
+
+        canvas, sizes = self.gather(indices)
+        seeds = torch.randint(0, 2**62, (len(sizes),), generator=generator)
+        return augment_batch(canvas, sizes, seeds, input_size, device)
+
+
+class PackSource(ImageSource):
+    """A pack as an :class:`ImageSource` (``.gray(i)`` for the decode loader and visualization); the packed
+    loader uses ``.packed`` directly."""
+
+    kind = "pack"
+
+    def __init__(self, packed: PackedImages, beside: ImageSource | None = None) -> None:
+        self.packed = packed
+        self.location = str(packed.path)
+        self.beside = beside
+        if len(packed) == 0:
+            raise DataError(f"no images in pack {packed.path}")
+
+    def __len__(self) -> int:
+        return len(self.packed)
+
+    def gray(self, i: int) -> Image.Image:
+        return Image.fromarray(np.array(self.packed.image(i)), mode="L")
+
+    def name(self, i: int) -> str:
+        return f"{self.location}[{i}] ({self.packed.ids[i]})"
+
+    def record(self, i: int) -> tuple[Image.Image, str, str]:
+        return self.gray(i), self.packed.ids[i], self.packed.sources[i]
+
+    @property
+    def describe(self) -> str:
+        src = self.packed.meta["source"]
+        of = f"beside {self.beside.kind} {self.beside.location}" if self.beside else f"of {src['kind']} {src['location']}"
+        return f"{len(self)} images from pack {self.location} (short side <= {self.packed.meta['short_side']} px, {of})"
+
+
+class PackedDataset(torch.utils.data.Dataset):
+    """The packed loader's dataset: ``ds[[(index, seed), ...]]`` -> (uint8 canvas [B,1,H,W], sizes [B,2],
+    seeds [B]); the augmentation happens later, on the device (:meth:`PackedLoaderInfo.to_input`)."""
+
+    def __init__(self, packed: PackedImages, size: int) -> None:
+        if size % 16 or size <= 0:
+            raise DataError(f"--input-size must be a positive multiple of 16, got {size}")
+        self.packed = packed
+        self.size = size
+
+    def __len__(self) -> int:
+        return len(self.packed)
+
+    def __getitem__(self, batch: list[tuple[int, int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        canvas, sizes = self.packed.gather([int(i) for i, _ in batch])
+        return canvas, sizes, torch.tensor([int(s) for _, s in batch], dtype=torch.int64)
+
+    def fixed_views(self, count: int) -> torch.Tensor:
+        """``count`` images spread over the pack, central square view: [count, 3, size, size]."""
+        from infmae.augment import center_batch
+
+        n = len(self.packed)
+        canvas, sizes = self.packed.gather([int(k * n / count) for k in range(min(count, n))])
+        return center_batch(canvas, sizes, self.size)

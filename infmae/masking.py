@@ -137,7 +137,9 @@ class MaskGenerator(nn.Module):
 
     kind: ``gray`` | ``reference`` (information-aware, stride `stride`, optional `jitter`) or ``random``
     (ratio `ratio`). The ``reference`` projection is a fixed buffer drawn from `reference_seed` (saved in
-    checkpoints, never trained), so every parameter of the model still receives a gradient.
+    checkpoints, never trained), so every parameter of the model still receives a gradient; with
+    `stem_width` W > 0 it is instead a full W-channel stem (weight [W, C, p, p], bias [W]) whose outputs are
+    averaged, filled from the published checkpoint by `infmae.convert`.
     """
 
     def __init__(
@@ -150,12 +152,19 @@ class MaskGenerator(nn.Module):
         in_chans: int = 3,
         reference_seed: int = 0,
         reference_width: int = 768,
+        stem_width: int = 0,
     ) -> None:
         super().__init__()
         if kind not in MASKING_KINDS:
             raise ValueError(f"unknown masking kind {kind!r}; expected one of {MASKING_KINDS}")
         self.kind, self.stride, self.ratio, self.jitter, self.patch_size = kind, stride, ratio, jitter, patch_size
-        if kind == "reference":
+        if kind == "reference" and stem_width > 0:
+            # The published code's masking stem itself (loaded from a converted checkpoint): a Conv2d(in_chans,
+            # W, p, stride=p) whose W outputs are averaged, computed in the same order as the authors' code so
+            # that the converted model masks exactly as theirs does.
+            self.register_buffer("reference_weight", torch.zeros(stem_width, in_chans, patch_size, patch_size))
+            self.register_buffer("reference_bias", torch.zeros(stem_width))
+        elif kind == "reference":
             # An untrained Conv2d(in_chans, width, p, stride=p) with PyTorch's default init, averaged over its
             # output channels: a single fixed linear function of the patch (weight [C, p, p], bias scalar).
             g = torch.Generator().manual_seed(reference_seed)
@@ -172,6 +181,8 @@ class MaskGenerator(nn.Module):
             return patch_means(imgs, self.patch_size)
         w = self.reference_weight.to(torch.float32)
         s = nn.functional.conv2d(imgs.float(), w, self.reference_bias.float(), stride=self.patch_size)
+        if w.shape[0] > 1:  # the full stem: [B, W, gh, gw] -> [B, N, W] -> mean over W, as the published code
+            return s.flatten(2).transpose(1, 2).mean(-1)
         return s.reshape(imgs.shape[0], -1)
 
     @torch.no_grad()

@@ -24,7 +24,9 @@ per-position layer runs on Nv/N of the positions, and the depthwise convolution 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -46,7 +48,22 @@ __all__ = [
     "convmae_base",
 ]
 
+# LayerNorm eps as published (the authors' code and ConvMAE): PyTorch's default 1e-5 in the patch embeddings and
+# the convolutional blocks, 1e-6 in the Transformer parts. Checkpoints of ours written before the eps were in the
+# config used LN_EPS = 1e-6 everywhere: `upgrade_config` keeps them loading exactly as they were.
 LN_EPS = 1e-6
+LN_EPS_CONV = 1e-5
+LEGACY_LN_EPS = 1e-6
+
+# Preprocessing every preset was pre-trained with (timm's `pretrained_cfg` fields): gray infrared replicated to 3
+# channels, scaled to [0, 1], then (x - mean) / std; square views of input_size (C, H, W), 16-pixel patches.
+PREPROCESSING: dict[str, Any] = {
+    "mean": [0.425, 0.425, 0.425],
+    "std": [0.2, 0.2, 0.2],
+    "input_size": [3, 224, 224],
+    "patch_size": 16,
+    "interpolation": "bicubic",
+}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -127,11 +144,13 @@ class Attention(nn.Module):
 class Block(nn.Module):
     """Pre-norm Transformer block (ViT / MAE): [B, L, C] -> [B, L, C]."""
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, drop_path: float = 0.0) -> None:
+    def __init__(
+        self, dim: int, num_heads: int, mlp_ratio: float = 4.0, drop_path: float = 0.0, eps: float = LN_EPS
+    ) -> None:
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=LN_EPS)
+        self.norm1 = nn.LayerNorm(dim, eps=eps)
         self.attn = Attention(dim, num_heads)
-        self.norm2 = nn.LayerNorm(dim, eps=LN_EPS)
+        self.norm2 = nn.LayerNorm(dim, eps=eps)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
         self.drop_path = DropPath(drop_path)
 
@@ -152,13 +171,13 @@ class ConvBlock(nn.Module):
     and the depthwise convolution for the current layout (dense grid or sparse visible patches).
     """
 
-    def __init__(self, dim: int, mlp_ratio: float = 4.0, drop_path: float = 0.0) -> None:
+    def __init__(self, dim: int, mlp_ratio: float = 4.0, drop_path: float = 0.0, eps: float = LN_EPS_CONV) -> None:
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=LN_EPS)
+        self.norm1 = nn.LayerNorm(dim, eps=eps)
         self.conv1 = nn.Linear(dim, dim)
         self.dwconv = nn.Conv2d(dim, dim, 5, padding=2, groups=dim)
         self.conv2 = nn.Linear(dim, dim)
-        self.norm2 = nn.LayerNorm(dim, eps=LN_EPS)
+        self.norm2 = nn.LayerNorm(dim, eps=eps)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
         self.drop_path = DropPath(drop_path)
 
@@ -181,11 +200,11 @@ class PatchMerge(nn.Module):
     [..., h, w, Cin] -> [..., h/k, w/k, Cout]; works on a dense map and on sparse [B, Nv, s, s, Cin] alike.
     """
 
-    def __init__(self, k: int, cin: int, cout: int, norm_act: bool = True) -> None:
+    def __init__(self, k: int, cin: int, cout: int, norm_act: bool = True, eps: float = LN_EPS_CONV) -> None:
         super().__init__()
         self.k = k
         self.proj = nn.Linear(k * k * cin, cout)
-        self.norm = nn.LayerNorm(cout, eps=LN_EPS) if norm_act else nn.Identity()
+        self.norm = nn.LayerNorm(cout, eps=eps) if norm_act else nn.Identity()
         self.act = nn.GELU() if norm_act else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -293,23 +312,28 @@ class MultiScaleEncoder(nn.Module):
         in_chans: int = 3,
         multiscale: bool = True,
         drop_path: float = 0.0,
+        norm_eps: float = LN_EPS,
+        norm_eps_conv: float = LN_EPS_CONV,
     ) -> None:
         super().__init__()
         c1, c2, c3 = embed_dims
         dpr = _drop_path_rates(sum(depths), drop_path)
+        ec = norm_eps_conv  # patch embeddings and convolutional blocks; norm_eps: Transformer blocks, final norm
         self.embed_dims, self.depths, self.multiscale = tuple(embed_dims), tuple(depths), multiscale
-        self.embed1 = PatchMerge(4, in_chans, c1)
-        self.stage1 = nn.ModuleList(ConvBlock(c1, mlp_ratio, dpr[i]) for i in range(depths[0]))
-        self.embed2 = PatchMerge(2, c1, c2)
-        self.stage2 = nn.ModuleList(ConvBlock(c2, mlp_ratio, dpr[depths[0] + i]) for i in range(depths[1]))
-        self.embed3 = PatchMerge(2, c2, c3)
+        self.embed1 = PatchMerge(4, in_chans, c1, eps=ec)
+        self.stage1 = nn.ModuleList(ConvBlock(c1, mlp_ratio, dpr[i], ec) for i in range(depths[0]))
+        self.embed2 = PatchMerge(2, c1, c2, eps=ec)
+        self.stage2 = nn.ModuleList(ConvBlock(c2, mlp_ratio, dpr[depths[0] + i], ec) for i in range(depths[1]))
+        self.embed3 = PatchMerge(2, c2, c3, eps=ec)
         self.embed3_linear = nn.Linear(c3, c3)
         d0 = depths[0] + depths[1]
-        self.blocks = nn.ModuleList(Block(c3, num_heads, mlp_ratio, dpr[d0 + i]) for i in range(depths[2]))
+        self.blocks = nn.ModuleList(
+            Block(c3, num_heads, mlp_ratio, dpr[d0 + i], norm_eps) for i in range(depths[2])
+        )
         if multiscale:
             self.fuse1 = PatchMerge(4, c1, c3, norm_act=False)  # F1 -> 16x16-patch tokens
             self.fuse2 = PatchMerge(2, c2, c3, norm_act=False)  # F2 -> 16x16-patch tokens
-        self.norm = nn.LayerNorm(c3, eps=LN_EPS)
+        self.norm = nn.LayerNorm(c3, eps=norm_eps)
 
     @property
     def num_prefix(self) -> int:
@@ -421,14 +445,15 @@ class ViTEncoder(nn.Module):
         in_chans: int = 3,
         patch_size: int = 16,
         drop_path: float = 0.0,
+        norm_eps: float = LN_EPS,
     ) -> None:
         super().__init__()
         self.embed_dim, self.patch_size = embed_dim, patch_size
         self.patch_embed = nn.Linear(patch_size * patch_size * in_chans, embed_dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         dpr = _drop_path_rates(depth, drop_path)
-        self.blocks = nn.ModuleList(Block(embed_dim, num_heads, mlp_ratio, dpr[i]) for i in range(depth))
-        self.norm = nn.LayerNorm(embed_dim, eps=LN_EPS)
+        self.blocks = nn.ModuleList(Block(embed_dim, num_heads, mlp_ratio, dpr[i], norm_eps) for i in range(depth))
+        self.norm = nn.LayerNorm(embed_dim, eps=norm_eps)
 
     @property
     def num_prefix(self) -> int:
@@ -468,13 +493,14 @@ class Decoder(nn.Module):
         mlp_ratio: float = 4.0,
         patch_dim: int = 768,
         num_prefix: int = 0,
+        norm_eps: float = LN_EPS,
     ) -> None:
         super().__init__()
         self.dim, self.num_prefix = dim, num_prefix
         self.embed = nn.Linear(embed_dim, dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
-        self.blocks = nn.ModuleList(Block(dim, num_heads, mlp_ratio) for _ in range(depth))
-        self.norm = nn.LayerNorm(dim, eps=LN_EPS)
+        self.blocks = nn.ModuleList(Block(dim, num_heads, mlp_ratio, eps=norm_eps) for _ in range(depth))
+        self.norm = nn.LayerNorm(dim, eps=norm_eps)
         self.pred = nn.Linear(dim, patch_dim)
 
     def forward(self, latent: torch.Tensor, info: MaskInfo) -> torch.Tensor:
@@ -510,6 +536,11 @@ class InfMAE(nn.Module):
         multiscale: fuse stage-1 / stage-2 features into the tokens (multiscale encoder only).
         decoder_dim / decoder_depth / decoder_heads, norm_pix_loss, sparse (compute stages 1-2 only at
         visible patches), drop_path.
+        norm_eps (Transformer blocks, final norms) / norm_eps_conv (patch embeddings, convolutional blocks):
+            LayerNorm eps, 1e-6 / 1e-5 as published.
+        stem_width: with ``reference`` masking, 0 = the averaged fixed projection drawn from `reference_seed`;
+            W > 0 = a full W-channel masking stem (the published one, loaded by `infmae.convert`).
+        preprocessing: mean, std, input_size, patch_size, interpolation (timm's `pretrained_cfg`).
     """
 
     patch_size = 16
@@ -536,6 +567,10 @@ class InfMAE(nn.Module):
         norm_pix_loss: bool = False,
         sparse: bool = True,
         drop_path: float = 0.0,
+        norm_eps: float = LN_EPS,
+        norm_eps_conv: float = LN_EPS_CONV,
+        stem_width: int = 0,
+        preprocessing: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if masking not in MASKING_KINDS:
@@ -561,29 +596,83 @@ class InfMAE(nn.Module):
             "norm_pix_loss": norm_pix_loss,
             "sparse": sparse,
             "drop_path": drop_path,
+            "norm_eps": norm_eps,
+            "norm_eps_conv": norm_eps_conv,
+            "stem_width": stem_width,
+            "preprocessing": json.loads(json.dumps(preprocessing or PREPROCESSING)),
         }
         p = self.patch_size
         self.in_chans, self.norm_pix_loss, self.sparse = in_chans, norm_pix_loss, sparse
-        self.masker = MaskGenerator(masking, mask_stride, mask_ratio, jitter, p, in_chans, reference_seed)
+        self.masker = MaskGenerator(
+            masking, mask_stride, mask_ratio, jitter, p, in_chans, reference_seed, stem_width=stem_width
+        )
         self.encoder: MultiScaleEncoder | ViTEncoder
         if encoder == "multiscale":
             if len(embed_dims) != 3 or len(depths) != 3:
                 raise ValueError("the multiscale encoder needs 3 embed_dims and 3 depths")
             self.encoder = MultiScaleEncoder(
-                tuple(embed_dims), tuple(depths), num_heads, mlp_ratio, in_chans, multiscale, drop_path
+                tuple(embed_dims), tuple(depths), num_heads, mlp_ratio, in_chans, multiscale, drop_path,
+                norm_eps, norm_eps_conv,
             )
         elif encoder == "vit":
-            self.encoder = ViTEncoder(embed_dims[-1], depths[-1], num_heads, mlp_ratio, in_chans, p, drop_path)
+            self.encoder = ViTEncoder(
+                embed_dims[-1], depths[-1], num_heads, mlp_ratio, in_chans, p, drop_path, norm_eps
+            )
         else:
             raise ValueError(f"unknown encoder {encoder!r}; expected 'multiscale' or 'vit'")
         self.decoder = Decoder(
             embed_dims[-1], decoder_dim, decoder_depth, decoder_heads, mlp_ratio, p * p * in_chans,
-            self.encoder.num_prefix,
+            self.encoder.num_prefix, norm_eps,
         )
         self.apply(_init_weights)
         for name, param in self.named_parameters():
             if name.endswith(("mask_token", "cls_token")):
                 nn.init.normal_(param, std=0.02)
+
+    @property
+    def pretrained_cfg(self) -> dict[str, Any]:
+        """The preprocessing the weights expect (mean, std, input_size [C, H, W], patch_size, interpolation)."""
+        return self.config["preprocessing"]
+
+    # -- Hub ----------------------------------------------------------------------------------------------
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | Path,
+        *,
+        revision: str | None = None,
+        cache_dir: str | Path | None = None,
+        token: str | bool | None = None,
+        local_files_only: bool = False,
+        strict: bool = True,
+        map_location: str | torch.device = "cpu",
+    ) -> InfMAE:
+        """A checkpoint folder / file of ours, or a Hub repo id ("org/name", at `revision`, cached in
+        `cache_dir`; offline with `local_files_only` or HF_HUB_OFFLINE=1 when the cache holds it)."""
+        from .checkpoint import load_model
+        from .hub import resolve
+
+        path = resolve(name_or_path, revision=revision, cache_dir=cache_dir, token=token,
+                       local_files_only=local_files_only)  # fmt: skip
+        cfg_file = (path if path.is_dir() else path.parent) / "config.json"
+        if cfg_file.is_file() and '"infmae-encoder"' in cfg_file.read_text():
+            raise ValueError(f"{name_or_path} is an exported encoder (no decoder): load it with "
+                             "InfMAEBackbone.from_pretrained")  # fmt: skip
+        model = load_model(path, map_location=map_location, strict=strict)
+        if not isinstance(model, cls):
+            raise TypeError(f"{name_or_path} is not a full {cls.__name__} checkpoint")
+        return model
+
+    def push_to_hub(
+        self, repo_id: str, *, private: bool = False, token: str | None = None, revision: str | None = None,
+        commit_message: str = "Upload InfMAE",
+    ) -> str:
+        """Upload model.safetensors + config.json + a model card to the Hub model repo `repo_id`; returns its URL."""
+        from .hub import push_model
+
+        return push_model(self, repo_id, private=private, token=token, revision=revision,
+                          commit_message=commit_message)  # fmt: skip
 
     # -- patches ------------------------------------------------------------------------------------------
 
@@ -693,7 +782,7 @@ def _init_weights(m: nn.Module) -> None:
 # Presets
 # ----------------------------------------------------------------------------------------------------------
 
-PRESETS: dict[str, dict[str, Any]] = {
+PRESETS: dict[str, dict[str, Any]] = {  # every preset: published LayerNorm eps and PREPROCESSING (InfMAE defaults)
     # tests and the CPU demo
     "infmae_tiny": dict(
         embed_dims=(32, 48, 96), depths=(1, 1, 2), num_heads=3, decoder_dim=64, decoder_depth=2, decoder_heads=4
@@ -732,9 +821,19 @@ def create_model(preset: str, **overrides: Any) -> InfMAE:
     return InfMAE(preset=preset, **kwargs)
 
 
-def model_from_config(config: dict[str, Any]) -> InfMAE:
-    """Rebuild a model from its `model.config` (unknown presets fall back to the stored options)."""
+def upgrade_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A stored model config with the options that older versions did not record set as those versions used
+    them: configs without LayerNorm eps keys were written when every LayerNorm used LEGACY_LN_EPS (1e-6)."""
     cfg = dict(config)
+    for key in ("norm_eps", "norm_eps_conv"):
+        cfg.setdefault(key, LEGACY_LN_EPS)
+    return cfg
+
+
+def model_from_config(config: dict[str, Any]) -> InfMAE:
+    """Rebuild a model from its stored `model.config` (unknown presets fall back to the stored options);
+    configs written by older versions rebuild exactly the model they described (see `upgrade_config`)."""
+    cfg = upgrade_config(config)
     preset = cfg.pop("preset", "custom")
     if preset in PRESETS:
         return create_model(preset, **cfg)

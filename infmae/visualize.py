@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from infmae.data import center_view, denormalize, load_gray, to_tensor
+from infmae.data import MEAN, STD, center_view, load_gray
 
 COLUMNS = ("original", "visible", "reconstruction", "recon + visible")
 MASK_TINT = (0.16, 0.22, 0.42)  # masked patches in the "visible" column (RGB, 0..1)
@@ -29,6 +29,7 @@ def reconstruct(model: torch.nn.Module, imgs: torch.Tensor) -> dict[str, torch.T
     visible ones); plus ``mask`` [B, 1, H, W] (1 = masked) and ``loss`` [].
     """
     h, w = imgs.shape[-2:]
+    mean, std = _mean_std(model, imgs)
     loss, pred, mask = model(imgs)
     pred = pred.float()
     if getattr(model, "norm_pix_loss", False) or model.config.get("norm_pix_loss"):
@@ -38,13 +39,39 @@ def reconstruct(model: torch.nn.Module, imgs: torch.Tensor) -> dict[str, torch.T
     p2c = pred.shape[-1]
     rec = model.unpatchify(pred, h, w)
     m = model.unpatchify(mask.float().unsqueeze(-1).expand(-1, -1, p2c), h, w)[:, :1]
-    orig = denormalize(imgs)
-    rec01 = denormalize(rec)
+    orig = (imgs.float() * std + mean).clamp(0.0, 1.0)
+    rec01 = (rec.float() * std + mean).clamp(0.0, 1.0)
     tint = torch.tensor(MASK_TINT, device=imgs.device).view(1, 3, 1, 1)
     visible = orig * (1 - m) + tint * m
     pasted = orig * (1 - m) + rec01 * m
     return {"original": orig, "visible": visible, "reconstruction": rec01, "pasted": pasted, "mask": m,
             "loss": loss.detach().float()}
+
+
+def _mean_std(model: torch.nn.Module, imgs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model's preprocessing mean / std as [1, C, 1, 1] tensors (the data module's constants if unset)."""
+    pre = (getattr(model, "config", None) or {}).get("preprocessing") or {}
+    c = imgs.shape[1]
+    mean = torch.tensor(pre.get("mean", [MEAN] * c), dtype=torch.float32, device=imgs.device).view(1, -1, 1, 1)
+    std = torch.tensor(pre.get("std", [STD] * c), dtype=torch.float32, device=imgs.device).view(1, -1, 1, 1)
+    return mean, std
+
+
+def normalize_gray(gray: Image.Image, pre: dict) -> torch.Tensor:
+    """8-bit gray PIL image -> [3, H, W] normalized with the model's preprocessing mean / std (per channel)."""
+    x = np.asarray(gray, dtype=np.float32) / np.float32(255.0)
+    mean = np.asarray(pre.get("mean", [MEAN] * 3), dtype=np.float32).reshape(-1, 1, 1)
+    std = np.asarray(pre.get("std", [STD] * 3), dtype=np.float32).reshape(-1, 1, 1)
+    return torch.from_numpy(np.ascontiguousarray((x[None] - mean) / std))
+
+
+def image_format(path: str | os.PathLike) -> str:
+    """The Pillow format that `path`'s extension names (PNG for .png, JPEG for .jpg, ...); ValueError if none."""
+    ext = Path(path).suffix.lower()
+    fmt = Image.registered_extensions().get(ext)
+    if fmt is None or fmt not in Image.SAVE:
+        raise ValueError(f"--out {path}: unknown image extension {ext or '(none)'!r}; use .png, .jpg, .webp, ...")
+    return fmt
 
 
 def grid_image(parts: dict[str, torch.Tensor], title: str | None = None, min_cell: int = 128) -> Image.Image:
@@ -70,7 +97,8 @@ def grid_image(parts: dict[str, torch.Tensor], title: str | None = None, min_cel
 def save_reconstruction(
     model: torch.nn.Module, imgs: torch.Tensor, path: str | os.PathLike, title: str | None = None
 ) -> Path:
-    """Reconstruct normalized ``imgs`` [B, 3, H, W] and write the 4-column PNG atomically; return its path."""
+    """Reconstruct normalized ``imgs`` [B, 3, H, W] and write the 4-column figure atomically in the format of
+    the path's extension (PNG for .png); return its path."""
     from inf30.atomic import atomic_path
 
     parts = reconstruct(model, imgs)
@@ -78,8 +106,9 @@ def save_reconstruction(
         title = f"{title}  loss {parts['loss'].item():.4f}"
     img = grid_image(parts, title)
     path = Path(path)
+    fmt = image_format(path)
     with atomic_path(path) as tmp:
-        img.save(tmp, format="PNG")
+        img.save(tmp, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
     return path
 
 
@@ -96,22 +125,49 @@ def visualize_images(
     input_size: int | None = None, device: str = "cpu",
 ) -> Path:
     """``infmae visualize``: load a checkpoint, take a centered square view of each image at the input size
-    (the checkpoint's training size by default), and write the reconstruction PNG to ``out``."""
+    (the checkpoint's training size, else the model's preprocessing input size), normalized with the model's
+    preprocessing mean / std, and write the reconstruction figure to ``out`` (format of its extension)."""
     from infmae.checkpoint import load_model
 
+    if input_size is not None and (input_size < 16 or input_size % 16):
+        raise ValueError(f"--input-size must be a positive multiple of 16 (e.g. 224), got {input_size}")
+    dev = check_device(device)
+    image_format(out)
     ckpt = Path(ckpt)
     if not ckpt.exists():
         raise FileNotFoundError(f"no checkpoint at {ckpt}")
     if not images:
         raise ValueError("give at least one IMAGE")
-    size = input_size or _input_size_of(ckpt) or 224
-    if size % 16:
-        raise ValueError(f"--input-size must be a multiple of 16, got {size}")
-    tensors = []
+    grays = []
     for p in images:
         try:
-            tensors.append(to_tensor(center_view(load_gray(p), size)))
+            grays.append(load_gray(p))
         except (OSError, ValueError) as exc:
             raise ValueError(f"cannot read image {p}: {exc}") from None
-    model = load_model(ckpt).to(device).eval()
-    return save_reconstruction(model, torch.stack(tensors).to(device), out, title=f"{ckpt}")
+    model = load_model(ckpt).eval()
+    pre = model.config.get("preprocessing") or {}
+    size = input_size or _input_size_of(ckpt) or int((pre.get("input_size") or [3, 224, 224])[-1])
+    if size % 16:
+        raise ValueError(f"input size {size} (from the checkpoint) is not a multiple of 16; give --input-size")
+    tensors = [normalize_gray(center_view(g, size), pre) for g in grays]
+    model = model.to(dev)
+    return save_reconstruction(model, torch.stack(tensors).to(dev), out, title=f"{ckpt}")
+
+
+def check_device(device: str) -> torch.device:
+    """A torch device that exists here, or a one-line ValueError (`bogus`, `cuda` without CUDA, `cuda:7` of 1)."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"--device {device!r} is not a device; use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) here")
+    elif dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError(f"--device {device}: MPS is not available on this machine; use --device cpu")
+    elif dev.type != "cpu":
+        raise ValueError(f"--device {device}: only cpu, cuda and mps are supported")
+    return dev

@@ -19,6 +19,14 @@ unchanged:
   Xorbs are decoded (raw, LZ4 frame, byte-grouped LZ4 chunks) and the shard's file entries are used to
   rebuild each uploaded file, so a commit's ``lfsFile`` entries resolve to the exact bytes that were sent.
 
+Model repos (``infmae convert/export --push``, ``push_to_hub``, ``from_pretrained``) use the same endpoints
+under ``/api/models/<repo>/...`` and ``/<repo>.git/info/lfs/objects/batch``, kept apart in ``hub.models``, plus
+the file download that ``hf_hub_download`` makes:
+
+- ``HEAD|GET /<repo>/resolve/<rev>/<path>``  (``/datasets/<repo>/resolve/...`` for datasets) at ``main`` or
+  any commit oid, with the ``X-Repo-Commit`` and ``ETag`` headers the client's cache needs; private repos
+  need the token, public ones do not.
+
 It is not the Hub: no auth beyond comparing bearer tokens, no git, no hash verification of xorbs (the file
 sha256 from the shard is checked against the rebuilt bytes). Every request is recorded (method, path,
 headers, body) so tests can check what was sent.
@@ -56,6 +64,7 @@ class Repo:
     private: bool
     files: dict[str, bytes] = field(default_factory=dict)
     commits: list[dict] = field(default_factory=list)
+    snapshots: dict[str, dict[str, bytes]] = field(default_factory=dict)  # commit oid -> files at that commit
 
 
 class _Server(ThreadingHTTPServer):
@@ -72,7 +81,8 @@ class HubStandin:
     def __init__(self, token: str) -> None:
         self.token = token  # the only token the stand-in accepts (anything else: 401, like the Hub)
         self.requests: list[Request] = []
-        self.repos: dict[str, Repo] = {}
+        self.repos: dict[str, Repo] = {}  # dataset repos
+        self.models: dict[str, Repo] = {}  # model repos
         self.lfs: dict[str, bytes] = {}  # sha256 hex -> bytes, from LFS uploads and rebuilt Xet files
         self.xorbs: dict[str, list[bytes]] = {}  # xorb hash -> decoded chunks
         self.xet_token = "xet-" + secrets.token_hex(8)
@@ -114,12 +124,14 @@ class HubStandin:
                     status, payload, extra = 500, {"error": repr(exc)}, {}
                 data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                if "Content-Type" not in extra:
+                    self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 for k, v in extra.items():
                     self.send_header(k, v)
                 self.end_headers()
-                self.wfile.write(data)
+                if self.command != "HEAD":  # a HEAD answer has headers only (keep-alive stays in sync)
+                    self.wfile.write(data)
 
             do_GET = do_POST = do_PUT = do_HEAD = do_DELETE = _serve
 
@@ -138,30 +150,36 @@ class HubStandin:
             return 200, b"", {}
         if path.startswith("/cas/"):
             return self._cas(path, req)
+        m = re.fullmatch(rf"(?P<ds>/datasets)?/{_REPO}/resolve/{_REV}/(?P<file>.+)", path)
+        if m and req.method in ("GET", "HEAD"):
+            return self._resolve(m["repo"], self.repos if m["ds"] else self.models, m["rev"], m["file"], req)
         if not self._authorized(req):
             return 401, {"error": "Invalid credentials in Authorization header"}, {"X-Error-Code": "InvalidCredentials"}
 
         if path == "/api/repos/create" and req.method == "POST":
             info = json.loads(req.body)
             repo_id = f"{info['organization']}/{info['name']}"
-            if info.get("type") != "dataset":
-                return 400, {"error": "the stand-in only serves dataset repos"}, {}
-            if repo_id in self.repos:
-                return 409, {"error": "You already created this dataset repo", "url": self._repo_url(repo_id)}, {}
-            self.repos[repo_id] = Repo(private=info.get("visibility") == "private" or bool(info.get("private")))
-            return 200, {"url": self._repo_url(repo_id), "name": repo_id, "id": repo_id}, {}
+            kind = info.get("type") or "model"
+            if kind not in ("dataset", "model"):
+                return 400, {"error": "the stand-in only serves dataset and model repos"}, {}
+            repos = self.repos if kind == "dataset" else self.models
+            url = self._repo_url(repo_id) if kind == "dataset" else f"{self.url}/{repo_id}"
+            if repo_id in repos:
+                return 409, {"error": f"You already created this {kind} repo", "url": url}, {}
+            repos[repo_id] = Repo(private=info.get("visibility") == "private" or bool(info.get("private")))
+            return 200, {"url": url, "name": repo_id, "id": repo_id}, {}
 
         if path == "/api/validate-yaml" and req.method == "POST":
             return self._validate_yaml(json.loads(req.body))
 
-        m = re.fullmatch(rf"/api/datasets/{_REPO}/(?P<op>tree|revision|preupload|commit|xet-write-token)/{_REV}(?P<rest>/.*)?", path)
+        m = re.fullmatch(rf"/api/(?P<kind>datasets|models)/{_REPO}/(?P<op>tree|revision|preupload|commit|xet-write-token)/{_REV}(?P<rest>/.*)?", path)
         if m:
-            repo = self.repos.get(m["repo"])
+            repo = (self.repos if m["kind"] == "datasets" else self.models).get(m["repo"])
             if repo is None:
                 return 404, {"error": "Repository not found"}, {"X-Error-Code": "RepoNotFound"}
             return self._repo_api(m["op"], m["repo"], repo, req)
 
-        m = re.fullmatch(rf"/datasets/{_REPO}\.git/info/lfs/objects/batch", path)
+        m = re.fullmatch(rf"(/datasets)?/{_REPO}\.git/info/lfs/objects/batch", path)
         if m and req.method == "POST":
             batch = json.loads(req.body)
             objects = []
@@ -176,14 +194,17 @@ class HubStandin:
     def _validate_yaml(self, body: dict):
         """Check a README's YAML the way the `datasets` loader reads it (the Hub's own rules are richer)."""
         from datasets.utils.metadata import MetadataConfigs
-        from huggingface_hub import DatasetCard
+        from huggingface_hub import DatasetCard, ModelCard
 
         errors = []
         try:
-            card = DatasetCard(body["content"])
-            MetadataConfigs.from_dataset_card_data(card.data)
-            if body.get("repoType") != "dataset":
-                errors.append("expected a dataset card")
+            if body.get("repoType") == "model":  # a model card: metadata parses, with a licence field
+                card = ModelCard(body["content"])
+            else:
+                card = DatasetCard(body["content"])
+                MetadataConfigs.from_dataset_card_data(card.data)
+            if body.get("repoType") not in ("dataset", "model"):
+                errors.append("expected a dataset or model card")
             if not card.data.get("license"):
                 errors.append("no license in the metadata")
         except Exception as exc:  # noqa: BLE001 - reported to the client like the Hub does
@@ -207,12 +228,13 @@ class HubStandin:
             return 200, items, {}
         if op == "revision":
             sha = repo.commits[-1]["oid"] if repo.commits else "0" * 40
-            return 200, {"id": repo_id, "sha": sha, "private": repo.private, "siblings": []}, {}
+            siblings = [{"rfilename": p} for p in sorted(repo.files)]
+            return 200, {"id": repo_id, "sha": sha, "private": repo.private, "siblings": siblings}, {}
         if op == "preupload":
             files = json.loads(req.body)["files"]
             out = []
             for f in files:
-                lfs = f["path"].endswith((".parquet", ".png", ".jpg")) or f["size"] > 10_000_000
+                lfs = f["path"].endswith((".parquet", ".png", ".jpg", ".safetensors")) or f["size"] > 10_000_000
                 out.append({"path": f["path"], "uploadMode": "lfs" if lfs else "regular", "shouldIgnore": False})
             return 200, {"files": out}, {}
         if op == "commit":
@@ -243,7 +265,26 @@ class HubStandin:
         commit = {"oid": oid.hexdigest(), "summary": header.get("summary"), "n_lines": len(lines)}
         repo.files = new_files
         repo.commits.append(commit)
+        repo.snapshots[commit["oid"]] = dict(new_files)
         return 200, {"commitUrl": f"{self._repo_url(repo_id)}/commit/{commit['oid']}", "commitOid": commit["oid"]}, {}
+
+    def _resolve(self, repo_id: str, repos: dict[str, Repo], rev: str, file: str, req: Request):
+        """A file download (HEAD for the metadata, GET for the bytes) at a branch name or commit oid."""
+        repo = repos.get(repo_id)
+        if repo is None or (repo.private and not self._authorized(req)):
+            return 404, {"error": "Repository not found"}, {"X-Error-Code": "RepoNotFound"}
+        if rev == "main":
+            oid = repo.commits[-1]["oid"] if repo.commits else None
+        else:
+            oid = rev if rev in repo.snapshots else None
+        if oid is None:
+            return 404, {"error": f"Invalid rev id: {rev}"}, {"X-Error-Code": "RevisionNotFound"}
+        files = repo.snapshots[oid]
+        if file not in files:
+            return 404, {"error": f"{file} not found"}, {"X-Error-Code": "EntryNotFound"}
+        data = files[file]
+        etag = hashlib.sha256(data).hexdigest()
+        return 200, data, {"X-Repo-Commit": oid, "ETag": f'"{etag}"', "Content-Type": "application/octet-stream"}
 
     # ------------------------------------------------------------------------------------ Xet storage
     def _cas(self, path: str, req: Request):

@@ -172,3 +172,54 @@ def test_loader_is_worker_independent(real_folder: Path) -> None:
     xb = torch.stack(list(b.loader))
     assert xa.shape == (2, 4, 3, 64, 64)
     assert torch.equal(xa, xb)
+
+
+def test_missing_path_fails_at_once_and_only_plausible_ids_ask_the_hub(tmp_path: Path, monkeypatch) -> None:
+    """`--data inf30/demo` beside a local inf30/ folder is a mistyped path: an error at once and no Hub request.
+    A plausible dataset id is asked once (no retries, short timeout) from a loopback stand-in of the Hub (the
+    real Hub is unreachable from the test machines): 404 -> not on the Hub; a closed port -> did not answer."""
+    import socket
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    asked: list[str] = []
+
+    class Hub(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            asked.append(self.path)
+            body = b'{"error": "Repository not found"}'
+            self.send_response(404)
+            self.send_header("X-Error-Code", "RepoNotFound")
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}")
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        monkeypatch.chdir(tmp_path)
+        (tmp_path / "inf30").mkdir()
+        for src in ["inf30/demo", "./missing", "data/frames.png", "a/b/c", "~/x", "../up/x"]:
+            with pytest.raises(DataError, match="does not exist") as info:
+                open_source(src)
+            assert "\n" not in str(info.value)
+        assert "inf30/ is a local folder" in str(pytest.raises(DataError, open_source, "inf30/demo").value)
+        assert asked == []
+        with pytest.raises(DataError, match="not a dataset on http://127.0.0.1"):
+            open_source("someone/thermal-set")
+        assert len(asked) == 1 and "someone/thermal-set" in asked[0]
+    finally:
+        server.shutdown()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{closed}")
+    with pytest.raises(DataError, match="did not answer") as info:
+        open_source("someone/thermal-set")
+    assert "\n" not in str(info.value)

@@ -224,3 +224,49 @@ def test_rejects_bad_sizes() -> None:
     with pytest.raises(ValueError):
         model(torch.randn(1, 3, 40, 48))
     assert MaskGenerator("gray")(torch.randn(1, 3, 48, 48)).num_visible == 3
+
+
+def test_published_layernorm_eps_and_preprocessing_in_the_config() -> None:
+    with torch.device("meta"):
+        for name in PRESETS:
+            m = create_model(name)
+            cfg = m.config
+            assert cfg["preprocessing"]["mean"] == [0.425] * 3 and cfg["preprocessing"]["std"] == [0.2] * 3
+            assert cfg["preprocessing"]["input_size"] == [3, 224, 224] and cfg["preprocessing"]["patch_size"] == 16
+            assert m.pretrained_cfg is cfg["preprocessing"]
+            eps = {n: mod.eps for n, mod in m.named_modules() if isinstance(mod, torch.nn.LayerNorm)}
+            for n, e in eps.items():  # conv parts 1e-5, Transformer parts 1e-6, as published
+                conv_part = n.startswith(("encoder.embed", "encoder.stage"))
+                assert e == (1e-5 if conv_part else 1e-6), (name, n, e)
+
+
+def test_checkpoints_without_eps_keys_load_as_they_were(tmp_path) -> None:
+    """Configs written before the eps were recorded used 1e-6 in every LayerNorm (model.py's LN_EPS then):
+    they rebuild exactly that model, not the published eps."""
+    from safetensors.torch import load_file, save_file
+
+    from infmae.checkpoint import load_model, save_model
+
+    torch.manual_seed(0)
+    old = infmae_tiny(norm_eps_conv=1e-6)  # the model an older version built for this config
+    for name, p in old.named_parameters():
+        if "norm" in name:
+            p.data += 0.1 * torch.randn_like(p)
+    save_model(old, tmp_path / "ck")
+    cfg = json.loads((tmp_path / "ck" / "config.json").read_text())
+    for key in ("norm_eps", "norm_eps_conv", "stem_width", "preprocessing"):  # keys older versions did not write
+        del cfg[key]
+    (tmp_path / "ck" / "config.json").write_text(json.dumps(cfg))
+    state = load_file(tmp_path / "ck" / "model.safetensors")
+    save_file(state, tmp_path / "ck" / "model.safetensors", metadata={"config": json.dumps(cfg)})
+    loaded = load_model(tmp_path / "ck").eval()
+    assert {m.eps for m in loaded.modules() if isinstance(m, torch.nn.LayerNorm)} == {1e-6}
+    assert loaded.config["preprocessing"]["mean"] == [0.425] * 3
+    imgs = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        ref, got = old.eval()(imgs), loaded(imgs)
+        new = infmae_tiny()
+        new.load_state_dict(old.state_dict())
+        published = new.eval()(imgs)
+    assert torch.equal(got[1], ref[1]) and torch.equal(got[2], ref[2])
+    assert not torch.allclose(published[1], ref[1], atol=1e-6)  # the eps change would be visible

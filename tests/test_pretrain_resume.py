@@ -15,6 +15,9 @@ from safetensors.torch import load_file
 
 INFMAE = str(Path(sys.executable).parent / "infmae")
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+# the real CLI with the checkpoint writer's test hook patched: a 0.5 s pause after the weights and state
+PAUSED_CLI = ("import time, infmae.checkpoint as c; c.before_commit = lambda tmp: time.sleep(0.5); "
+              "from cli import infmae_app; infmae_app(prog_name='infmae')")
 N = 16  # optimizer steps; 64 images / batch 8 = 8 steps per epoch, so the kill lands in epoch 0 or 1
 
 
@@ -86,8 +89,8 @@ def test_kill_mid_run_and_mid_checkpoint_write_then_resume_bitwise(data_dir: Pat
     # 2. the same command resumes; every checkpoint write now pauses 0.5 s after the weights and optimizer
     # state are written (before the completion marker and the rename), and the kill lands in that pause once
     # N/2 steps are done: mid-epoch 1, mid-write
-    env = {**ENV, "INFMAE_TEST_CHECKPOINT_DELAY": "0.5"}
-    proc = subprocess.Popen(command(data, run), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    paused = [sys.executable, "-c", PAUSED_CLI, *command(data, run)[1:]]
+    proc = subprocess.Popen(paused, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
 
     partial = run / f".tmp-checkpoint-latest-{proc.pid}"
     kill_when(proc, lambda: latest_step(run) > N // 2 and (partial / "train_state.pt").exists())

@@ -15,6 +15,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from inf30.errors import UsageError
+from inf30.lock import lock_folder
 from inf30.manifest import write_table
 from inf30.scrape.download import Downloader, host_of, redact
 from inf30.scrape.magic import Magic, refine
@@ -225,14 +227,23 @@ def scrape(specs: list[SourceSpec], out_dir: Path, opts: ScrapeOptions | None = 
            progress: bool = True) -> ScrapeResult:
     """Download remote sources into ``out_dir`` (resumable), write ``out_dir/scrape_manifest.parquet``
     (one row per URL) and return the rows and the local sources for the build. Local specs pass through."""
-    t0 = time.monotonic()
     opts = opts or ScrapeOptions()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    opts.validate()
+    for spec in specs:
+        if is_remote(spec):
+            opts.with_source(spec.options).validate(f"source {spec.name!r}: options")
     names = [s.name for s in specs]
     dup = {n for n in names if names.count(n) > 1}
     if dup:
-        raise ValueError(f"source names must be unique, repeated: {sorted(dup)}")
+        raise UsageError(f"source names must be unique, repeated: {sorted(dup)}")
+    out_dir = Path(out_dir)
+    with lock_folder(out_dir):  # a second scrape into the same folder is refused (one line)
+        return _scrape(specs, out_dir, opts, progress)
+
+
+def _scrape(specs: list[SourceSpec], out_dir: Path, opts: ScrapeOptions, progress: bool) -> ScrapeResult:
+    t0 = time.monotonic()
+    names = [s.name for s in specs]
     journal = Journal(out_dir)
     rows: list[dict] = []
     local: list[SourceSpec] = []

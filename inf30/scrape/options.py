@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
@@ -57,6 +58,47 @@ class ScrapeOptions:
         False  #: fsync each file before its rename (power-loss safety; a killed process is safe anyway)
     )
     chunk_size: int = 256 * 1024
+
+    def validate(self, where: str = "") -> None:
+        """Raise :class:`~inf30.errors.UsageError` (one line, exit 2) for an out-of-range option; called by
+        :func:`inf30.scrape.scrape` before any work (and for each source's overrides of a sources YAML)."""
+        from inf30.errors import check
+
+        pre = f"{where}: " if where else ""
+
+        def positive(name: str, flag: str, allow_zero: bool = False) -> None:
+            v = getattr(self, name)
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and v != float("inf")
+            check(ok and (v >= 0 if allow_zero else v > 0),
+                  f"{pre}{flag} must be {'0 or more' if allow_zero else 'more than 0'}, got {v!r}")
+
+        for name, flag in (("concurrency", "--concurrency"), ("per_host", "--per-host"),
+                           ("connect_timeout", "--connect-timeout"), ("read_timeout", "--read-timeout"),
+                           ("total_timeout", "total_timeout"), ("max_image_bytes", "--max-image-mb"),
+                           ("max_archive_bytes", "--max-archive-mb"), ("max_page_bytes", "max_page_bytes"),
+                           ("max_pages", "max_pages"), ("chunk_size", "chunk_size")):
+            positive(name, flag)
+        for name, flag in (("retries", "--retries"), ("backoff_base", "--backoff"), ("backoff_max", "backoff_max"),
+                           ("depth", "--depth"), ("max_redirects", "--max-redirects")):
+            positive(name, flag, allow_zero=True)
+        if self.rate is not None:
+            positive("rate", "--rate")
+        for name in ("concurrency", "per_host", "retries", "depth", "max_redirects", "max_pages"):
+            v = getattr(self, name)
+            check(isinstance(v, int) and not isinstance(v, bool), f"{pre}{name} must be a whole number, got {v!r}")
+        for name in ("include", "exclude", "allow_hosts"):
+            v = getattr(self, name)
+            check(isinstance(v, list) and all(isinstance(x, str) for x in v),
+                  f"{pre}{name} must be a list of strings, got {v!r}")
+        for pattern in self.include + self.exclude:
+            if pattern.startswith("re:"):
+                try:
+                    re.compile(pattern[3:])
+                except re.error as exc:
+                    check(False, f"{pre}--include/--exclude {pattern!r} is not a valid regular expression: {exc}")
+        for name in ("same_host", "respect_robots", "keep_html", "fsync"):
+            v = getattr(self, name)
+            check(isinstance(v, bool), f"{pre}{name} must be true or false, got {v!r}")
 
     def with_source(self, spec_options: dict[str, Any]) -> ScrapeOptions:
         """These options overridden by a source's ``options`` (only keys that are option names)."""

@@ -35,6 +35,7 @@ class DownstreamTask(ABC):
                                           "epochs": 100, "schedule": "cosine", "batch": 8}
     # the key of `evaluate()`'s result that decides the "best" checkpoint, and its direction
     primary_metric: ClassVar[str]
+    primary_mode: ClassVar[str] = "max"  # "max": higher is better; "min": lower is better
 
     def __init__(self, options: dict[str, Any] | None = None) -> None:
         self.options = dict(options or {})
@@ -72,6 +73,17 @@ class DownstreamTask(ABC):
     def predict(self, model: nn.Module, images: Sequence[Path], out_dir: Path, device: torch.device,
                 **kwargs: Any) -> list[Path]:
         """Run on image files and write outputs (maps, overlays, drawn boxes) under out_dir; the paths."""
+
+    def sample_images(self, data_dir: Path, split: str, count: int) -> list[Path]:
+        """`count` image files of `split`, spread evenly (the fixed sample whose predictions a run draws).
+        Default: the `image_paths` / `images` / `paths` / `files` list of the split's dataset (train=False)."""
+        ds = self.dataset(data_dir, split, False, int(self.defaults.get("input_size", 256)))
+        for attr in ("image_paths", "images", "paths", "files"):
+            items = getattr(ds, attr, None)
+            if isinstance(items, (list, tuple)) and items and isinstance(items[0], (str, Path)):
+                n = len(items)
+                return [Path(items[int(k * n / count)]) for k in range(min(count, n))]
+        return []
 
     def table_columns(self) -> list[str]:
         """The metric keys `infmae compare` prints, in the paper's order."""

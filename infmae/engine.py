@@ -1,0 +1,560 @@
+"""The training engine pre-training and fine-tuning share (facebookresearch/mae `main_*.py` + `engine_*.py`).
+
+    setup(cfg)            process group (elastic launch / torchrun), device, threads, determinism, precision
+    make_optimizer(...)   AdamW (betas 0.9, 0.95; fused) over the model's param groups, with layer-wise lr decay
+                          through each group's `lr_scale`
+    lr_at(...)            linear warm-up, then half-cycle cosine or poly to min_lr (set every optimizer step)
+    wrap_model(...)       DDP (gradient layout matched first, no stride-mismatch copies) and torch.compile
+    Engine                train_one_epoch(), fit() with epoch-end hooks, atomic checkpoints with mid-epoch
+                          resume (running sums included), metrics.jsonl + TensorBoard, a progress bar
+
+`RunConfig` holds every option both trainers take and checks them all in one place (`validate()`), before
+any work or any folder is created. Checkpoint files and RNG state: the "training checkpoints" section of
+`infmae.checkpoint`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from inf30.errors import JobFailed, OutputError, UsageError
+from infmae.checkpoint import (
+    LATEST,
+    CheckpointError,
+    load_resume,
+    newest_complete,
+    rng_state,
+    set_rng_state,
+    write_checkpoint,
+)
+from infmae.distributed import DistInfo, init_distributed
+
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+SCHEDULES = ("cosine", "poly")
+POLY_POWER = 0.9  # mmsegmentation's poly schedule
+
+
+class TrainError(JobFailed, ValueError):
+    """A training failure the user can act on (non-finite loss, incompatible resume); one-line message."""
+
+
+class NonFiniteLossError(TrainError):
+    """The loss became NaN or infinite; no optimizer step was taken and no checkpoint written after it."""
+
+
+def check(ok: bool, message: str) -> None:
+    """UsageError (exit 2) with ``message`` unless ``ok``."""
+    if not ok:
+        raise UsageError(message)
+
+
+def check_device(device: str) -> None:
+    """``auto``, ``cpu``, ``cuda``, ``cuda:N`` (or another torch device type); UsageError otherwise."""
+    if device == "auto":
+        return
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise UsageError(f"--device {device!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {device} asked for, but CUDA is not available; use --device cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise UsageError(f"--device {device}: only {torch.cuda.device_count()} GPU(s) visible")
+
+
+@dataclass
+class RunConfig:
+    """The options every training run takes (``infmae pretrain`` and ``infmae finetune``)."""
+
+    data: str
+    out: str
+    epochs: int = 100
+    warmup_epochs: float = 5.0  # linear warm-up, per iteration
+    batch: int = 8  # effective batch per optimizer step, over all processes and accumulation steps
+    lr: float | None = None  # peak learning rate (pre-training: default blr x batch / 256)
+    min_lr: float = 0.0
+    weight_decay: float = 0.05
+    layer_decay: float | None = None  # lr_scale = layer_decay ** (depth - layer); None = no decay
+    drop_path: float = 0.0
+    schedule: str = "cosine"  # cosine | poly
+    accum: int = 1
+    input_size: int = 224
+    precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | bf16 | fp16 | fp32
+    compile: bool = False
+    workers: int = 8
+    threads: int = 0  # torch CPU threads per process (0 = torch's default)
+    device: str = "auto"
+    nproc: int = 0  # processes per node; 0 = number of GPUs (1 on CPU)
+    nnodes: int = 1
+    node_rank: int = 0
+    master_addr: str = "127.0.0.1"
+    master_port: int | None = None
+    seed: int = 0
+    save_every: int = 40  # epochs between checkpoint-EPOCH folders (0: only after the last epoch)
+    latest_every: int = 200  # optimizer steps between checkpoint-latest updates (0: only at the end)
+    log_every: int = 10  # optimizer steps between metrics.jsonl lines (>= 1)
+    max_steps: int | None = None  # stop after this many optimizer steps in total (the schedule is unchanged)
+    max_minutes: float | None = None  # stop (with a checkpoint) after this much wall time
+    deterministic: bool = False
+    progress: bool = True
+    tensorboard: bool = True
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Any:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def peak_lr(self) -> float:
+        """The schedule's peak learning rate."""
+        return float(self.lr if self.lr is not None else 1e-3)
+
+    def validate(self) -> None:
+        """Every option checked at once, before any work: UsageError (exit 2) with a one-line message."""
+        check(self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}")
+        check(self.warmup_epochs >= 0, f"--warmup-epochs must be >= 0, got {self.warmup_epochs}")
+        check(self.batch >= 1, f"--batch must be >= 1, got {self.batch}")
+        check(self.accum >= 1, f"--accum must be >= 1, got {self.accum}")
+        check(self.lr is None or (math.isfinite(self.lr) and self.lr > 0), f"--lr must be > 0, got {self.lr}")
+        check(math.isfinite(self.min_lr) and self.min_lr >= 0, f"--min-lr must be >= 0, got {self.min_lr}")
+        check(math.isfinite(self.weight_decay) and self.weight_decay >= 0,
+              f"--weight-decay must be >= 0, got {self.weight_decay}")
+        check(self.layer_decay is None or 0 < self.layer_decay <= 1,
+              f"--layer-decay must be in (0, 1], got {self.layer_decay}")
+        check(0 <= self.drop_path < 1, f"--drop-path must be in [0, 1), got {self.drop_path}")
+        check(self.schedule in SCHEDULES, f"--schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        check(self.input_size > 0 and self.input_size % 16 == 0,
+              f"--input-size must be a positive multiple of 16, got {self.input_size}")
+        check(self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        check(self.workers >= 0, f"--workers must be >= 0, got {self.workers}")
+        check(self.threads >= 0, f"--threads must be >= 0, got {self.threads}")
+        check(self.nproc >= 0, f"--nproc must be >= 0, got {self.nproc}")
+        check(self.nnodes >= 1, f"--nnodes must be >= 1, got {self.nnodes}")
+        check(0 <= self.node_rank < self.nnodes, f"--node-rank must be in [0, {self.nnodes}), got {self.node_rank}")
+        check(self.master_port is None or 0 < self.master_port < 65536,
+              f"--master-port must be in 1..65535, got {self.master_port}")
+        check(self.nnodes == 1 or self.master_port is not None, "multi-node runs need --master-addr and --master-port")
+        check(self.save_every >= 0, f"--save-every must be >= 0 (0: only after the last epoch), got {self.save_every}")
+        check(self.latest_every >= 0, f"--latest-every must be >= 0 (0: only at the end), got {self.latest_every}")
+        check(self.log_every >= 1, f"--log-every must be >= 1, got {self.log_every}")
+        check(self.max_steps is None or self.max_steps >= 1, f"--max-steps must be >= 1, got {self.max_steps}")
+        check(self.max_minutes is None or self.max_minutes > 0, f"--max-minutes must be > 0, got {self.max_minutes}")
+        check_device(self.device)
+        check(not (self.precision == "fp16" and self.device == "cpu"),
+              "--precision fp16 needs a GPU; use bf16 or fp32 on the CPU")
+        if self.precision == "fp16" and self.device == "auto":
+            check(torch.cuda.is_available(), "--precision fp16 needs a GPU; use bf16 or fp32 on the CPU")
+
+
+# ----------------------------------------------------------------------------------------------- setup
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto`` -> bf16 on a GPU that has it, else fp32; fp16 only on a GPU."""
+    if precision == "auto":
+        return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    if precision not in ("bf16", "fp16", "fp32"):
+        raise UsageError(f"--precision must be bf16, fp16 or fp32, got {precision!r}")
+    if precision == "fp16" and device.type != "cuda":
+        raise UsageError("--precision fp16 needs a GPU; use bf16 or fp32 on the CPU")
+    return precision
+
+
+def autocast(device: torch.device, precision: str):
+    """The autocast context of ``precision`` (none for fp32)."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def setup(cfg: RunConfig) -> tuple[DistInfo, str]:
+    """Join the process group (when launched with several), pick the device, threads and determinism;
+    returns (DistInfo, resolved precision)."""
+    try:
+        info = init_distributed(cfg.device)
+    except (ValueError, RuntimeError) as exc:
+        raise UsageError(" ".join(str(exc).split())) from None
+    device = info.device
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    if cfg.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+    elif device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    return info, resolve_precision(cfg.precision, device)
+
+
+def lr_at(epoch_f: float, cfg: RunConfig, peak: float | None = None) -> float:
+    """Learning rate at fractional epoch ``epoch_f``: linear warm-up, then half-cycle cosine (or poly with
+    power 0.9) from the peak to ``cfg.min_lr`` at ``cfg.epochs``."""
+    peak = cfg.peak_lr() if peak is None else peak
+    if epoch_f < cfg.warmup_epochs:
+        return peak * epoch_f / cfg.warmup_epochs
+    span = max(1e-12, cfg.epochs - cfg.warmup_epochs)
+    t = min(1.0, (epoch_f - cfg.warmup_epochs) / span)
+    if cfg.schedule == "poly":
+        return cfg.min_lr + (peak - cfg.min_lr) * (1.0 - t) ** POLY_POWER
+    return cfg.min_lr + (peak - cfg.min_lr) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+def make_adamw(params: Iterable[Any], lr: float, **kw: Any) -> torch.optim.AdamW:
+    """AdamW (betas 0.9, 0.95) with PyTorch's fused kernel where the parameters' device has one (CPU and
+    CUDA: about 3x faster than the default on the CPU, `benchmarks/model_throughput.py`), else the default.
+    The state dict is the same either way, so checkpoints resume across the two."""
+    params = list(params)
+    try:
+        return torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.95), fused=True, **kw)
+    except (RuntimeError, ValueError, TypeError):
+        return torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.95), **kw)
+
+
+def make_optimizer(model: nn.Module, cfg: RunConfig) -> torch.optim.AdamW:
+    """AdamW over ``model.param_groups(weight_decay[, layer_decay])``: no decay on biases and norms, and with
+    ``cfg.layer_decay`` a per-group ``lr_scale`` (patch embeddings and conv stages lowest, head 1.0)."""
+    if cfg.layer_decay is not None:
+        groups = model.param_groups(cfg.weight_decay, cfg.layer_decay)
+    else:
+        groups = model.param_groups(cfg.weight_decay)
+    return make_adamw(groups, lr=cfg.peak_lr())
+
+
+# ----------------------------------------------------------------------------------------------- DDP
+def match_grad_layout(model: nn.Module) -> list[str]:
+    """Give depthwise kernels [C, 1, k, k] the strides their gradients get, (k*k, 1, k, 1).
+
+    The encoder feeds its depthwise convolutions channels-last maps, so their weight gradients come out
+    channels-last; DDP's buckets follow the parameters' strides, and a mismatch costs a copy per step
+    ("Grad strides do not match bucket view strides"). Values are unchanged. Returns the parameter names."""
+    changed = []
+    for name, mod in model.named_modules():
+        if isinstance(mod, nn.Conv2d) and mod.groups > 1 and mod.weight.shape[1] == 1:
+            w = mod.weight
+            strided = torch.empty_strided(w.shape, (w.shape[2] * w.shape[3], 1, w.shape[3], 1),
+                                          dtype=w.dtype, device=w.device)
+            if strided.stride() != w.stride():
+                strided.copy_(w.detach())
+                w.data = strided
+                changed.append(f"{name}.weight")
+    return changed
+
+
+def wrap_model(model: nn.Module, info: DistInfo, compile: bool = False, find_unused: bool = False) -> nn.Module:
+    """DDP around ``model`` when distributed (gradient layout matched first), then ``torch.compile``."""
+    net: nn.Module = model
+    if info.distributed:
+        match_grad_layout(model)
+        net = nn.parallel.DistributedDataParallel(
+            model, device_ids=[info.device.index] if info.device.type == "cuda" else None,
+            find_unused_parameters=find_unused,
+        )
+    if compile:
+        net = torch.compile(net)
+    return net
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    model = getattr(model, "_orig_mod", model)
+    return getattr(model, "module", model)
+
+
+# ----------------------------------------------------------------------------------------------- logging
+class MetricsLog:
+    """``metrics.jsonl`` (append, truncated to the resumed step) and TensorBoard, rank 0 only."""
+
+    def __init__(self, run_dir: Path, resume_step: int, tensorboard: bool) -> None:
+        from inf30.atomic import write_text_atomic
+
+        self.run_dir = run_dir
+        self.path = run_dir / "metrics.jsonl"
+        if self.path.exists():  # drop lines logged after the checkpoint we resume from
+            keep = []
+            for line in self.path.read_text().splitlines():
+                with contextlib.suppress(ValueError, AttributeError):
+                    if json.loads(line).get("step", 0) <= resume_step:
+                        keep.append(line)
+            write_text_atomic(self.path, "".join(x + "\n" for x in keep))
+        self.file = open(self.path, "a", buffering=1)  # noqa: SIM115 - closed in close()
+        self.tb = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(run_dir / "tb"), purge_step=resume_step + 1 if resume_step else None)
+            except ImportError:  # pragma: no cover - tensorboard is a dependency
+                self.tb = None
+
+    def log(self, record: dict[str, Any]) -> None:
+        try:
+            self.file.write(json.dumps(record) + "\n")
+        except OSError as exc:
+            raise OutputError.writing(self.run_dir, exc) from None
+        if self.tb is not None:
+            kind = record.get("kind", "step")
+            prefix = {"epoch": "epoch/", "step": "train/"}.get(kind, f"{kind}/")
+            for k, v in record.items():
+                if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("step", "epoch"):
+                    self.tb.add_scalar(prefix + k, v, record["step"])
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.file.close()
+        if self.tb is not None:
+            with contextlib.suppress(Exception):
+                self.tb.close()
+
+
+def note(message: str) -> None:
+    """A line on stderr (the run log)."""
+    print(message, file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------------------------- the loop
+LossFn = Callable[[nn.Module, Any, int, int], tuple[torch.Tensor, dict[str, float]]]
+EpochHook = Callable[["Engine", int], None]
+
+
+@dataclass
+class LoopState:
+    """What a checkpoint stores besides the weights and the optimizer: the step, the running sums of the
+    epoch in progress (so a mid-epoch resume logs the same epoch mean) and the hooks' own values."""
+
+    step: int = 0
+    epoch_loss_sum: float = 0.0
+    epoch_n: int = 0
+    last_loss: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Engine:
+    """One run's training loop. The caller builds the model, optimizer and loader and gives:
+
+    - ``loss_fn(net, batch, step, micro) -> (loss, scalars)``: one micro-batch's loss (``batch`` already
+      through ``to_input``); ``scalars`` are logged with the step;
+    - ``to_input(batch, device)``: the loader batch -> the model's input (``LoaderInfo.to_input`` for
+      pre-training, where a packed loader augments on the device);
+    - epoch-end hooks ``hook(engine, epochs_done)`` (evaluate, save, visualize), run on every rank.
+    """
+
+    def __init__(
+        self, cfg: RunConfig, info: DistInfo, precision: str, run_dir: Path, model: nn.Module, net: nn.Module,
+        optimizer: torch.optim.Optimizer, sampler: Any, loader: Any, loss_fn: LossFn,
+        to_input: Callable[[Any, torch.device], Any], full_config: dict[str, Any], name: str = "train",
+    ) -> None:
+        self.cfg, self.info, self.precision, self.run_dir = cfg, info, precision, run_dir
+        self.model, self.net, self.optimizer = model, net, optimizer
+        self.sampler, self.loader, self.loss_fn, self.to_input = sampler, loader, loss_fn, to_input
+        self.full_config, self.name = full_config, name
+        self.device = info.device
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=precision == "fp16")
+        self.spe: int = sampler.steps_per_epoch
+        self.total_steps = cfg.epochs * self.spe
+        self.stop_at = min(self.total_steps, cfg.max_steps) if cfg.max_steps else self.total_steps
+        self.state = LoopState()
+        self.hooks: list[EpochHook] = []
+        self.metrics: MetricsLog | None = None
+        self.resumed_from: Path | None = None
+        self.last_saved_step = 0
+        self.stopped = "done"
+        self._t_start = time.perf_counter()
+
+    # -- checkpoints ---------------------------------------------------------------------------------
+    def resume(self, check_config: Callable[[dict[str, Any]], None] | None = None) -> int:
+        """Load the newest readable checkpoint of the run folder (weights, optimizer, scaler, RNG, running
+        sums); returns the step (0 for a new run). Every rank must resume from the same step."""
+        try:
+            ck = load_resume(self.run_dir, log=note if self.info.is_main else None)
+        except CheckpointError as exc:
+            raise TrainError(str(exc)) from None
+        step = 0
+        if ck is not None:
+            if check_config is not None:
+                check_config(ck["config"])
+            try:
+                self.model.load_state_dict(ck["weights"], strict=True)
+            except RuntimeError as exc:
+                raise TrainError(f"{ck['folder']} does not match this model ({' '.join(str(exc).split())[:200]}); "
+                                 "use the same settings to resume or a new --out") from None
+            st = ck["state"]
+            self.optimizer.load_state_dict(st["optimizer"])
+            if st.get("scaler") and self.precision == "fp16":
+                self.scaler.load_state_dict(st["scaler"])
+            set_rng_state(st["rng"])
+            step = int(st["step"])
+            run = st.get("running", {})
+            self.state = LoopState(step, float(run.get("loss_sum", 0.0)), int(run.get("n", 0)),
+                                   st.get("last_loss"), dict(st.get("extra", {})))
+            self.resumed_from = ck["folder"]
+        if self.info.distributed:  # every rank must resume from the same step (RUN_DIR on a shared filesystem)
+            lo = torch.tensor([step], device=self.device)
+            hi = lo.clone()
+            dist.all_reduce(lo, op=dist.ReduceOp.MIN)
+            dist.all_reduce(hi, op=dist.ReduceOp.MAX)
+            if lo.item() != hi.item():
+                raise TrainError(
+                    f"ranks found different checkpoints in {self.run_dir} (steps {lo.item()} to {hi.item()}); "
+                    "multi-node runs need --out on a filesystem shared by all nodes"
+                )
+        self.last_saved_step = step
+        return step
+
+    def save(self, name: str) -> Path | None:
+        """Write ``RUN_DIR/name`` (rank 0 only) with the model, optimizer, scaler, RNG and loop state."""
+        if not self.info.is_main:
+            return None
+        s = self.state
+        state = {
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict() if self.precision == "fp16" else {},
+            "step": s.step,
+            "epoch": s.step // self.spe,
+            "step_in_epoch": s.step % self.spe,
+            "rng": rng_state(),
+            "running": {"loss_sum": s.epoch_loss_sum, "n": s.epoch_n},
+            "last_loss": s.last_loss,
+            "extra": s.extra,
+        }
+        summary = {"step": s.step, "epoch": s.step // self.spe, "step_in_epoch": s.step % self.spe,
+                   "loss": s.last_loss, "time": time.time()}
+        path = write_checkpoint(self.run_dir, name, self.model, state, self.full_config, summary)
+        if name == LATEST:
+            self.last_saved_step = s.step
+        return path
+
+    def log(self, record: dict[str, Any]) -> None:
+        if self.metrics is not None:
+            self.metrics.log(record)
+
+    # -- training ------------------------------------------------------------------------------------
+    def train_one_epoch(self, epoch: int, start: int, bar: Any) -> bool:
+        """Optimizer steps ``start`` .. end of ``epoch`` (or until the stop step / time limit); True when the
+        run must stop."""
+        cfg, info, device, s = self.cfg, self.info, self.device, self.state
+        self.sampler.set_epoch(epoch, start)
+        it = iter(self.loader)
+        win_t, win_wait, win_steps = time.perf_counter(), 0.0, 0
+        for k in range(start, self.spe):
+            lr = lr_at(s.step / self.spe, cfg)
+            for g in self.optimizer.param_groups:
+                g["lr"] = lr * g.get("lr_scale", 1.0)
+            loss_sum = torch.zeros((), device=device)
+            scalars: dict[str, float] = {}
+            for m in range(cfg.accum):
+                t_wait = time.perf_counter()
+                batch = self.to_input(next(it), device)
+                win_wait += time.perf_counter() - t_wait
+                sync = info.distributed and m < cfg.accum - 1
+                with self.net.no_sync() if sync else contextlib.nullcontext():  # type: ignore[operator]
+                    with autocast(device, self.precision):
+                        loss, logs = self.loss_fn(self.net, batch, s.step, m)
+                    self.scaler.scale(loss / cfg.accum).backward()
+                loss_sum += loss.detach().float()
+                for key, v in logs.items():
+                    scalars[key] = scalars.get(key, 0.0) + float(v) / cfg.accum
+            # one small all-reduce per step: the mean loss and the stop flag agree on every rank
+            late = cfg.max_minutes and (time.perf_counter() - self._t_start) > 60 * cfg.max_minutes
+            packed = torch.stack([loss_sum / cfg.accum, torch.tensor(1.0 if late else 0.0, device=device)])
+            if info.distributed:
+                dist.all_reduce(packed)
+                packed[0] /= info.world
+            loss_value, stop_flag = packed.tolist()
+            if not math.isfinite(loss_value):
+                kept = newest_complete(self.run_dir)
+                raise NonFiniteLossError(
+                    f"loss is {loss_value} at step {s.step + 1} (epoch {epoch}, lr {lr:.3g}); stopped before "
+                    f"the optimizer step; last good checkpoint: {kept or 'none'}; lower the learning rate, add "
+                    "--warmup-epochs or use --precision bf16/fp32"
+                )
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.optimizer.zero_grad(set_to_none=True)
+            s.step += 1
+            s.last_loss = loss_value
+            s.epoch_loss_sum += loss_value
+            s.epoch_n += 1
+            win_steps += 1
+            bar.update(1)
+            if info.is_main and (s.step % cfg.log_every == 0 or s.step == self.stop_at):
+                now = time.perf_counter()
+                dt = max(1e-9, now - win_t)
+                ips = win_steps * cfg.batch / dt
+                bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}", img_s=f"{ips:.1f}", refresh=False)
+                self.log({"kind": "step", "step": s.step, "epoch": s.step / self.spe, "loss": loss_value, "lr": lr,
+                          **scalars, "img_per_s": ips, "loader_stall": win_wait / dt, "time": time.time()})
+                win_t, win_wait, win_steps = now, 0.0, 0
+            if k == self.spe - 1:
+                self._end_epoch(epoch + 1)
+            if cfg.latest_every and s.step % cfg.latest_every == 0 and s.step > self.last_saved_step:
+                self.save(LATEST)
+            if stop_flag > 0:
+                self.stopped = "time limit"
+                return True
+            if s.step >= self.stop_at:
+                return True
+        return False
+
+    def _end_epoch(self, ep: int) -> None:
+        s = self.state
+        if self.info.is_main:
+            self.log({"kind": "epoch", "step": s.step, "epoch": ep, "loss": s.epoch_loss_sum / max(1, s.epoch_n),
+                      "time": time.time()})
+        s.epoch_loss_sum, s.epoch_n = 0.0, 0
+        for hook in self.hooks:
+            hook(self, ep)
+
+    def fit(self, hooks: Iterable[EpochHook] = ()) -> dict[str, Any]:
+        """Train from the current step to the stop step, calling ``hooks`` at every epoch end; writes
+        ``checkpoint-latest`` at the end. Returns a summary."""
+        from tqdm.auto import tqdm
+
+        self.hooks = list(hooks)
+        if self.info.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self.metrics = MetricsLog(self.run_dir, self.state.step, self.cfg.tensorboard)
+        bar = tqdm(total=self.stop_at, initial=self.state.step, desc=self.name, unit="step", dynamic_ncols=True,
+                   disable=not (self.info.is_main and self.cfg.progress), file=sys.stderr)
+        self._t_start = time.perf_counter()
+        self.model.train()
+        try:
+            while self.state.step < self.stop_at:
+                epoch, k = divmod(self.state.step, self.spe)
+                if self.train_one_epoch(epoch, k, bar):
+                    break
+            if self.state.step > self.last_saved_step or not (self.run_dir / LATEST).exists():
+                self.save(LATEST)
+        finally:
+            bar.close()
+        if self.stopped == "done" and self.state.step < self.total_steps:
+            self.stopped = "max steps"
+        return {
+            "step": self.state.step,
+            "total_steps": self.total_steps,
+            "loss": self.state.last_loss,
+            "stopped": self.stopped,
+            "run_dir": str(self.run_dir),
+            "checkpoint": str(self.run_dir / LATEST),
+            "metrics": str(self.run_dir / "metrics.jsonl"),
+            "elapsed_s": time.perf_counter() - self._t_start,
+        }
+
+    def close(self) -> None:
+        if self.metrics is not None:
+            self.metrics.close()
+            self.metrics = None
+
+
+def config_dict(cfg: RunConfig) -> dict[str, Any]:
+    return asdict(cfg)

@@ -1,0 +1,245 @@
+"""Infrared object detection (paper section 5.3): torchvision's Faster R-CNN on the InfMAE pyramid.
+
+    images (list of [3, h, w], 0-1) -> PadTransform (normalize with the model's mean/std, pad to 32)
+      -> InfMAEBackbone F1..F4 (strides 4..32) -> torchvision FeaturePyramidNetwork (+ max-pool P6)
+      -> RPN (anchors 8-192 px, small infrared targets) -> MultiScaleRoIAlign -> TwoMLPHead -> boxes, labels
+
+Sizing and scale jitter happen in the dataset (`detect_data.DetectionDataset`), so boxes come back in the
+input's pixels; `evaluate` maps them to the original image before COCO evaluation. Not built: Mask R-CNN and
+Cascade R-CNN heads (torchvision's RoIHeads has one box stage; a cascade needs our own multi-stage head).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+from torch import nn
+from torchvision.models.detection import FasterRCNN
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
+from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign
+from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
+
+from ..data import MEAN, STD, load_gray
+from ..metrics.detection import DetectionMetrics
+from . import detect_data
+from .base import DataLayoutError, DownstreamTask
+
+ANCHOR_SIZES = ((8, 12), (16, 24), (32, 48), (64, 96), (128, 192))  # P2..P6; HIT-UAV persons ~10 px
+COLORS = ((255, 64, 64), (64, 255, 64), (64, 160, 255), (255, 220, 0), (255, 0, 255), (0, 255, 255))
+
+
+def preprocessing(backbone: nn.Module) -> tuple[list[float], list[float]]:
+    """The model's (mean, std) per channel: from the backbone's config when it has them, else InfMAE's gray
+    0.425 / 0.200, replicated to 3 channels."""
+    from ..model import PRESETS
+
+    config = dict(getattr(backbone, "config", {}) or {})
+    sources = [config, config.get("preprocessing") or {}, config.get("pretrained_cfg") or {},
+               PRESETS.get(config.get("preset", ""), {})]
+    mean, std = next(((s["mean"], s["std"]) for s in sources if "mean" in s and "std" in s), (MEAN, STD))
+
+    def three(v: Any) -> list[float]:
+        v = [float(x) for x in v] if isinstance(v, (list, tuple)) else [float(v)]
+        return v * 3 if len(v) == 1 else v
+
+    return three(mean), three(std)
+
+
+class PadTransform(GeneralizedRCNNTransform):
+    """torchvision's detection transform without its resize: normalize, batch, pad to a multiple of 32."""
+
+    def __init__(self, image_mean: list[float], image_std: list[float]) -> None:
+        super().__init__(min_size=1, max_size=1, image_mean=image_mean, image_std=image_std, size_divisible=32)
+
+    def resize(self, image: torch.Tensor, target: dict[str, torch.Tensor] | None = None):
+        return image, target
+
+
+class PyramidFPN(nn.Module):
+    """InfMAEBackbone + torchvision's FPN: [B, 3, H, W] -> {"0": P2 (H/4), .., "3": P5 (H/32), "pool": P6}."""
+
+    def __init__(self, body: nn.Module, out_channels: int = 256) -> None:
+        super().__init__()
+        self.body = body
+        self.fpn = FeaturePyramidNetwork(list(body.out_channels), out_channels, extra_blocks=LastLevelMaxPool())
+        self.out_channels = out_channels
+
+    def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
+        return self.fpn(OrderedDict((str(i), f.contiguous()) for i, f in enumerate(self.body(x))))
+
+
+class InfMAEFasterRCNN(FasterRCNN):
+    """torchvision's FasterRCNN on `PyramidFPN`; `forward(images, targets=None)` as torchvision's."""
+
+    def __init__(self, body: nn.Module, num_classes: int, fpn_channels: int = 256, box_head_dim: int = 1024,
+                 anchor_sizes: Sequence[Sequence[int]] = ANCHOR_SIZES, score_thresh: float = 0.01,
+                 detections_per_img: int = 100) -> None:
+        """`num_classes` without the background; `body` an InfMAEBackbone."""
+        mean, std = preprocessing(body)
+        anchors = AnchorGenerator(tuple(tuple(s) for s in anchor_sizes), ((0.5, 1.0, 2.0),) * len(anchor_sizes))
+        super().__init__(
+            PyramidFPN(body, fpn_channels), rpn_anchor_generator=anchors,
+            box_roi_pool=MultiScaleRoIAlign(["0", "1", "2", "3"], output_size=7, sampling_ratio=2),
+            box_head=TwoMLPHead(fpn_channels * 7 * 7, box_head_dim),
+            box_predictor=FastRCNNPredictor(box_head_dim, num_classes + 1), image_mean=mean, image_std=std,
+            box_score_thresh=score_thresh, box_detections_per_img=detections_per_img,
+        )
+        self.transform = PadTransform(mean, std)
+
+    def param_groups(self, weight_decay: float, layer_decay: float | None = None) -> list[dict[str, Any]]:
+        """The backbone's layer-decayed groups (InfMAEBackbone.param_groups), then FPN + RPN + RoI heads at
+        full lr (lr_scale 1.0) with decay on weights only."""
+        groups = self.backbone.body.param_groups(weight_decay, layer_decay)
+        seen = {id(p) for g in groups for p in g["params"]}
+        rest = [p for p in self.parameters() if p.requires_grad and id(p) not in seen]
+        extra = {"lr_scale": 1.0} if layer_decay is not None else {}
+        for decay in (True, False):
+            params = [p for p in rest if (p.ndim >= 2) == decay]
+            if params:
+                groups.append({"params": params, "weight_decay": weight_decay if decay else 0.0, **extra})
+        return groups
+
+
+class DetectTask(DownstreamTask):
+    """Object detection. Options: `classes` (set from the training data, kept in the run config),
+    `fpn_channels` (256), `box_head_dim` (1024), `anchor_sizes`, `score_thresh` (0.01), `input_size`."""
+
+    name = "detect"
+    defaults = {"lr": 1e-4, "weight_decay": 0.1, "input_size": 512, "epochs": 12, "schedule": "cosine", "batch": 2}
+    primary_metric = "map"
+    heads = ("faster_rcnn",)
+
+    def __init__(self, options: dict[str, Any] | None = None) -> None:
+        super().__init__(options)
+        if options is not None:  # settings found in the data (classes, ...) go into the caller's dict too, so
+            self.options = options  # a run config stored after dataset() can rebuild the same model
+        head = self.options.get("head") or "faster_rcnn"
+        if head not in self.heads:
+            raise ValueError(f"detect: unknown head {head!r}; expected one of {', '.join(self.heads)}")
+        self._reported: set[tuple[str, str]] = set()
+
+    # ------------------------------------------------------------------------------------------ data
+    @classmethod
+    def detect_layout(cls, data_dir: Path) -> str:
+        return detect_data.detect_layout(Path(data_dir))
+
+    def dataset(self, data_dir: Path, split: str, train: bool, input_size: int) -> detect_data.DetectionDataset:
+        sp = detect_data.read_split(Path(data_dir), split)
+        known = self.options.get("classes")
+        if known is None:
+            self.options["classes"] = list(sp.classes)
+            self.options["category_ids"] = list(sp.category_ids)
+        elif list(known) != list(sp.classes):
+            raise DataLayoutError(f"{data_dir}: classes {sp.classes} differ from the model's {list(known)}")
+        self.options.setdefault("input_size", int(input_size))
+        key = (str(data_dir), split)
+        if key not in self._reported:  # the box-validation counts, once per split, in the run log (stderr)
+            self._reported.add(key)
+            st = sp.stats
+            print(f"detect data {data_dir} [{sp.layout}, {split}]: {st.images} images ({st.negatives} without boxes, "
+                  f"{st.missing_images} missing), {st.boxes} boxes ({st.clipped} clipped; dropped: "
+                  f"{st.dropped_degenerate} degenerate, {st.dropped_outside} outside, {st.unknown_class} unknown "
+                  f"class, {st.bad_rows} bad rows), {st.ignored} ignore regions", file=sys.stderr, flush=True)
+        return detect_data.DetectionDataset(sp, train, input_size)
+
+    def collate(self, items: Sequence[Any]) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
+        images, targets = zip(*items, strict=True) if items else ((), ())
+        return list(images), list(targets)
+
+    # ----------------------------------------------------------------------------------------- model
+    def build_model(self, backbone: nn.Module) -> InfMAEFasterRCNN:
+        classes = self.options.get("classes")
+        if not classes:
+            raise ValueError("DetectTask: the classes are unknown; build a dataset first or pass options['classes']")
+        o = self.options
+        return InfMAEFasterRCNN(backbone, len(classes), int(o.get("fpn_channels", 256)),
+                                int(o.get("box_head_dim", 1024)), o.get("anchor_sizes", ANCHOR_SIZES),
+                                float(o.get("score_thresh", 0.01)))
+
+    def loss(self, model: nn.Module, batch: Any, device: torch.device) -> tuple[torch.Tensor, dict[str, float]]:
+        images, targets = batch
+        images = [im.to(device, non_blocking=True) for im in images]
+        targets = [{"boxes": t["boxes"].to(device), "labels": t["labels"].to(device)} for t in targets]
+        losses = model(images, targets)
+        total = sum(losses.values())
+        return total, {k: float(v.detach()) for k, v in losses.items()}
+
+    # ------------------------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, dataset: torch.utils.data.Dataset, device: torch.device,
+                 batch: int = 2) -> dict[str, Any]:
+        model.eval()
+        metrics = DetectionMetrics(self.options.get("classes"))
+        loader = torch.utils.data.DataLoader(dataset, batch_size=batch, collate_fn=self.collate)
+        for images, targets in loader:
+            outs = model([im.to(device) for im in images])
+            preds, gts = [], []
+            for out, t in zip(outs, targets, strict=True):
+                s = t["scale"]
+                preds.append({"boxes": out["boxes"].cpu() / s, "scores": out["scores"].cpu(),
+                              "labels": out["labels"].cpu()})
+                gts.append({"boxes": t["boxes"] / s, "labels": t["labels"], "ignore": t["ignore"] / s})
+            metrics.update(preds, gts)
+        result = metrics.compute()
+        stats = getattr(dataset, "stats", None)
+        if isinstance(stats, dict):
+            result["data"] = stats
+        return result
+
+    @torch.no_grad()
+    def predict(self, model: nn.Module, images: Sequence[Path], out_dir: Path, device: torch.device,
+                **kwargs: Any) -> list[Path]:
+        """Draw boxes with class and score (score >= `draw_thresh`, default 0.3) on each image:
+        out_dir/<stem>.det.png; `save_json=True` also writes out_dir/detections.json in COCO results format
+        (category ids of the source annotations, boxes [x, y, w, h] in the original pixels, `file_name`)."""
+        from inf30.atomic import atomic_path, write_text_atomic
+
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        classes = list(self.options.get("classes") or [])
+        cat_ids = list(self.options.get("category_ids") or range(1, len(classes) + 1))
+        input_size = int(kwargs.get("input_size") or self.options.get("input_size") or self.defaults["input_size"])
+        draw_thresh = float(kwargs.get("draw_thresh", 0.3))
+        model.eval()
+        written, results = [], []
+        for image_id, path in enumerate(map(Path, images)):
+            gray = load_gray(path)
+            w0, h0 = gray.size
+            w, h = detect_data.resized_size(w0, h0, input_size)
+            x = torch.from_numpy(np.asarray(gray.resize((w, h), Image.BILINEAR), dtype=np.float32))
+            out = model([(x / 255.0).expand(3, -1, -1).to(device)])[0]
+            boxes = out["boxes"].cpu() / torch.tensor([w / w0, h / h0, w / w0, h / h0])
+            canvas = gray.convert("RGB")
+            draw = ImageDraw.Draw(canvas)
+            for box, score, label in zip(boxes.tolist(), out["scores"].tolist(), out["labels"].tolist(), strict=True):
+                name = classes[label - 1] if 0 < label <= len(classes) else str(label)
+                results.append({"image_id": image_id, "file_name": str(path), "score": round(score, 5),
+                                "category_id": cat_ids[label - 1] if 0 < label <= len(cat_ids) else label,
+                                "category": name, "bbox": [round(box[0], 2), round(box[1], 2),
+                                                           round(box[2] - box[0], 2), round(box[3] - box[1], 2)]})
+                if score >= draw_thresh:
+                    color = COLORS[(label - 1) % len(COLORS)]
+                    draw.rectangle(box, outline=color, width=1)
+                    draw.text((box[0], max(0.0, box[1] - 11)), f"{name} {score:.2f}", fill=color)
+            dest = out_dir / f"{path.stem}.det.png"
+            with atomic_path(dest) as tmp:
+                canvas.save(tmp, format="PNG")
+            written.append(dest)
+        if kwargs.get("save_json"):
+            dest = out_dir / "detections.json"
+            write_text_atomic(dest, json.dumps(results, indent=1))
+            written.append(dest)
+        return written
+
+    def table_columns(self) -> list[str]:
+        return [f"ap50/{c}" for c in self.options.get("classes") or []] + ["map", "map50"]
