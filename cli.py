@@ -182,6 +182,11 @@ def merge_cmd(
     typer.echo(summary.table())
 
 
+def _mb_to_bytes(mb: float) -> int | float:
+    """MB (MiB) -> bytes; NaN or infinity pass through for ScrapeOptions.validate to refuse in one line."""
+    return int(mb * 1024 * 1024) if mb * 0 == 0 else mb
+
+
 # --- inf30 scrape (issue 3) ---
 @inf30_app.command("scrape")
 def scrape_cmd(
@@ -221,54 +226,69 @@ def scrape_cmd(
         except ImportError:
             fail("--config needs inf30.sources.load_config (not available in this version)")
         specs += _guard(load_config, config)
-    mb = 1024 * 1024
     opts = ScrapeOptions(
         concurrency=concurrency, per_host=per_host, rate=rate or None, connect_timeout=connect_timeout,
         read_timeout=read_timeout, retries=retries, backoff_base=backoff, depth=depth, same_host=same_host,
         include=list(include or []), exclude=list(exclude or []), respect_robots=robots,
-        max_image_bytes=int(max_image_mb * mb), max_archive_bytes=int(max_archive_mb * mb), max_redirects=max_redirects,
+        max_image_bytes=_mb_to_bytes(max_image_mb), max_archive_bytes=_mb_to_bytes(max_archive_mb),
+        max_redirects=max_redirects,
     )
     result = _guard(scrape, specs, out, opts, progress=not quiet)
     typer.echo(result.table())
 
 
-# --- inf30 dedupe (issue 4) ---
+# --- inf30 dedupe (issues 4, 17) ---
+# Every DedupeOptions / SceneParams field is an option here; None means "the dataclass default", so the
+# dataclasses stay the one source of truth for defaults (docs/dedupe.md lists them).
+_DEDUPE_SCENE_FIELDS = ("side", "nfeatures", "fast_threshold", "min_keypoints", "ratio", "ransac_px", "min_inliers",
+                        "min_inlier_ratio", "max_scale", "clahe")
+
+
 @inf30_app.command("dedupe")
 def dedupe_cmd(
     dataset: Annotated[Path, typer.Argument(help="A built dataset folder (with manifest.parquet).")],
-    hashes: Annotated[str, typer.Option(help="Stage 2 hashes, comma-separated (phash,dhash,whash,ahash).")] = "phash",
-    hash_threshold: Annotated[int, typer.Option(help="Stage 2: max Hamming distance per 64-bit hash.")] = 8,
-    scene: Annotated[bool, typer.Option("--scene/--no-scene", help="Run stage 3 (scene-level, ORB + RANSAC).")] = True,
-    min_inliers: Annotated[int, typer.Option(help="Stage 3: RANSAC inliers to call a pair the same scene.")] = 25,
-    neighbors: Annotated[int, typer.Option(help="Stage 3: candidates verified per image.")] = 40,
-    expand: Annotated[int, typer.Option(help="Stage 3: also verify pairs of images both verified as duplicates of "
-                                             "a common one, among its N strongest links (0 = off).")] = 10,
-    order: Annotated[str, typer.Option(help="Anchor order keys, descending, comma-separated (size,entropy).")] = "size,entropy",
-    workers: Annotated[int, typer.Option(help="Processes (0 = all cores); never changes the result.")] = 0,
+    hashes: Annotated[str | None, typer.Option(help="Stage 2 hashes, comma-separated (phash,dhash,whash,ahash). [default: phash]")] = None,
+    hash_threshold: Annotated[int | None, typer.Option(help="Stage 2: max Hamming distance per 64-bit hash. [default: 8]")] = None,
+    scene: Annotated[bool | None, typer.Option("--scene/--no-scene", help="Run stage 3 (scene-level, ORB + RANSAC). [default: on]")] = None,
+    neighbors: Annotated[int | None, typer.Option(help="Stage 3 candidates per image: nearest by whole-image descriptor. [default: 40]")] = None,
+    votes: Annotated[int | None, typer.Option(help="Stage 3 candidates per image by local-descriptor votes: its crops and source frame (0 = off). [default: 10]")] = None,
+    vote_keypoints: Annotated[int | None, typer.Option(help="Stage 3: strongest descriptors per image that vote. [default: 128]")] = None,
+    window: Annotated[int | None, typer.Option(help="Stage 3 candidates per image: the next N in source order (0 = off). [default: 8]")] = None,
+    min_similarity: Annotated[float | None, typer.Option(help="Stage 3: index candidates below this cosine are not verified. [default: 0.3]")] = None,
+    vocab_size: Annotated[int | None, typer.Option(help="Stage 3: visual words of the whole-image descriptor. [default: 256]")] = None,
+    side: Annotated[int | None, typer.Option(help="Stage 3: long side (px) of the working copy for ORB. [default: 320]")] = None,
+    nfeatures: Annotated[int | None, typer.Option(help="Stage 3: ORB keypoints per image. [default: 500]")] = None,
+    fast_threshold: Annotated[int | None, typer.Option(help="Stage 3: FAST corner threshold. [default: 10]")] = None,
+    min_keypoints: Annotated[int | None, typer.Option(help="Stage 3: fewer keypoints = no scene features. [default: 12]")] = None,
+    ratio: Annotated[float | None, typer.Option(help="Stage 3: Lowe ratio test. [default: 0.8]")] = None,
+    ransac_px: Annotated[float | None, typer.Option(help="Stage 3: RANSAC threshold, working-copy px. [default: 4]")] = None,
+    min_inliers: Annotated[int | None, typer.Option(help="Stage 3: RANSAC inliers to call a pair the same scene. [default: 25]")] = None,
+    min_inlier_ratio: Annotated[float | None, typer.Option(help="Stage 3: and this share of the matches. [default: 0.35]")] = None,
+    max_scale: Annotated[float | None, typer.Option(help="Stage 3: largest plausible scale between the two. [default: 3]")] = None,
+    clahe: Annotated[float | None, typer.Option(help="Stage 3: CLAHE clip limit instead of global equalization (0 = off). [default: 0]")] = None,
+    order: Annotated[str | None, typer.Option(help="Anchor order keys, descending, comma-separated (size,entropy). [default: size,entropy]")] = None,
+    workers: Annotated[int | None, typer.Option(help="Processes (0 = all cores); never changes the result. [default: 0]")] = None,
+    sheet_groups: Annotated[int | None, typer.Option(help="Groups shown in dedupe/groups.png. [default: 8]")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
-    """Drop near-copies (perceptual hash) and scene-level near-duplicates (local features), keeping one
-    anchor per group; writes DATASET/dedupe/groups.parquet and groups.png. Safe to re-run.
+    """Drop near-copies (perceptual hash) and scene-level near-duplicates (local features): each group of
+    images connected by verified links keeps one anchor; writes DATASET/dedupe/groups.parquet and groups.png.
+    Safe to re-run; takes the dataset folder's lock.
 
-    Example: inf30 dedupe inf30 --hash-threshold 6 --min-inliers 30
+    Example: inf30 dedupe inf30 --hash-threshold 6 --min-inliers 30 --window 0
     """
+    given = {k: v for k, v in locals().items() if v is not None and k not in ("dataset", "quiet")}
     from dataclasses import replace
 
     from inf30.dedupe import DedupeOptions, dedupe_dataset
-    from inf30.scene import SceneParams
 
-    if min_inliers < 4:
-        fail(f"--min-inliers must be at least 4, got {min_inliers}")
-    opts = DedupeOptions(
-        hashes=tuple(h.strip() for h in hashes.split(",") if h.strip()),
-        hash_threshold=hash_threshold,
-        scene=scene,
-        scene_params=replace(SceneParams(), min_inliers=min_inliers),
-        neighbors=neighbors,
-        expand=expand,
-        order=tuple(k.strip() for k in order.split(",") if k.strip()),
-        workers=workers,
-    )
+    for key in ("hashes", "order"):
+        if key in given:
+            given[key] = tuple(x.strip() for x in given[key].split(",") if x.strip())
+    base = DedupeOptions()
+    scene_kw = {k: given.pop(k) for k in _DEDUPE_SCENE_FIELDS if k in given}
+    opts = replace(base, scene_params=replace(base.scene_params, **scene_kw), **given)
+    _guard(opts.validate)  # bad options: exit 2 before any work
     summary = _guard(dedupe_dataset, dataset, opts, progress=not quiet)
     typer.echo(summary.table())
 

@@ -107,18 +107,21 @@ def augment(img: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
 
 
 def build_collection(
-    data: Path, seed: int = 0, fraction: float = 1.0, curate: bool = True
+    data: Path, seed: int = 0, fraction: float = 1.0, curate: bool = True, only: str = ""
 ) -> tuple[list[np.ndarray], list[dict]]:
     """Images (gray arrays) and their labels: dict(src, base, hit=(daynight, prefix, frame) or None, aug).
 
     fraction: the first share of each folder (SIRST, HIT-UAV train sequences, HIT-UAV val) in name order, so
-    sequences stay whole. curate: every original also gets a curation-style crop (``curate``)."""
+    sequences stay whole. curate: every original also gets a curation-style crop (``curate``). only: ``sirst``
+    or ``hit-uav`` to use one data set."""
     rng = np.random.default_rng(seed)
     folders = [
         sorted((data / "sirst" / "images").glob("*.png")),
         sorted((data / "hit-uav" / "train").glob("*.jpg")),
         sorted((data / "hit-uav" / "val").glob("*.jpg")),
     ]
+    if only:
+        folders = [fs for fs in folders if fs and only in str(fs[0])]
     files = [f for fs in folders for f in fs[: max(1, int(round(len(fs) * fraction)))]]
     crng = np.random.default_rng(seed + 1)  # the curation crops draw from their own stream: the others stay as before
     images, labels = [], []
@@ -300,13 +303,15 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--fraction", type=float, default=1.0, help="first share of each folder (whole sequences)")
     ap.add_argument("--no-curate", dest="curate", action="store_false", help="leave out the curation-style crops")
+    ap.add_argument("--only", choices=("sirst", "hit-uav"), default="", help="one data set only")
     ap.add_argument("--workers", type=int, default=0)
     d = DedupeOptions()
     ap.add_argument("--neighbors", type=int, default=d.neighbors, help="stage 3 candidates per image")
-    ap.add_argument("--region-neighbors", type=int, default=d.region_neighbors, help="per region query (0 = off)")
+    ap.add_argument("--votes", type=int, default=d.votes, help="stage 3 local-descriptor vote candidates (0 = off)")
     ap.add_argument("--window", type=int, default=d.window, help="stage 3 source-order window (0 = off)")
     ap.add_argument("--min-similarity", type=float, default=d.min_similarity)
     ap.add_argument("--min-inliers", type=int, default=d.scene_params.min_inliers)
+    ap.add_argument("--min-inlier-ratio", type=float, default=d.scene_params.min_inlier_ratio)
     ap.add_argument("--clahe", type=float, default=d.scene_params.clahe, help="CLAHE clip limit (0 = global equalization)")
     ap.add_argument("--sheet", type=Path, default=None, help="write a contact sheet of sample video positives")
     ap.add_argument("--show-errors", type=int, default=10)
@@ -315,7 +320,7 @@ def main() -> None:
     ap.add_argument("--errors-sheet", type=Path, default=None, help="contact sheets of false positives / misses")
     args = ap.parse_args()
 
-    images, labels = build_collection(args.data, args.seed, args.fraction, args.curate)
+    images, labels = build_collection(args.data, args.seed, args.fraction, args.curate, args.only)
     positives, nneg = labelled_pairs(labels)
     is_video = np.array([labels[i]["base"] != labels[j]["base"] for i, j in positives], bool)
     video_all = positives[is_video]
@@ -334,8 +339,8 @@ def main() -> None:
         positives_sheet(images, video, args.sheet)
         print(f"wrote {args.sheet}")
 
-    sp = replace(d.scene_params, min_inliers=args.min_inliers, clahe=args.clahe)
-    opts = DedupeOptions(workers=args.workers, neighbors=args.neighbors, region_neighbors=args.region_neighbors,
+    sp = replace(d.scene_params, min_inliers=args.min_inliers, min_inlier_ratio=args.min_inlier_ratio, clahe=args.clahe)
+    opts = DedupeOptions(workers=args.workers, neighbors=args.neighbors, votes=args.votes,
                          window=args.window, min_similarity=args.min_similarity, scene_params=sp)
     t = time.perf_counter()
     hexes = [compute_hashes(im, opts.hashes)["phash"] for im in tqdm(images, desc="our phash")]

@@ -49,6 +49,18 @@ STARTS = ("scratch", "iam", "random")
 
 
 # ------------------------------------------------------------------------------------------- throughput
+def peak_rss_gib() -> float:
+    """This process's peak resident memory: VmHWM (reset by exec, unlike ru_maxrss, which a child started
+    by this script would inherit), else ru_maxrss."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 2**20  # kB -> GiB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
 def _peer(num_classes: int, mean: list[float], std: list[float]) -> torch.nn.Module:
     """torchvision's Faster R-CNN ResNet-50 FPN, untrained, with our no-resize transform (same input sizes)."""
     from torchvision.models.detection import fasterrcnn_resnet50_fpn
@@ -93,7 +105,7 @@ def throughput(args: argparse.Namespace) -> dict[str, dict[str, float]]:
                 torch.cuda.synchronize(device)
                 peaks[name] = torch.cuda.max_memory_allocated(device) / 2**30
             else:
-                peaks[name] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
+                peaks[name] = peak_rss_gib()
             if step:
                 times[name].append(time.perf_counter() - t0)
     out = {}

@@ -192,15 +192,16 @@ def _build(name: str, device: torch.device) -> torch.nn.Module:
     return get_task("irstd")().build_model(InfMAEBackbone(name.split(" ")[0])).to(device)
 
 
-def _rss_mib() -> float:
+def _status_mib(key: str) -> float:
+    """VmRSS (resident now) or VmHWM (its high-water mark, reset by exec unlike ru_maxrss) in MiB."""
     with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
+        return next(int(line.split()[1]) for line in f if line.startswith(key)) / 1024
 
 
 def memstep(args: argparse.Namespace) -> None:
     """One CPU training step of one model in a fresh process: prints JSON {"mib": peak RSS - RSS before}."""
     torch.manual_seed(0)
-    before = _rss_mib()
+    before = _status_mib("VmRSS")
     m = _build(args.model, torch.device("cpu"))
     imgs = torch.rand(args.batch, 1, args.size, args.size)
     masks = (torch.rand_like(imgs) > 0.995).float()
@@ -210,8 +211,7 @@ def memstep(args: argparse.Namespace) -> None:
         torch.nn.functional.binary_cross_entropy_with_logits(out.float(), masks).backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"mib": peak - before}))
+    print(json.dumps({"mib": _status_mib("VmHWM") - before}))
 
 
 def _cpu_step_mib(name: str, args: argparse.Namespace) -> float:

@@ -37,17 +37,11 @@ import pandas as pd
 from tqdm import tqdm
 
 from inf30.atomic import atomic_path, link_or_copy_atomic, write_bytes_atomic
+from inf30.errors import UsageError
 from inf30.hashing import HASHES, compute_hashes
-from inf30.manifest import read_manifest, write_manifest, write_table
-from inf30.scene import (
-    EMPTY,
-    LocalFeatures,
-    SceneParams,
-    Vocabulary,
-    extract_features,
-    region_boxes,
-    verify_pair,
-)
+from inf30.lock import lock_folder
+from inf30.manifest import MANIFEST_NAME, read_manifest, write_manifest, write_table
+from inf30.scene import EMPTY, LocalFeatures, SceneParams, Vocabulary, extract_features, verify_pair
 
 DEDUPE_DIR = "dedupe"
 CACHE_DIR = "cache"
@@ -55,8 +49,7 @@ CHUNK = 512  # images per cache chunk
 OWN_REASONS = ("near_copy:", "near_duplicate:")
 ORDER_KEYS = ("size", "entropy")
 FLAT_LIMIT = 100_000  # exact (flat) binary index for stage 2 up to this many images, IVF beyond
-REGION_SCALES = ((0.7, 2), (0.5, 3))  # regional descriptors: 2 x 2 regions of 0.7 x 0.7, 3 x 3 of 0.5 x 0.5
-REGION_MIN_POINTS = 24  # a region with fewer keypoints is not queried
+VOTE_FLAT_LIMIT = 20_000  # exact binary index of local descriptors for the votes up to this many, IVF beyond
 FLOAT_FLAT_LIMIT = 20_000  # exact (flat) float index for stage 3 candidates up to this many images, IVF beyond
 # workers are spawned, not forked: a fork after faiss/OpenMP threads ran can deadlock the child
 _MP = multiprocessing.get_context("spawn")
@@ -72,9 +65,9 @@ class DedupeOptions:
     scene: run stage 3.
     scene_params: ORB feature and verification parameters (min_inliers etc.).
     neighbors: stage 3 candidates per image: its nearest images by whole-image descriptor.
-    region_neighbors: stage 3 candidates per image region: each of the image's regional descriptors (2 scales,
-        see :data:`REGION_SCALES`) queries the whole-image index for this many nearest images, so that a crop
-        of 20 to 60 % of a frame and the frame find each other (0 = whole-image queries only).
+    votes: stage 3 candidates per image: the images whose local descriptors most often are nearest to its
+        own (so that a crop of 20 to 60 % of a frame and the frame find each other; 0 = off).
+    vote_keypoints: descriptors per image (the strongest) that vote and are voted for.
     window: each image is also a candidate with the next ``window`` images in source order (item key: folder,
         file name, video time), where sequences and video frames lie side by side (0 = off).
     min_similarity: candidates below this cosine similarity of the descriptors are not verified.
@@ -89,7 +82,8 @@ class DedupeOptions:
     scene: bool = True
     scene_params: SceneParams = field(default_factory=SceneParams)
     neighbors: int = 40
-    region_neighbors: int = 4
+    votes: int = 10
+    vote_keypoints: int = 128
     window: int = 8
     min_similarity: float = 0.3
     vocab_size: int = 256
@@ -100,28 +94,30 @@ class DedupeOptions:
     def validate(self) -> None:
         for h in self.hashes:
             if h not in HASHES:
-                raise ValueError(f"unknown hash {h!r}; choose from {', '.join(HASHES)}")
+                raise UsageError(f"unknown hash {h!r}; choose from {', '.join(HASHES)}")
         if not self.hashes:
-            raise ValueError("give at least one hash for stage 2")
+            raise UsageError("give at least one hash for stage 2")
         for k in self.order:
             if k not in ORDER_KEYS:
-                raise ValueError(f"unknown order key {k!r}; choose from {', '.join(ORDER_KEYS)}")
+                raise UsageError(f"unknown order key {k!r}; choose from {', '.join(ORDER_KEYS)}")
         if not 0 <= self.hash_threshold <= 64:
-            raise ValueError(f"hash threshold must be in 0..64, got {self.hash_threshold}")
+            raise UsageError(f"hash threshold must be in 0..64, got {self.hash_threshold}")
         if self.neighbors < 1:
-            raise ValueError("neighbors must be at least 1")
-        if self.region_neighbors < 0:
-            raise ValueError("region neighbors must be 0 (off) or more")
+            raise UsageError("neighbors must be at least 1")
+        if self.votes < 0:
+            raise UsageError("votes must be 0 (off) or more")
+        if not 1 <= self.vote_keypoints <= 10_000:
+            raise UsageError(f"vote keypoints must be in 1..10000, got {self.vote_keypoints}")
         if self.window < 0:
-            raise ValueError("window must be 0 (off) or more")
+            raise UsageError("window must be 0 (off) or more")
         if not -1.0 <= self.min_similarity <= 1.0:
-            raise ValueError(f"min similarity is a cosine in -1..1, got {self.min_similarity}")
+            raise UsageError(f"min similarity is a cosine in -1..1, got {self.min_similarity}")
         if not 1 <= self.vocab_size <= 65536:
-            raise ValueError(f"vocab size must be in 1..65536, got {self.vocab_size}")
+            raise UsageError(f"vocab size must be in 1..65536, got {self.vocab_size}")
         if self.workers < 0:
-            raise ValueError(f"workers must be 0 (all cores) or more, got {self.workers}")
+            raise UsageError(f"workers must be 0 (all cores) or more, got {self.workers}")
         if self.sheet_groups < 0:
-            raise ValueError(f"sheet groups must be 0 or more, got {self.sheet_groups}")
+            raise UsageError(f"sheet groups must be 0 or more, got {self.sheet_groups}")
         self.scene_params.validate()
 
 
@@ -179,18 +175,19 @@ def hex_to_codes(hex_columns: list[Iterable[str | None]]) -> tuple[np.ndarray, n
     return codes, valid
 
 
-def binary_index(codes: np.ndarray) -> faiss.IndexBinary:
-    """A faiss binary index over codes (N, B) uint8: exact up to :data:`FLAT_LIMIT`, IVF beyond."""
+def binary_index(codes: np.ndarray, nprobe: int = 32, flat_limit: int = FLAT_LIMIT) -> faiss.IndexBinary:
+    """A faiss binary index over codes (N, B) uint8: exact up to ``flat_limit`` codes, IVF beyond (searching
+    ``nprobe`` lists)."""
     d = codes.shape[1] * 8
     n = len(codes)
-    if n <= FLAT_LIMIT:
+    if n <= flat_limit:
         index = faiss.IndexBinaryFlat(d)
     else:
         nlist = int(min(65536, 4 * np.sqrt(n)))
         index = faiss.IndexBinaryIVF(faiss.IndexBinaryFlat(d), d, nlist)
         rng = np.random.default_rng(0)
         index.train(codes[np.sort(rng.choice(n, min(n, 16 * nlist), replace=False))])
-        index.nprobe = 32
+        index.nprobe = nprobe
     index.add(codes)
     return index
 
@@ -255,18 +252,11 @@ def _dedupe_pairs(i: np.ndarray, j: np.ndarray, sim: np.ndarray, n: int) -> pd.D
 
 
 def candidate_pairs(
-    desc: np.ndarray,
-    usable: np.ndarray,
-    k: int,
-    min_similarity: float,
-    batch: int = 16384,
-    regions: np.ndarray | None = None,
-    region_k: int = 0,
+    desc: np.ndarray, usable: np.ndarray, k: int, min_similarity: float, batch: int = 16384
 ) -> pd.DataFrame:
-    """Stage 3 candidates from a faiss index over the whole-image descriptors ``desc`` (N, D) float32 of the
-    usable rows: each usable image's ``k`` nearest images, and with ``regions`` (N, R, D) (zero rows are
-    skipped) each region's ``region_k`` nearest images, all with similarity >= ``min_similarity``. Returns
-    unique pairs i < j with columns i, j, similarity (the best over the queries that found the pair)."""
+    """Stage 3 candidates: for each usable row of ``desc`` (N, D) float32, its ``k`` nearest usable rows by
+    inner product with similarity >= ``min_similarity``. Returns unique pairs i < j with columns i, j,
+    similarity (the pair is a candidate if either is among the other's neighbours)."""
     rows = np.flatnonzero(usable)
     empty = pd.DataFrame(
         {"i": np.zeros(0, np.int64), "j": np.zeros(0, np.int64), "similarity": np.zeros(0, np.float32)}
@@ -275,29 +265,63 @@ def candidate_pairs(
         return empty
     x = np.ascontiguousarray(desc if len(rows) == len(desc) else desc[rows], dtype=np.float32)  # no copy if all usable
     index = float_index(x)
+    kk = min(k + 1, len(rows))
     parts = []
-
-    def search(q: np.ndarray, owner: np.ndarray, kq: int) -> None:
-        kk = min(kq + 1, len(rows))
-        for start in range(0, len(q), batch):
-            sims, nn = index.search(np.ascontiguousarray(q[start : start + batch]), kk)
-            me = np.repeat(owner[start : start + batch], kk)
-            nn, sims = nn.ravel(), sims.ravel()
-            ok = nn >= 0
-            other = np.where(ok, rows[np.maximum(nn, 0)], -1)
-            keep = ok & (other != me) & (sims >= min_similarity)
-            parts.append((me[keep], other[keep], sims[keep]))
-
-    search(x, rows, k)
-    if regions is not None and region_k > 0 and regions.shape[1] > 1:
-        sub = regions[rows, 1:]  # region 0 is the whole image, queried above
-        live = np.flatnonzero(sub.any(-1).reshape(-1))
-        q = sub.reshape(-1, sub.shape[-1])[live]
-        search(q, rows[live // sub.shape[1]], region_k)
+    for start in range(0, len(rows), batch):
+        sims, nn = index.search(x[start : start + batch], kk)
+        q = np.repeat(np.arange(start, start + len(sims)), kk)
+        nn, sims = nn.ravel(), sims.ravel()
+        keep = (nn >= 0) & (nn != q) & (sims >= min_similarity)
+        parts.append((rows[q[keep]], rows[nn[keep]], sims[keep]))
     i, j, sim = (np.concatenate([p[c] for p in parts]) for c in range(3))
     if not len(i):
         return empty
     return _dedupe_pairs(i, j, sim, len(desc))
+
+
+def vote_pairs(
+    feats: list[LocalFeatures],
+    top: int,
+    keypoints: int = 128,
+    k: int = 4,
+    max_distance: int = 64,
+    batch: int = 1 << 18,
+) -> pd.DataFrame:
+    """Stage 3 candidates by local-descriptor votes (finds an image's crops and its source frame, which a
+    whole-image descriptor ranks too low): the ``keypoints`` strongest ORB descriptors of every image go into
+    one faiss binary index (exact up to :data:`VOTE_FLAT_LIMIT` descriptors, IVF beyond); each of them votes for the
+    images owning its ``k`` nearest descriptors within ``max_distance`` bits (one vote per descriptor and
+    image), and each image is paired with the ``top`` images with most votes (at least 2). Returns unique
+    pairs i < j with columns i, j, votes (the larger count of the two directions)."""
+    empty = pd.DataFrame({"i": np.zeros(0, np.int64), "j": np.zeros(0, np.int64), "votes": np.zeros(0, np.int32)})
+    counts = np.array([min(len(f.desc), keypoints) if f.usable else 0 for f in feats], np.int64)
+    if top < 1 or (counts > 0).sum() < 2:
+        return empty
+    n = len(feats)
+    desc = np.ascontiguousarray(np.concatenate([np.asarray(f.desc[:c]) for f, c in zip(feats, counts, strict=True) if c]))
+    owner = np.repeat(np.arange(n), counts)
+    index = binary_index(desc, nprobe=8, flat_limit=VOTE_FLAT_LIMIT)
+    kk = min(k + 1, len(desc))
+    keys = []
+    for start in range(0, len(desc), batch):
+        dist, nn = index.search(desc[start : start + batch], kk)
+        me = owner[start : start + batch]
+        other = np.where(nn >= 0, owner[np.maximum(nn, 0)], -1)
+        ok = (nn >= 0) & (dist <= max_distance) & (other != me[:, None])
+        q = np.repeat(np.arange(start, start + len(nn)), kk)[ok.ravel()]
+        keys.append(np.unique(q * n + other.ravel()[ok.ravel()]))  # one vote per (descriptor, image)
+    key = np.concatenate(keys)
+    pair, votes = np.unique(owner[key // n] * n + key % n, return_counts=True)  # (query image, other image)
+    a, b = pair // n, pair % n
+    order = np.lexsort((b, -votes, a))
+    a, b, votes = a[order], b[order], votes[order]
+    first = np.r_[0, np.flatnonzero(np.diff(a)) + 1]
+    rank = np.arange(len(a)) - np.repeat(first, np.diff(np.r_[first, len(a)]))
+    sel = (rank < top) & (votes >= 2)
+    if not sel.any():
+        return empty
+    out = _dedupe_pairs(a[sel], b[sel], votes[sel].astype(np.float32), n)
+    return out.rename(columns={"similarity": "votes"}).astype({"votes": np.int32})
 
 
 def _verify_chunk(args: tuple[list[tuple[LocalFeatures, LocalFeatures]], SceneParams]) -> list[int]:
@@ -502,22 +526,24 @@ def scene_candidates(
     train_ids: list[str] | None = None,
     order_keys: list[str] | None = None,
 ) -> pd.DataFrame:
-    """Stage 3 candidate pairs of N images: index neighbours of the whole image and of its regions, and
-    source-order neighbours. Returns unique pairs i < j with columns i, j, similarity (whole-image cosine for
-    window pairs) and source (``index`` or ``window``)."""
+    """Stage 3 candidate pairs of N images from three sources: whole-image descriptor neighbours
+    (``neighbors``), local-descriptor votes (``votes``: crops and their source frames) and source-order
+    neighbours (``window``). Returns unique pairs i < j with columns i, j, similarity (whole-image cosine,
+    the verification order) and source (the first of ``index``, ``votes``, ``window`` that found it)."""
     usable = np.array([f.usable for f in feats])
-    desc, regions = global_descriptors(feats, opts, train_ids, regions=opts.region_neighbors > 0)
-    cand = candidate_pairs(desc, usable, opts.neighbors, opts.min_similarity, regions=regions,
-                           region_k=opts.region_neighbors).assign(source="index")
+    desc = global_descriptors(feats, opts, train_ids)
+    parts = [candidate_pairs(desc, usable, opts.neighbors, opts.min_similarity).assign(source="index")]
+    if opts.votes:
+        parts.append(vote_pairs(feats, opts.votes, opts.vote_keypoints)[["i", "j"]].assign(source="votes"))
     if order_keys is not None and opts.window:
-        win = window_pairs(order_keys, usable, opts.window)
-        win["similarity"] = _similarity(desc, win)
-        cand = (
-            pd.concat([cand, win.assign(source="window")], ignore_index=True)
-            .drop_duplicates(["i", "j"], keep="first")
-            .sort_values(["i", "j"], kind="stable")
-            .reset_index(drop=True)
-        )
+        parts.append(window_pairs(order_keys, usable, opts.window).assign(source="window"))
+    cand = (
+        pd.concat(parts, ignore_index=True)
+        .drop_duplicates(["i", "j"], keep="first")
+        .sort_values(["i", "j"], kind="stable")
+        .reset_index(drop=True)
+    )
+    cand["similarity"] = _similarity(desc, cand).astype(np.float32)
     return cand
 
 
@@ -600,25 +626,23 @@ def find_edges(
 
 
 def global_descriptors(
-    feats: list[LocalFeatures], opts: DedupeOptions, train_ids: list[str] | None = None, regions: bool = False
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Bag-of-words descriptors (N, vocab) float32 and, with ``regions``, the regional ones (N, R, vocab) of
-    :data:`REGION_SCALES` (region 0: the whole image). The vocabulary is trained on up to ~40 k descriptors
-    of up to 1000 images taken evenly in sorted ``train_ids`` order (deterministic for a set of images)."""
+    feats: list[LocalFeatures], opts: DedupeOptions, train_ids: list[str] | None = None
+) -> np.ndarray:
+    """Bag-of-words descriptors (N, vocab) float32; the vocabulary is trained on up to ~40 k descriptors of
+    up to 1000 images taken evenly in sorted ``train_ids`` order (deterministic for a set of images)."""
     keys = train_ids if train_ids is not None else [f"{i:012d}" for i in range(len(feats))]
     usable = [i for i in np.argsort(np.asarray(keys, dtype=object), kind="stable") if feats[i].usable]
     if not usable:
-        return np.zeros((len(feats), 1), np.float32), None
+        return np.zeros((len(feats), 1), np.float32)
     step = max(1, len(usable) // 1000)
     sample = [feats[i].desc for i in usable[::step]]
     per = max(1, 40_000 // len(sample))
     train = np.concatenate([np.asarray(d[:per]) for d in sample])
     vocab = Vocabulary.train(train, k=opts.vocab_size, niter=10)
-    boxes = region_boxes(REGION_SCALES if regions else ())
-    out = np.zeros((len(feats), len(boxes), vocab.size), np.float32)
+    out = np.zeros((len(feats), vocab.size), np.float32)
     for s in range(0, len(feats), 4096):
-        out[s : s + 4096] = vocab.encode_regions(feats[s : s + 4096], boxes, REGION_MIN_POINTS)
-    return np.ascontiguousarray(out[:, 0]), (out if regions else None)
+        out[s : s + 4096] = vocab.encode(feats[s : s + 4096])
+    return out
 
 
 # ------------------------------------------------------------------------------------------- cache
@@ -855,6 +879,18 @@ def dedupe_dataset(
     opts = opts or DedupeOptions()
     opts.validate()
     ddir = Path(dataset_dir)
+    if not ddir.is_dir():
+        raise UsageError(f"{ddir} is not a folder; give a dataset folder written by `inf30 build SOURCES --out DIR`")
+    if not (ddir / MANIFEST_NAME).is_file():
+        raise UsageError(f"{ddir} has no {MANIFEST_NAME}; build a dataset into it first: `inf30 build SOURCES --out {ddir}`")
+    with lock_folder(ddir):  # re-entrant: the build holds it while it runs this stage
+        stats = _dedupe_locked(ddir, opts, progress)
+    stats.seconds = time.perf_counter() - t0
+    return stats
+
+
+def _dedupe_locked(ddir: Path, opts: DedupeOptions, progress: bool) -> DedupeSummary:
+    """The body of :func:`dedupe_dataset`, run while holding the folder's lock."""
     df = read_manifest(ddir).reset_index(drop=True)
     for col in ("dup_stage", "dup_anchor", "dup_evidence"):
         if col not in df.columns:
@@ -928,5 +964,4 @@ def dedupe_dataset(
     sheet = contact_sheet(ddir, groups, paths, opts.sheet_groups)
     write_bytes_atomic(out / "groups.png", cv2.imencode(".png", sheet)[1].tobytes())
     write_manifest(ddir, df)
-    stats.seconds = time.perf_counter() - t0
     return stats

@@ -21,6 +21,8 @@ import cv2
 import faiss
 import numpy as np
 
+from inf30.errors import UsageError
+
 
 @dataclass(frozen=True)
 class SceneParams:
@@ -51,7 +53,7 @@ class SceneParams:
     clahe: float = 0.0
 
     def validate(self) -> None:
-        """ValueError with a one-line message for a parameter out of range."""
+        """:class:`inf30.errors.UsageError` (a ValueError) with a one-line message for a parameter out of range."""
         checks = (
             (self.side >= 32, f"side must be at least 32 px, got {self.side}"),
             (self.nfeatures >= 8, f"nfeatures must be at least 8, got {self.nfeatures}"),
@@ -66,7 +68,7 @@ class SceneParams:
         )
         for ok, message in checks:
             if not ok:
-                raise ValueError(message)
+                raise UsageError(message)
 
     def feature_key(self) -> str:
         """Short hash of the parameters that change the cached features (not the verification ones)."""
@@ -207,59 +209,18 @@ class Vocabulary:
             faiss.omp_set_num_threads(threads)
         return cls(km.centroids)
 
-    def words(self, feats: list[LocalFeatures]) -> np.ndarray:
-        """The nearest word (sum N,) int64 of every keypoint of ``feats``, concatenated in order."""
-        counts = [len(f.desc) for f in feats]
-        if sum(counts) == 0:
-            return np.zeros(0, np.int64)
-        allx = unpack_bits(np.concatenate([f.desc for f in feats if len(f.desc)]))
-        _, words = self.index.search(allx, 1)
-        return words[:, 0].astype(np.int64)
-
     def encode(self, feats: list[LocalFeatures]) -> np.ndarray:
         """Images' features -> (M, k) float32 L2-normalized square-rooted word histograms (zero rows for
         images without features)."""
-        return self.encode_regions(feats, ((0.0, 0.0, 1.0, 1.0),))[:, 0]
-
-    def encode_regions(
-        self, feats: list[LocalFeatures], boxes: tuple[tuple[float, float, float, float], ...], min_points: int = 1
-    ) -> np.ndarray:
-        """Word histograms of regions of each image -> (M, R, k) float32, square-rooted and L2-normalized.
-
-        boxes: R regions (x0, y0, x1, y1) as fractions of the box spanned by the image's keypoints (the working
-        copy's extent, up to the border ORB leaves free). A region other than the whole box (0, 0, 1, 1)
-        with fewer than ``min_points`` keypoints is a zero row (it is not queried)."""
-        out = np.zeros((len(feats), len(boxes), self.size), np.float32)
-        counts = np.array([len(f.desc) for f in feats], np.int64)
-        if counts.sum() == 0:
+        out = np.zeros((len(feats), self.size), np.float32)
+        counts = [len(f.desc) for f in feats]
+        if sum(counts) == 0:
             return out
-        words = self.words(feats)
+        allx = unpack_bits(np.concatenate([f.desc for f in feats if len(f.desc)]))
+        _, words = self.index.search(allx, 1)
         owner = np.repeat(np.arange(len(feats)), counts)
-        xy = np.concatenate([np.asarray(f.xy, np.float32).reshape(-1, 2) for f in feats])
-        lo = np.zeros((len(feats), 2), np.float32)
-        hi = np.ones((len(feats), 2), np.float32)
-        has = counts > 0
-        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])[has]
-        lo[has] = np.minimum.reduceat(xy, starts, axis=0)
-        hi[has] = np.maximum.reduceat(xy, starts, axis=0)
-        rel = (xy - lo[owner]) / np.maximum(hi[owner] - lo[owner], 1e-3)  # (sum N, 2) in [0, 1]
-        for r, (x0, y0, x1, y1) in enumerate(boxes):
-            inside = (rel[:, 0] >= x0) & (rel[:, 0] <= x1) & (rel[:, 1] >= y0) & (rel[:, 1] <= y1)
-            np.add.at(out[:, r], (owner[inside], words[inside]), 1.0)
-        few = out.sum(-1) < min_points
-        few[:, [r for r, b in enumerate(boxes) if b == (0.0, 0.0, 1.0, 1.0)]] = False
+        np.add.at(out, (owner, words[:, 0]), 1.0)
         out = np.sqrt(out)
-        norms = np.linalg.norm(out, axis=-1, keepdims=True)
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
         np.divide(out, norms, out=out, where=norms > 0)
-        out[few] = 0.0
         return out
-
-
-def region_boxes(scales: tuple[tuple[float, int], ...]) -> tuple[tuple[float, float, float, float], ...]:
-    """The whole image, then for each (side fraction s, n) an n x n grid of s x s regions spread evenly from
-    corner to corner (regional descriptors that a 20 to 60 % crop of the image resembles as a whole)."""
-    boxes = [(0.0, 0.0, 1.0, 1.0)]
-    for s, n in scales:
-        starts = np.linspace(0.0, 1.0 - s, n) if n > 1 else np.array([(1.0 - s) / 2])
-        boxes += [(float(x), float(y), float(x) + s, float(y) + s) for y in starts for x in starts]
-    return tuple(boxes)

@@ -28,6 +28,8 @@ REMOTE_KINDS = ("urls", "page", "hf", "url")
 def check_agc(agc: object, where: str = "--agc") -> tuple[float, float]:
     """``(LOW, HIGH)`` percentiles with 0 <= LOW < HIGH <= 100, as floats; UsageError otherwise."""
     try:
+        if isinstance(agc, str) or any(isinstance(x, bool) for x in agc):  # type: ignore[union-attr]
+            raise TypeError
         lo, hi = (float(x) for x in agc)  # type: ignore[union-attr]
     except (TypeError, ValueError):
         raise UsageError(f"{where} must be two percentiles LOW,HIGH (e.g. 1,99), got {agc!r}") from None
@@ -39,6 +41,8 @@ def check_agc(agc: object, where: str = "--agc") -> tuple[float, float]:
 def check_video_every(every: object, where: str = "--video-every") -> float:
     """Seconds between sampled video frames: a finite number > 0; UsageError otherwise."""
     try:
+        if isinstance(every, bool):
+            raise TypeError
         value = float(every)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         raise UsageError(f"{where} must be a number of seconds, got {every!r}") from None
@@ -187,7 +191,7 @@ def load_config(path: str | Path) -> list[SourceSpec]:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
+        raise FileNotFoundError(f"config file not found: {path}" + (" (it is a folder)" if path.is_dir() else ""))
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
@@ -385,6 +389,12 @@ def enumerate_inputs(spec: SourceSpec, out_dir: str | os.PathLike | None = None)
         if skip is not None and _same_stat(os.stat(spec.path), skip):
             # the output is the source folder itself: its own files are not inputs (the user's are)
             pairs = [(rel, f) for rel, f in pairs if not is_build_output(rel)]
+        elif out_real is not None and os.path.realpath(spec.path).startswith(out_real + os.sep):
+            # the source lies inside the output (`inf30 build ds/images --out ds`): the same, below it;
+            # except the build's own scrape downloads (`.work/scrape/...`), which are its inputs
+            pre = os.path.relpath(os.path.realpath(spec.path), out_real).replace(os.sep, "/") + "/"
+            if not pre.startswith(".work/"):
+                pairs = [(rel, f) for rel, f in pairs if not is_build_output(pre + rel)]
     origins = spec.options.get("origins") or {}
     inputs, skipped = [], 0
     for rel, f in sorted(pairs, key=lambda x: x[0]):

@@ -237,9 +237,13 @@ def _open_datasets(src: str) -> ImageSource:
 
             ds = _pick_split(load_from_disk(str(path)), src)
         elif path.is_dir() and _is_published(path):
-            from inf30.publish import load_published
+            # the default config's shards, through the parquet builder: its cache key hashes the files
+            # themselves (load_dataset(FOLDER) keys by the folder's name, so two published folders both called
+            # "published" share one stale cache entry)
+            from datasets import load_dataset
 
-            ds = load_published(str(path), split="train")
+            files = sorted(str(f) for f in (path / "data").glob("train-*.parquet"))
+            ds = load_dataset("parquet", data_files={"train": files}, split="train")
         else:
             from datasets import load_dataset
 

@@ -233,19 +233,30 @@ def make_optimizer(model: nn.Module, cfg: RunConfig) -> torch.optim.AdamW:
 
 
 # ----------------------------------------------------------------------------------------------- DDP
+def _grad_strides(conv: nn.Conv2d) -> tuple[int, ...]:
+    """The strides of ``conv.weight``'s gradient when its input is a channels-last map (as the encoder feeds
+    it), found with a tiny backward on the weight's device (CPU and cuDNN kernels may differ)."""
+    w = conv.weight.detach().clone().requires_grad_(True)
+    x = torch.ones(1, conv.in_channels, 8, 8, device=w.device, dtype=w.dtype)  # no RNG draw
+    x = x.contiguous(memory_format=torch.channels_last)
+    nn.functional.conv2d(x, w, None, padding=conv.padding, groups=conv.groups).sum().backward()
+    return tuple(w.grad.stride())
+
+
 def match_grad_layout(model: nn.Module) -> list[str]:
-    """Give depthwise kernels [C, 1, k, k] the strides their gradients get, (k*k, 1, k, 1).
+    """Give the depthwise kernels [C, 1, k, k] the strides their gradients get.
 
     The encoder feeds its depthwise convolutions channels-last maps, so their weight gradients come out
-    channels-last; DDP's buckets follow the parameters' strides, and a mismatch costs a copy per step
-    ("Grad strides do not match bucket view strides"). Values are unchanged. Returns the parameter names."""
+    channels-last ((k*k, 1, k, 1) on the CPU); DDP's buckets follow the parameters' strides, and a mismatch
+    costs a copy per step ("Grad strides do not match bucket view strides"). Values are unchanged. Returns
+    the names of the parameters that were re-strided."""
     changed = []
     for name, mod in model.named_modules():
         if isinstance(mod, nn.Conv2d) and mod.groups > 1 and mod.weight.shape[1] == 1:
             w = mod.weight
-            strided = torch.empty_strided(w.shape, (w.shape[2] * w.shape[3], 1, w.shape[3], 1),
-                                          dtype=w.dtype, device=w.device)
-            if strided.stride() != w.stride():
+            strides = _grad_strides(mod)
+            if strides != w.stride():
+                strided = torch.empty_strided(w.shape, strides, dtype=w.dtype, device=w.device)
                 strided.copy_(w.detach())
                 w.data = strided
                 changed.append(f"{name}.weight")

@@ -300,7 +300,7 @@ def _finetune(cfg: FinetuneConfig, info: Any, precision: str) -> dict[str, Any]:
     eng = Engine(cfg, info, precision, run_dir, model, model, optimizer, sampler, loader, loss_fn,
                  lambda batch, dev: batch, full_config, name=f"finetune {cfg.task}")
     step = eng.resume(lambda saved: _check_resume(saved, cfg, run_dir))
-    eng.net = wrap_model(model, info, cfg.compile, find_unused=True)
+    eng.net = wrap_model(model, info, cfg.compile, find_unused=getattr(task_cls, "find_unused_parameters", True))
     if info.is_main:
         where = f"resumed from {eng.resumed_from} at step {step}" if eng.resumed_from is not None else "new run"
         init_note = f"init {cfg.init}"

@@ -1,7 +1,7 @@
 """Dense prediction heads on `InfMAEBackbone`'s pyramid (F1..F4 at strides 4/8/16/32) and the model around them.
 
     DenseModel(backbone, head)   gray [B, 1, H, W] in [0, 1] (any H, W) -> logits [B, K, H, W]
-        normalizes with the backbone's mean / std (its config, else `infmae.data.MEAN/STD`), replicates to
+        normalizes with the backbone's mean / std (its preprocessing, else `infmae.data.MEAN/STD`), replicates to
         3 channels, pads to a multiple of 32 (with the mean), runs backbone + head, upsamples, crops back.
     FCNHead        two 3x3 convs on F3 (stride 16, the Transformer output) + input skip (mmseg's FCNHead)
     UperHead       UperNet: pyramid pooling on F4 + FPN over F1..F4, fused at stride 4 (paper Table 1)
@@ -128,9 +128,11 @@ class IRSTDDecoder(nn.Module):
 
 
 def norm_stats(backbone: nn.Module) -> tuple[list[float], list[float]]:
-    """(mean, std) per channel for the backbone's input: its config's "mean"/"std" if set, else data.MEAN/STD."""
-    cfg: dict[str, Any] = getattr(backbone, "config", {}) or {}
-    mean, std = cfg.get("mean", MEAN), cfg.get("std", STD)
+    """(mean, std) per channel for the backbone's input: its `preprocessing` (the weights' own, from the
+    checkpoint config) if it has one, else `infmae.data.MEAN` / `STD`."""
+    pre: dict[str, Any] = getattr(backbone, "preprocessing", None) or \
+        (getattr(backbone, "config", {}) or {}).get("preprocessing") or {}
+    mean, std = pre.get("mean", MEAN), pre.get("std", STD)
     as_list = lambda v: [float(t) for t in v] if isinstance(v, list | tuple) else [float(v)] * 3  # noqa: E731
     return as_list(mean), as_list(std)
 

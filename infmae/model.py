@@ -339,52 +339,64 @@ class MultiScaleEncoder(nn.Module):
     def num_prefix(self) -> int:
         return 0
 
+    def _stages(
+        self,
+        x: torch.Tensor,
+        spatial: Callable[[int, torch.Tensor], Spatial],
+        tokens: Callable[[torch.Tensor], torch.Tensor],
+        positions: Callable[[torch.Tensor], torch.Tensor],
+        fuse: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The encoder's stage sequence, written once for every layout (sparse, dense masked, unmasked).
+
+        x: pixels, channels-last: [B, H, W, 3] (dense) or [B, Nv, 16, 16, 3] (the visible patches).
+        spatial(s, x): the mask + depthwise conv of the stage whose maps hold s x s positions per 16x16
+            patch (s = 4 at stage 1, 2 at stage 2), for its input x (its dtype).
+        tokens(y): a map at the 16x16-patch stride [..., C3] -> the tokens kept [B, L, C3].
+        positions(t): the sin-cos positions added to the stage-3 tokens t [B, L, C3].
+        Returns F1, F2 (channels-last, the layout of x) and the normalized tokens [B, L, C3], with the
+        multi-scale fusion added first when `fuse` (and the encoder is multiscale).
+        """
+        x = self.embed1(x)  # [..., 4, 4, C1] per patch
+        sp = spatial(4, x)
+        for blk in self.stage1:
+            x = blk(x, sp)
+        f1 = x
+        x = self.embed2(x)  # [..., 2, 2, C2] per patch
+        sp = spatial(2, x)
+        for blk in self.stage2:
+            x = blk(x, sp)
+        f2 = x
+        t = tokens(self.embed3_linear(self.embed3(x)))  # [B, L, C3]
+        t = t + positions(t)
+        for blk in self.blocks:
+            t = blk(t)
+        if fuse and self.multiscale:
+            t = t + tokens(self.fuse1(f1))
+            t = t + tokens(self.fuse2(f2))
+        return f1, f2, self.norm(t)
+
     def forward_masked(self, imgs: torch.Tensor, info: MaskInfo, sparse: bool = True) -> torch.Tensor:
         """imgs [B, 3, H, W] -> visible tokens [B, Nv, C3] (in the order of info.ids_keep)."""
         b = imgs.shape[0]
         gh, gw = info.grid
         n, ids = gh * gw, info.ids_keep
         c3 = self.embed_dims[2]
-        pos = sincos_2d(gh, gw, c3, imgs.device, imgs.dtype)  # [N, C3]
-        if sparse:
-            flat = _flat_ids(ids, n)
-            spatial = sparse_spatial(ids, info.grid)
+        pos = sincos_2d(gh, gw, c3, imgs.device, imgs.dtype)[ids]  # [B, Nv, C3]
+        if sparse:  # stages 1-2 only inside the visible 16x16 patches
             patches = patch_grid(imgs, 16).reshape(b * n, 16, 16, imgs.shape[1])
-            x = patches.index_select(0, flat).view(b, -1, 16, 16, imgs.shape[1])  # [B, Nv, 16, 16, 3]
-            x = self.embed1(x)  # [B, Nv, 4, 4, C1]
-            for blk in self.stage1:
-                x = blk(x, spatial)
-            f1 = x
-            x = self.embed2(x)  # [B, Nv, 2, 2, C2]
-            for blk in self.stage2:
-                x = blk(x, spatial)
-            f2 = x
-            t = self.embed3_linear(self.embed3(x)).view(b, -1, c3)  # [B, Nv, C3]
-            t = t + pos[ids]
-            for blk in self.blocks:
-                t = blk(t)
-            if self.multiscale:
-                t = t + self.fuse1(f1).view(b, -1, c3) + self.fuse2(f2).view(b, -1, c3)
-            return self.norm(t)
+            x = patches.index_select(0, _flat_ids(ids, n)).view(b, -1, 16, 16, imgs.shape[1])  # [B, Nv, 16, 16, 3]
+            sparse_sp = sparse_spatial(ids, info.grid)  # one halo-index cache for both stages
+            _, _, t = self._stages(x, lambda s, y: sparse_sp, lambda y: y.reshape(b, -1, c3), lambda t: pos)
+            return t
         # dense masked reference: every position computed, masked ones zeroed before each depthwise conv
-        x = self.embed1(imgs.permute(0, 2, 3, 1))  # [B, H/4, W/4, C1]
-        keep1 = info.keep_map(4).to(x.dtype)
-        for blk in self.stage1:
-            x = blk(x, dense_spatial(keep1))
-        f1 = x
-        x = self.embed2(x)  # [B, H/8, W/8, C2]
-        keep2 = info.keep_map(2).to(x.dtype)
-        for blk in self.stage2:
-            x = blk(x, dense_spatial(keep2))
-        f2 = x
-        t = self.embed3_linear(self.embed3(x)).reshape(b, n, c3) + pos  # [B, N, C3]
-        t = gather_tokens(t, ids)  # [B, Nv, C3]
-        for blk in self.blocks:
-            t = blk(t)
-        if self.multiscale:
-            t = t + gather_tokens(self.fuse1(f1).reshape(b, n, c3), ids)
-            t = t + gather_tokens(self.fuse2(f2).reshape(b, n, c3), ids)
-        return self.norm(t)
+        _, _, t = self._stages(
+            imgs.permute(0, 2, 3, 1),
+            lambda s, y: dense_spatial(info.keep_map(s).to(y.dtype)),
+            lambda y: gather_tokens(y.reshape(b, n, c3), ids),
+            lambda t: pos,
+        )
+        return t
 
     def forward_pyramid(
         self, imgs: torch.Tensor, fuse: bool = True
@@ -398,21 +410,14 @@ class MultiScaleEncoder(nn.Module):
         gh, gw = h // 16, w // 16
         c3 = self.embed_dims[2]
         spatial = dense_spatial(None)
-        x = self.embed1(imgs.permute(0, 2, 3, 1))
-        for blk in self.stage1:
-            x = blk(x, spatial)
-        f1 = x
-        x = self.embed2(x)
-        for blk in self.stage2:
-            x = blk(x, spatial)
-        f2 = x
-        t = self.embed3_linear(self.embed3(x)).reshape(b, gh * gw, c3)
-        t = t + sincos_2d(gh, gw, c3, imgs.device, t.dtype)
-        for blk in self.blocks:
-            t = blk(t)
-        if fuse and self.multiscale:
-            t = t + self.fuse1(f1).reshape(b, -1, c3) + self.fuse2(f2).reshape(b, -1, c3)
-        return f1, f2, self.norm(t).view(b, gh, gw, c3)
+        f1, f2, t = self._stages(
+            imgs.permute(0, 2, 3, 1),
+            lambda s, y: spatial,
+            lambda y: y.reshape(b, gh * gw, c3),
+            lambda t: sincos_2d(gh, gw, c3, imgs.device, t.dtype),
+            fuse,
+        )
+        return f1, f2, t.view(b, gh, gw, c3)
 
     def layer_id(self, name: str) -> int:
         """Depth index of a parameter for layer-wise lr decay: 0 = first patch embed, sum(depths)+1 = last."""

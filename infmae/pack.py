@@ -91,6 +91,8 @@ class PackOptions:
 
 @dataclass
 class PackSummary:
+    """What a :func:`pack` call found and did (``table()``: the CLI's two lines)."""
+
     out: str
     images: int  # packed so far (all shards when complete)
     skipped: int  # items that did not decode

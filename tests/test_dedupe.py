@@ -13,12 +13,16 @@ from PIL import Image
 
 from inf30.dedupe import (
     DedupeOptions,
+    UnionFind,
     assign_anchors,
+    candidate_pairs,
     dedupe_dataset,
-    expansion_pairs,
-    find_edges,
+    global_descriptors,
     merge_caches,
     near_copy_pairs,
+    verify_candidates,
+    verify_lazily,
+    vote_pairs,
     window_pairs,
 )
 from inf30.entropy import entropy8
@@ -148,35 +152,6 @@ def test_two_hituav_sequences_are_not_merged(tmp_path: Path, hituav_dir: Path) -
         assert seq[r.dup_anchor] == seq[r.id], f"{r.origin} merged into another sequence"
 
 
-def test_expansion_pairs_join_images_verified_against_a_common_one() -> None:
-    # verified: 0-1 (50 inliers), 0-2 (40), 0-3 (30), 4-5; already a candidate: 1-2; image 6 has no features
-    links = pd.DataFrame({"i": [0, 0, 0, 4, 0], "j": [1, 2, 3, 5, 6], "inliers": [50, 40, 30, 60, 90]})
-    known = pd.DataFrame({"i": [1], "j": [2]})
-    usable = np.array([True] * 6 + [False])
-    got = expansion_pairs(links, known, usable, per_image=3)
-    assert list(zip(got["i"], got["j"], strict=True)) == [(1, 3), (2, 3)]  # 1-2 known; 6 unusable; 4-5 share no image
-    got = expansion_pairs(links, known, usable, per_image=2)  # 0 keeps its two strongest usable links: 1, 2
-    assert got.empty
-    assert expansion_pairs(links, known, usable, per_image=0).empty
-    assert expansion_pairs(links, known, np.zeros(7, bool), per_image=3).empty  # nobody has features
-
-
-def test_expansion_pairs_in_small_chunks_equal_one_pass(monkeypatch) -> None:
-    """The join runs in chunks of whole images (bounded memory at 1 M images): same pairs as one pass."""
-    import inf30.dedupe as dd
-
-    rng = np.random.default_rng(0)
-    a, b = rng.integers(0, 60, 400), rng.integers(0, 60, 400)
-    links = pd.DataFrame({"i": np.minimum(a, b), "j": np.maximum(a, b), "inliers": rng.integers(25, 200, 400)})
-    links = links[links["i"] < links["j"]]
-    known = links.iloc[::3][["i", "j"]]
-    usable = rng.random(60) > 0.1
-    whole = expansion_pairs(links, known, usable, per_image=6)
-    monkeypatch.setattr(dd, "EXPAND_CHUNK", 7)
-    pd.testing.assert_frame_equal(expansion_pairs(links, known, usable, per_image=6), whole)
-    assert len(whole) > 50
-
-
 def test_window_pairs_follow_source_order_not_row_order() -> None:
     keys = ["v/f3", "v/f1", "x/a", "v/f2", "v/f4"]  # source order: f1 f2 f3 f4 a (rows 1 3 0 4 2)
     usable = np.array([True, True, True, True, False])  # f4 has no features: skipped, its place closes up
@@ -187,29 +162,90 @@ def test_window_pairs_follow_source_order_not_row_order() -> None:
     assert window_pairs(keys, usable, 0).empty
 
 
-def test_expansion_finds_frames_the_index_ranks_too_low(hituav_dir: Path) -> None:
-    """One HIT-UAV sequence, only 1 candidate per image: expansion over verified links finds more frame
-    pairs of the sequence; every pair it adds is verified, and more of them than without it."""
+def curation_crop(img: np.ndarray, area: float, y: float, x: float, scale: float, gamma: float) -> np.ndarray:
+    """A crop of ``area`` of the frame at relative offset (y, x) with another aspect (3:2 of a 5:4 frame),
+    resized by ``scale``, re-gained (percentile stretch of the crop, then ``gamma``) and saved as JPEG 60:
+    how curated data sets cut their images out of camera frames."""
+    h, w = img.shape
+    ch, cw = int(h * (area / 1.2) ** 0.5), int(w * (area * 1.2) ** 0.5)
+    y0, x0 = int((h - ch) * y), int((w - cw) * x)
+    c = cv2.resize(img[y0 : y0 + ch, x0 : x0 + cw].astype(np.float32), (int(cw * scale), int(ch * scale)))
+    lo, hi = np.percentile(c, [1, 99])
+    c = (np.clip((c - lo) / (hi - lo), 0, 1) ** gamma * 255).astype(np.uint8)
+    return cv2.imdecode(cv2.imencode(".jpg", c, [cv2.IMWRITE_JPEG_QUALITY, 60])[1], cv2.IMREAD_GRAYSCALE)
+
+
+@pytest.fixture(scope="module")
+def curated(hituav_dir: Path) -> tuple[list[np.ndarray], list[tuple[int, int]]]:
+    """12 HIT-UAV val frames and a curation crop (30 to 45 % of the area) of each of the first four."""
+    frames = [gray(f) for f in sorted((hituav_dir / "val").glob("*.jpg"))[::24][:12]]
+    crops = [curation_crop(frames[k], 0.3 + 0.05 * k, 0.2 * k, 0.9 - 0.2 * k, 1.3 + 0.2 * k, (0.6, 1.6, 0.8, 1.3)[k])
+             for k in range(4)]
+    return frames + crops, [(k, 12 + k) for k in range(4)]
+
+
+def test_votes_find_curation_crops_that_verify(curated) -> None:
+    """A crop of 30 to 45 % of a real frame (other aspect, size, gain, JPEG) and its frame find each other by
+    local-descriptor votes, and verify; the votes are a few pairs per image, not all pairs."""
+    images, truth = curated
+    feats = [extract_features(im) for im in images]
+    got = vote_pairs(feats, top=3)
+    pairs = set(zip(got["i"], got["j"], strict=True))
+    assert set(truth) <= pairs
+    assert len(pairs) <= 3 * len(images)
+    inl = verify_candidates(feats, pd.DataFrame(truth, columns=["i", "j"]), SceneParams())
+    assert (inl >= SceneParams().min_inliers).all(), inl
+    assert vote_pairs(feats, top=0).empty and vote_pairs(feats[:1], top=3).empty
+
+
+def test_curation_crops_are_dropped_end_to_end(tmp_path: Path, curated) -> None:
+    images, truth = curated
+    ds = make_dataset(tmp_path, [(f"f{k}", im) for k, im in enumerate(images)])
+    s = dedupe_dataset(ds, DedupeOptions(workers=1), progress=False)
+    m = by_origin(ds)
+    for frame, crop_ in truth:
+        assert m.at[f"f{crop_}", "status"] == "dropped", m.at[f"f{crop_}", "reason"]
+        assert m.at[f"f{crop_}", "dup_anchor"] == m.at[f"f{frame}", "id"]
+    assert s.kept == len(images) - len(truth)
+
+
+def test_groups_follow_the_graph_not_only_direct_links() -> None:
+    """The issue's split: frames A, B of one road and their crops a, b; only A-B, A-a and a-b verify (B-b
+    was never a candidate). The greedy star rule would keep two images of the scene; components keep one."""
+    A, B, a, b = 0, 1, 2, 3
+    edges = pd.DataFrame({"i": [A, A, a], "j": [B, a, b], "stage": [3, 3, 3], "evidence": ["AB", "Aa", "ab"]})
+    rank = np.array([0, 1, 2, 3])
+    got = assign_anchors(rank, edges)
+    assert got == {B: (A, 3, "AB", A), a: (A, 3, "Aa", A), b: (A, 3, "ab", a)}  # b reached via a
+    rank = np.array([3, 2, 0, 1])  # crop a first: it anchors the whole scene
+    got = assign_anchors(rank, edges)
+    assert set(got) == {A, B, b} and {v[0] for v in got.values()} == {a}
+    assert got[B][3] == A  # B is reached through A
+    # a pair linked by both stages counts as stage 2; no edges, no drops
+    both = pd.DataFrame({"i": [0, 0], "j": [1, 1], "stage": [3, 2], "evidence": ["scene", "hash"]})
+    assert assign_anchors(np.array([0, 1]), both) == {1: (0, 2, "hash", 0)}
+    assert assign_anchors(rank, edges.iloc[:0]) == {}
+
+
+def test_lazy_verification_gives_the_groups_of_full_verification(hituav_dir: Path) -> None:
+    """One HIT-UAV sequence with the candidates of a dedupe run: lazily verifying (skipping pairs already in
+    one group) checks fewer pairs and ends with the same groups as verifying every candidate."""
     frames = [img for _, img in hit_sequence(hituav_dir, "0_100_30_0", 14)]
     feats = [extract_features(f) for f in frames]
-    base = find_edges(None, None, feats, DedupeOptions(neighbors=1, expand=0, workers=1))
-    more = find_edges(None, None, feats, DedupeOptions(neighbors=1, expand=10, workers=1))
-    assert len(base) > 0
-    via = more[more["evidence"].str.endswith("via=expansion")]
-    assert len(via) > 0 and len(more) == len(base) + len(via)
-    assert (via["inliers"] >= SceneParams().min_inliers).all()
-    assert set(zip(base["i"], base["j"], strict=True)) <= set(zip(more["i"], more["j"], strict=True))
+    opts = DedupeOptions(workers=1)
+    cand = candidate_pairs(global_descriptors(feats, opts), np.ones(len(feats), bool), 13, -1.0)
+    full = verify_candidates(feats, cand, opts.scene_params)
+    uf_full = UnionFind(len(feats))
+    for i, j in zip(cand["i"][full >= 25], cand["j"][full >= 25], strict=True):
+        uf_full.union(int(i), int(j))
+    uf = UnionFind(len(feats))
+    lazy = verify_lazily(feats, cand.assign(similarity=cand["similarity"]), opts.scene_params, uf)
+    assert len(lazy) < len(cand)
+    assert [uf.find(k) for k in range(len(feats))] == [uf_full.find(k) for k in range(len(feats))]
+    assert (full >= 25).sum() > 5
 
 
 # --------------------------------------------------------------------------------- anchors, outputs
-def test_assign_anchors_greedy_order() -> None:
-    edges = pd.DataFrame({"i": [0, 1, 2], "j": [1, 2, 3], "stage": [3, 3, 2], "evidence": ["a", "b", "c"]})
-    rank = np.array([0, 1, 2, 3])
-    assert assign_anchors(rank, edges) == {1: (0, 3, "a"), 3: (2, 2, "c")}  # 2 survives: its anchor 1 was dropped
-    rank = np.array([3, 0, 1, 2])  # 1 first: drops 0 and 2; 3 is linked only to 2 (dropped) and stays
-    assert assign_anchors(rank, edges) == {0: (1, 3, "a"), 2: (1, 3, "b")}
-
-
 def test_result_independent_of_workers_and_row_order(tmp_path: Path, hituav_dir: Path, sirst: list[np.ndarray]) -> None:
     items = hit_sequence(hituav_dir, "0_60_30_0", 10) + [("s0", sirst[0]), ("s0crop", crop(sirst[0], 0.8))]
     results = []
@@ -290,10 +326,90 @@ def test_cli_dedupe(tmp_path: Path, sirst: list[np.ndarray]) -> None:
     from cli import inf30_app
 
     ds = make_dataset(tmp_path / "ds", [("orig", sirst[0]), ("crop", crop(sirst[0], 0.8)), ("other", sirst[3])])
-    res = CliRunner().invoke(inf30_app, ["dedupe", str(ds), "--workers", "1", "-q"])
+    res = CliRunner().invoke(inf30_app, ["dedupe", str(ds), "--workers", "1", "--window", "0", "--votes", "4", "-q"])
     assert res.exit_code == 0, res.output
     assert "kept" in res.output and by_origin(ds).at["crop", "status"] == "dropped"
-    res = CliRunner().invoke(inf30_app, ["dedupe", str(tmp_path / "missing"), "-q"])
-    assert res.exit_code == 2 and "error: no manifest" in res.output
-    res = CliRunner().invoke(inf30_app, ["dedupe", str(ds), "--hashes", "nope", "-q"])
-    assert res.exit_code == 2 and "unknown hash" in res.output
+
+
+def test_cli_exposes_every_option_with_the_dataclass_defaults() -> None:
+    """Every DedupeOptions field (and every SceneParams field) is a CLI option; the CLI's own default is None
+    (so the dataclass decides), and a default shown in --help is the dataclass's."""
+    import dataclasses
+    import re
+
+    import typer
+
+    from cli import inf30_app
+
+    cmd = typer.main.get_command(inf30_app).commands["dedupe"]
+    params = {p.name: p for p in cmd.params}
+    opts = DedupeOptions()
+    fields = {f.name: getattr(opts, f.name) for f in dataclasses.fields(DedupeOptions) if f.name != "scene_params"}
+    fields |= {f.name: getattr(opts.scene_params, f.name) for f in dataclasses.fields(SceneParams)}
+    for name, default in fields.items():
+        assert name in params, f"--{name.replace('_', '-')} missing from inf30 dedupe"
+        assert params[name].default is None, name
+        shown = re.search(r"\[default: ([^\]]+)\]", params[name].help or "")
+        if shown:
+            want = ",".join(default) if isinstance(default, tuple) else ("on" if default is True else f"{default:g}"
+                                                                           if isinstance(default, float) else str(default))
+            assert shown.group(1) == want, (name, shown.group(1), want)
+
+
+def test_cli_bad_options_and_missing_folder_exit_2_before_any_work(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from cli import inf30_app
+
+    missing = tmp_path / "missing"
+    for args in (["--hashes", "nope"], ["--neighbors", "0"], ["--window", "-1"], ["--min-inlier-ratio", "2"],
+                 ["--min-inliers", "2"], ["--votes", "-3"], ["--order", "size,bogus"], ["--workers", "-1"]):
+        res = CliRunner().invoke(inf30_app, ["dedupe", str(missing), *args, "-q"])
+        assert res.exit_code == 2, (args, res.output)
+        assert res.output.startswith("error: ") and res.output.count("\n") == 1, res.output
+        assert not missing.exists()  # nothing created, nothing read
+    res = CliRunner().invoke(inf30_app, ["dedupe", "/nonexistent-inf30-dataset", "-q"])
+    assert res.exit_code == 2 and "is not a folder" in res.output and "--out /\n" not in res.output, res.output
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    res = CliRunner().invoke(inf30_app, ["dedupe", str(empty), "-q"])
+    assert res.exit_code == 2 and f"--out {empty}`" in res.output and "no manifest.parquet" in res.output, res.output
+    assert list(empty.iterdir()) == []  # not even a lock file
+
+
+def _lock_held(path: Path) -> bool:
+    """Whether some process holds a flock on ``path``, read from /proc/locks (without taking the lock)."""
+    ino = path.stat().st_ino
+    return any(line.split()[5].rsplit(":", 1)[-1] == str(ino) for line in Path("/proc/locks").read_text().splitlines()
+               if "FLOCK" in line)
+
+
+def test_two_concurrent_dedupe_processes_the_second_is_refused(tmp_path: Path, hituav_dir: Path) -> None:
+    """Two real `inf30 dedupe` processes on one dataset: while the first holds the folder's lock (it is paused
+    with SIGSTOP once /proc/locks shows its lock), the second exits 1 with one line and changes nothing."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    ds = make_dataset(tmp_path / "ds", hit_sequence(hituav_dir, "1_60_30_0", 16))
+    before = (ds / "manifest.parquet").read_bytes()
+    exe = str(Path(sys.executable).with_name("inf30"))
+    first = subprocess.Popen([exe, "dedupe", str(ds), "--workers", "1", "-q"], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        while not ((ds / ".lock").exists() and _lock_held(ds / ".lock")):
+            assert first.poll() is None, first.communicate()
+            time.sleep(0.005)
+        os.kill(first.pid, signal.SIGSTOP)
+        second = subprocess.run([exe, "dedupe", str(ds), "--workers", "1", "-q"], capture_output=True, text=True,
+                                timeout=120)
+        assert second.returncode == 1, second.stderr
+        assert second.stderr.strip() == f"error: another inf30 process is writing {ds}; wait for it or use another --out"
+        assert (ds / "manifest.parquet").read_bytes() == before
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
+    out, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err
+    assert "kept" in out and (read_manifest(ds)["status"] == "dropped").sum() > 0

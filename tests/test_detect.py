@@ -16,7 +16,15 @@ from PIL import Image
 
 from infmae.backbone import InfMAEBackbone
 from infmae.tasks import DataLayoutError, get_task
-from infmae.tasks.detect_data import BoxStats, DetectionDataset, detect_layout, read_split, validate_boxes
+from infmae.tasks.detect import InfMAEFasterRCNN, InfMAEMaskRCNN
+from infmae.tasks.detect_data import (
+    BoxStats,
+    DetectionDataset,
+    detect_layout,
+    instance_masks,
+    read_split,
+    validate_boxes,
+)
 
 HITUAV_CLASSES = ["Person", "Car", "Bicycle", "OtherVehicle"]
 
@@ -39,19 +47,49 @@ def test_hituav_coco_variant(hituav_dir: Path):
     row = np.flatnonzero((np.abs(sample.boxes - [x, y, x + w, y + h]) < 1e-4).all(axis=1))
     assert len(row) == 1 and sample.labels[row[0]] == first["category_id"] + 1
     assert all(s.labels.min(initial=1) >= 1 and s.labels.max(initial=1) <= 4 for s in sp.samples)
+    assert not sp.has_masks  # its polygons are the boxes' four corners: no instance masks
     with pytest.raises(DataLayoutError, match="no annotations/test.json"):
         read_split(hituav_dir, "test")
+
+
+def _xml_box(path: Path) -> list[float]:
+    obj = ET.parse(path).getroot().find("object/bndbox")
+    x0, y0, x1, y1 = (float(obj.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax"))
+    return [x0 - 1, y0 - 1, x1, y1]  # VOC's 1-based inclusive pixels
 
 
 def test_sirst_voc_xml(sirst_dir: Path):
     stems = (sirst_dir / "idx_427" / "test.txt").read_text().split()
     sp = read_split(sirst_dir, "test")
     assert (sp.layout, sp.classes, len(sp.samples)) == ("voc", ["Target"], len(stems))
-    obj = ET.parse(sirst_dir / "masks" / f"{stems[0]}.xml").getroot().find("object/bndbox")
-    x0, y0, x1, y1 = (float(obj.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax"))
-    s = sp.samples[0]
-    assert s.image.stem == stems[0] and (s.width, s.height) == Image.open(s.image).size
-    assert s.boxes.tolist() == [[x0 - 1, y0 - 1, x1, y1]]  # VOC's 1-based inclusive pixels
+    assert [s.image.stem for s in sp.samples] == stems and sp.has_masks
+    single = [s for s in sp.samples if len(s.boxes) == 1]
+    assert len(single) > 0.7 * len(stems)
+    for s in single[:10]:
+        assert s.boxes.tolist() == [_xml_box(sirst_dir / "masks" / f"{s.image.stem}.xml")]
+        assert (s.width, s.height) == Image.open(s.image).size
+    # several boxes: SIRST's XML box enclosed several targets of the pixel mask; one box per target now
+    multi = [s for s in sp.samples if len(s.boxes) > 1]
+    assert len(multi) == sp.stats.split_by_mask > 0
+
+
+def test_sirst_union_box_split_by_the_pixel_mask(sirst_dir: Path):
+    """Misc_105 (val): the XML has one 159x22 px box around two tiny targets."""
+    sp = read_split(sirst_dir, "val")
+    s = next(x for x in sp.samples if x.image.stem == "Misc_105")
+    ux0, uy0, ux1, uy1 = _xml_box(sirst_dir / "masks" / "Misc_105.xml")
+    assert ux1 - ux0 > 100 and len(s.boxes) == 2
+    mask = np.asarray(Image.open(sirst_dir / "masks" / "Misc_105_pixels0.png").convert("L")) > 0
+    covered = np.zeros_like(mask)
+    for x0, y0, x1, y1 in s.boxes.astype(int):
+        # inside the XML box, up to SIRST's off-by-one (its XML mixes 0- and 1-based pixel numbers)
+        assert ux0 - 1 <= x0 < x1 <= ux1 + 1 and uy0 - 1 <= y0 < y1 <= uy1 + 1 and (x1 - x0) * (y1 - y0) < 50
+        assert mask[y0:y1, x0:x1].any()
+        covered[y0:y1, x0:x1] = True
+    assert not (mask & ~covered).any()  # every target pixel is in a box
+    masks = instance_masks(s)
+    assert masks.shape == (2, s.height, s.width) and (masks.sum(axis=(1, 2)) > 0).all()
+    assert not (masks[0] & masks[1]).any()
 
 
 def _write_voc(path: Path, objects: list[tuple[str, tuple[int, int, int, int], int]]) -> None:
@@ -131,13 +169,20 @@ def test_standard_coco_with_crowd(tmp_path: Path, hituav_dir: Path):
             "annotations": [
                 {"id": 1, "image_id": 7, "category_id": 1, "bbox": [10, 10, 12, 20], "iscrowd": 0},
                 {"id": 2, "image_id": 7, "category_id": 3, "bbox": [600, 500, 80, 30], "iscrowd": 0},
-                {"id": 3, "image_id": 8, "category_id": 3, "bbox": [100, 100, 50, 50], "iscrowd": 1}]}
+                {"id": 3, "image_id": 8, "category_id": 3, "bbox": [100, 100, 50, 50], "iscrowd": 1},
+                {"id": 4, "image_id": 8, "category_id": 1, "bbox": [200, 200, 40, 40], "iscrowd": 0,
+                 "segmentation": [[200, 200, 240, 200, 200, 240]]}]}  # a triangle: a real instance mask
     (tmp_path / "annotations" / "test.json").write_text(json.dumps(data))
     sp = read_split(tmp_path, "test")
     assert sp.classes == ["person", "car"] and sp.category_ids == [1, 3]
     a, b = sp.samples
     assert a.boxes.tolist() == [[10, 10, 22, 30], [600, 500, 640, 512]] and a.labels.tolist() == [1, 2]
-    assert sp.stats.clipped == 1 and len(b.boxes) == 0 and b.ignore.tolist() == [[100, 100, 150, 150]]
+    assert sp.stats.clipped == 1 and b.boxes.tolist() == [[200, 200, 240, 240]]
+    assert b.ignore.tolist() == [[100, 100, 150, 150]]
+    assert sp.has_masks
+    tri = instance_masks(b)[0]
+    assert abs(int(tri.sum()) - 800) < 60 and tri[205, 205] and not tri[235, 235]  # half the 40x40 box
+    assert instance_masks(a)[0][10:30, 10:22].all()  # no segmentation: the box
 
 
 def test_layout_errors_name_the_layouts(tmp_path: Path):
@@ -196,6 +241,7 @@ def test_train_evaluate_predict_infmae_tiny_on_16_hituav_images(hituav_dir: Path
     train = task.dataset(hituav_dir, "train", True, 256)
     val = task.dataset(hituav_dir, "val", False, 256)
     model = task.build_model(InfMAEBackbone("infmae_tiny"))
+    assert isinstance(model, InfMAEFasterRCNN) and task.options["masks"] is False
     assert model.transform.image_mean == [0.425] * 3 and model.transform.image_std == [0.2] * 3
     groups = model.param_groups(0.1, 0.75)
     ids = [id(p) for g in groups for p in g["params"]]
@@ -278,3 +324,34 @@ def test_finetune_engine_then_evaluate_test_split(hituav_dir: Path, tmp_path: Pa
     paths = predict_run(run, [image], tmp_path / "pred", device="cpu", save_json=True)
     assert [p.name for p in paths] == [f"{image.stem}.det.png", "detections.json"]
     assert list((run / "predictions").glob("*.det.png"))
+
+
+def test_mask_rcnn_on_sirst_pixel_masks(sirst_dir: Path, tmp_path: Path):
+    """SIRST has pixel masks: `masks="auto"` builds Mask R-CNN; its loss, mask metrics and drawn masks."""
+    torch.manual_seed(0)
+    task = get_task("detect")({"fpn_channels": 64, "box_head_dim": 256, "mask_dim": 32})
+    train = task.dataset(sirst_dir, "train", True, 256)
+    model = task.build_model(InfMAEBackbone("infmae_tiny"))
+    assert isinstance(model, InfMAEMaskRCNN) and task.options["masks"] is True
+    for i in range(6):  # resized, jittered and flipped masks stay inside their boxes
+        img, t = train[i]
+        assert t["masks"].shape[0] == len(t["boxes"]) and t["masks"].shape[-2:] == img.shape[-2:]
+        for m, (x0, y0, x1, y1) in zip(t["masks"], t["boxes"].tolist(), strict=True):
+            ys, xs = torch.nonzero(m, as_tuple=True)
+            assert len(xs) and x0 - 1.5 <= xs.min() and xs.max() <= x1 + 0.5 and y0 - 1.5 <= ys.min() and ys.max() <= y1 + 0.5
+    opt = torch.optim.AdamW(model.param_groups(0.1, 0.75), lr=1e-4)
+    batch = task.collate([train[0], train[1]])
+    model.train()
+    losses = []
+    for _ in range(3):
+        loss, logs = task.loss(model, batch, torch.device("cpu"))
+        losses.append(float(loss.detach()))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert "loss_mask" in logs and losses[-1] < losses[0]
+    test = task.dataset(sirst_dir, "test", False, 256)
+    result = task.evaluate(model, torch.utils.data.Subset(test, range(2)), torch.device("cpu"))
+    assert {"mask_map", "mask_map50", "mask_ap50/Target"} <= set(result) and "mask_map" in task.table_columns()
+    out = task.predict(model, [test.split.samples[0].image], tmp_path, torch.device("cpu"), draw_thresh=0.0)
+    assert out[0].is_file()

@@ -389,3 +389,59 @@ def test_busy_run_folder_is_refused(sirst_dir: Path, tmp_path: Path) -> None:
         holder.kill()
         holder.wait()
     assert fcntl  # the same flock the build takes (inf30.lock)
+
+
+def test_init_from_a_hub_id_through_a_loopback_hub(sirst_dir: Path, tmp_path: Path) -> None:
+    """INIT as a Hub id: `infmae export --push` to the loopback Hub stand-in (the real Hub is unreachable
+    here), then `infmae finetune --init ORG/NAME` in a fresh process with an empty cache loads it through
+    `InfMAEBackbone.from_pretrained` and records the downloaded weights' sha256."""
+    from hub_standin import HubStandin
+
+    from infmae.checkpoint import save_model
+    from infmae.model import infmae_tiny
+
+    token = "hf_standinMODEL0123456789abcdefXYZ"
+    data = mini_sirst(sirst_dir, tmp_path / "sirst", n_train=8, n_val=2, n_test=0)
+    torch.manual_seed(0)
+    save_model(infmae_tiny(), tmp_path / "ckpt")
+    env = {k: v for k, v in ENV.items() if not k.startswith(("HF_", "HUGGING_FACE"))}
+    env.update(HF_HOME=str(tmp_path / "hf_home"), HF_HUB_DISABLE_TELEMETRY="1")
+    cli = REGISTER + "from cli import infmae_app; infmae_app(prog_name='infmae')"
+    with HubStandin(token) as hub:
+        env.update(HF_ENDPOINT=hub.url, HF_TOKEN=token)
+        r = subprocess.run([sys.executable, "-c", cli, "export", str(tmp_path / "ckpt"), "--out", str(tmp_path / "enc"),
+                            "--push", "carol/enc"], capture_output=True, text=True, env=env, timeout=300)
+        assert r.returncode == 0, r.stderr[-2000:]
+        run = tmp_path / "ft"
+        r = subprocess.run([sys.executable, "-c", cli, *ft_args(data, run, "--max-steps", "1", "--vis-count", "0"),
+                            "--init", "carol/enc"], capture_output=True, text=True, env=env, timeout=300)
+        assert r.returncode == 0, r.stderr[-2000:]
+        r2 = subprocess.run([sys.executable, "-c", cli, *ft_args(data, tmp_path / "ft2", "--max-steps", "1"),
+                             "--init", "carol/missing"], capture_output=True, text=True, env=env, timeout=300)
+    res = json.loads((run / "results.json").read_text())
+    assert res["init"]["kind"] == "hub" and res["init"]["spec"] == "carol/enc"
+    want = hashlib.sha256((tmp_path / "enc" / "model.safetensors").read_bytes()).hexdigest()
+    assert res["init"]["sha256"] == want and res["init"]["missing"] == [] and res["init"]["unexpected"] == []
+    assert r2.returncode != 0 and r2.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert "Traceback" not in r2.stderr and not list((tmp_path / "ft2").glob("checkpoint-*"))
+
+
+def test_cli_finetune_irstd_end_to_end_on_sirst(sirst_dir: Path, tmp_path: Path) -> None:
+    """The real IRSTD task (infmae.tasks.irstd) through the engine: `infmae finetune irstd` with infmae_tiny on
+    a few SIRST images, a few steps; results.json has the paper's metrics per split, and evaluate agrees."""
+    pytest.importorskip("infmae.tasks.irstd")
+    data = mini_sirst(sirst_dir, tmp_path / "sirst", n_train=8, n_val=2, n_test=2)
+    run = tmp_path / "run"
+    r = runner.invoke(infmae_app, ["finetune", "irstd", "--data", str(data), "--out", str(run), "--preset",
+                                   "infmae_tiny", "--input-size", "64", "--batch", "4", "--epochs", "1", "--workers",
+                                   "0", "--device", "cpu", "--vis-count", "1", "-q"])
+    assert r.exit_code == 0, r.output
+    res = json.loads((run / "results.json").read_text())
+    assert res["task"] == "irstd" and res["layout"] and res["checkpoint"] == "checkpoint-best"
+    for split in ("val", "test"):
+        assert {"iou", "niou", "pd", "fa", "f1", "auc"} <= set(res[split]), res[split]
+    assert res["predictions"] and all((run / p).is_file() for p in res["predictions"])
+    r = runner.invoke(infmae_app, ["evaluate", str(run), "--data", str(data), "--split", "test", "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    again = json.loads(r.stdout)
+    assert all(again[k] == pytest.approx(res["test"][k]) for k in ("iou", "niou", "pd", "fa", "f1", "auc"))

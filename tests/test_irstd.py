@@ -133,6 +133,22 @@ def test_model_forward_backward_odd_size() -> None:
     assert max(g["lr_scale"] for g in groups) == 1.0 and min(g["lr_scale"] for g in groups) < 1.0
 
 
+def test_normalization_follows_the_backbone() -> None:
+    from infmae.data import MEAN, STD
+
+    model = IRSTDTask().build_model(InfMAEBackbone("infmae_tiny"))
+    assert model.mean.flatten().tolist() == pytest.approx([MEAN] * 3)
+    assert model.std.flatten().tolist() == pytest.approx([STD] * 3)
+    pre = {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25], "input_size": [3, 224, 224]}
+    model = IRSTDTask().build_model(InfMAEBackbone("infmae_tiny", preprocessing=pre))
+    assert model.mean.flatten().tolist() == [0.5] * 3 and model.std.flatten().tolist() == [0.25] * 3
+    x = torch.full((1, 1, 64, 64), 0.5)  # the new mean: the backbone sees zeros
+    seen = []
+    model.backbone.register_forward_pre_hook(lambda mod, inp: seen.append(inp[0]))
+    model(x)
+    assert torch.equal(seen[0], torch.zeros(1, 3, 64, 64))
+
+
 def test_soft_iou_loss() -> None:
     t = torch.zeros(1, 1, 8, 8)
     t[..., 2:4, 2:4] = 1

@@ -105,3 +105,30 @@ def test_no_detections_gives_zero_and_class_without_gt_is_nan():
     assert r["map"] == 0.0 and r["ap50/Person"] == 0.0 and math.isnan(r["ap50/Car"])
     with pytest.raises(ValueError, match="predictions for"):
         m.update([], [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0)}])
+
+
+def _masks_from_boxes(boxes: torch.Tensor, size=(128, 160), inset: int = 0) -> torch.Tensor:
+    """A filled ellipse-free test mask per box: the box's pixels, `inset` px trimmed on the right."""
+    out = torch.zeros(len(boxes), *size)
+    for k, (x0, y0, x1, y1) in enumerate(boxes.round().long().tolist()):
+        out[k, y0:y1, x0:x1 - inset] = 1.0
+    return out
+
+
+def test_masks_are_evaluated_when_both_sides_have_them():
+    gt = _gt()
+    for t in gt:
+        t["masks"] = _masks_from_boxes(t["boxes"])
+    perfect = DetectionMetrics(["Person", "Car"])
+    perfect.update([dict(p, masks=t["masks"][:, None] * 0.9) for p, t in zip(_as_preds(gt), gt, strict=True)], gt)
+    r = perfect.compute()
+    assert r["mask_map"] == pytest.approx(1.0) and r["map"] == pytest.approx(1.0)
+    # same boxes, masks missing 8 of 20 columns: mask IoU 0.6 -> mask AP50 1, AP75 0; box AP untouched
+    trimmed = DetectionMetrics(["Person", "Car"])
+    trimmed.update([dict(p, masks=_masks_from_boxes(t["boxes"], inset=8)) for p, t in zip(_as_preds(gt), gt, strict=True)], gt)
+    r = trimmed.compute()
+    assert r["map"] == pytest.approx(1.0)
+    assert r["mask_map50"] == pytest.approx(1.0) and r["mask_map75"] == pytest.approx(0.0)
+    no_masks = DetectionMetrics(["Person", "Car"])
+    no_masks.update(_as_preds(gt), gt)
+    assert "mask_map" not in no_masks.compute()

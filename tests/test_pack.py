@@ -158,7 +158,23 @@ def test_pack_resizes_never_upscales_and_loads_everywhere(real: Path, packed: Pa
     assert xa.shape == (3, 4, 3, 64, 64) and torch.equal(xa, xb)
 
 
-def test_pack_beside_a_built_dataset_is_used_when_up_to_date(real: Path, tmp_path: Path) -> None:
+def test_an_image_that_does_not_decode_is_a_row_with_its_reason(real: Path, tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    src = tmp_path / "mixed"
+    src.mkdir()
+    for f in sorted(real.iterdir())[:3]:
+        (src / f.name).symlink_to(f.resolve())
+    (src / "zz_truncated.png").write_bytes((real / sorted(p.name for p in real.iterdir())[0]).read_bytes()[:200])
+    summary = pack(src, tmp_path / "p", progress=False)
+    assert (summary.images, summary.skipped, summary.complete) == (3, 1, True)
+    rows = pq.read_table(tmp_path / "p" / "shards" / "00000.parquet").to_pylist()
+    bad = [r for r in rows if r["height"] == 0]
+    assert len(bad) == 1 and bad[0]["name"].endswith("zz_truncated.png") and bad[0]["reason"]
+    assert len(PackedImages(tmp_path / "p")) == 3
+
+
+def test_pack_beside_a_built_or_published_dataset_is_used_when_up_to_date(real: Path, tmp_path: Path) -> None:
     from inf30.build import BuildOptions, build
     from inf30.sources import load_sources
 
@@ -172,6 +188,15 @@ def test_pack_beside_a_built_dataset_is_used_when_up_to_date(real: Path, tmp_pat
     from inf30.manifest import kept, read_manifest
 
     assert ids == set(kept(read_manifest(built))["id"])  # the index keeps the manifest's ids
+    # an `inf30 publish` output with a pack beside it (in it): the same images, found through the pack
+    from inf30.publish import PublishOptions, publish
+
+    published = tmp_path / "published"
+    publish(built, published, PublishOptions(progress=False))
+    assert open_source(published).kind == "datasets"
+    pack(published, published / "pack", progress=False)
+    src = open_source(published)
+    assert src.kind == "pack" and set(src.packed.ids) == ids and "beside datasets" in src.describe
     # the dataset changes (an image is no longer kept): the pack is stale, ignored with a warning
     import pandas as pd
 

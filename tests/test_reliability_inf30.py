@@ -205,6 +205,8 @@ def test_build_into_its_own_source_folder_reads_nothing_of_its_own_back(frames: 
     # a glob whose root is the output folder: the same
     g = _build([str(src / "*.jpg")], src)
     assert g.items == 4
+    # a source inside the output (its stored images): only the user's file there is an input
+    assert _build([str(src / "images")], src).items == 1
 
 
 # ------------------------------------------------------------------- 6. stale dedupe groups, build.json, orphans
@@ -296,6 +298,8 @@ def test_sources_yaml_is_checked_against_its_schema(small: list[Path], frames: l
         ({"options": {"agc_percentiles": [99, 1]}}, ["cam", "options.agc_percentiles", "LOW < HIGH"]),
         ({"options": [1, 2]}, ["cam", "`options` must be a mapping"]),
         ({"options": {"video_every": 0}}, ["cam", "options.video_every"]),
+        ({"options": {"video_every": True}}, ["cam", "options.video_every"]),
+        ({"options": {"concurrency": 0}}, ["cam", "concurrency"]),
         ({"options": {"drop_pseudocolor": "yes"}}, ["cam", "options.drop_pseudocolor"]),
         ({"options": {"bogus": 1}}, ["cam", "unknown option 'bogus'"]),
         ({"options": {"depth": -1}}, ["cam", "depth"]),
@@ -342,6 +346,7 @@ def test_bad_options_of_the_other_commands_are_usage_errors(built: Path, tmp_pat
         ["scrape", "https://127.0.0.1:9/x.png", "--max-image-mb", "0"], ["scrape", "https://127.0.0.1:9/x.png", "--max-archive-mb", "-1"],
         ["scrape", "https://127.0.0.1:9/x.png", "--max-redirects", "-1"],
         ["scrape", "https://127.0.0.1:9/x.png", "--include", "re:("],
+        ["scrape", "https://127.0.0.1:9/x.png", "--max-image-mb", "nan"], ["scrape", "https://127.0.0.1:9/x.png", "--rate", "inf"],
     ):  # fmt: skip
         _usage_error([*args, "--out", str(out), "-q"])
         assert not out.exists(), args

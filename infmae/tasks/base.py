@@ -36,6 +36,9 @@ class DownstreamTask(ABC):
     # the key of `evaluate()`'s result that decides the "best" checkpoint, and its direction
     primary_metric: ClassVar[str]
     primary_mode: ClassVar[str] = "max"  # "max": higher is better; "min": lower is better
+    # DDP's find_unused_parameters: True is always correct; False saves a graph traversal per step when every
+    # parameter of the model (the whole backbone included, F4 too) gets a gradient from the loss
+    find_unused_parameters: ClassVar[bool] = True
 
     def __init__(self, options: dict[str, Any] | None = None) -> None:
         self.options = dict(options or {})

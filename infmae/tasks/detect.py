@@ -1,12 +1,13 @@
-"""Infrared object detection (paper section 5.3): torchvision's Faster R-CNN on the InfMAE pyramid.
+"""Infrared object detection (paper section 5.3): torchvision's Faster / Mask R-CNN on the InfMAE pyramid.
 
     images (list of [3, h, w], 0-1) -> PadTransform (normalize with the model's mean/std, pad to 32)
       -> InfMAEBackbone F1..F4 (strides 4..32) -> torchvision FeaturePyramidNetwork (+ max-pool P6)
       -> RPN (anchors 8-192 px, small infrared targets) -> MultiScaleRoIAlign -> TwoMLPHead -> boxes, labels
+      [-> 14x14 RoIs -> MaskRCNNHeads -> masks, when the data has instance masks]
 
 Sizing and scale jitter happen in the dataset (`detect_data.DetectionDataset`), so boxes come back in the
-input's pixels; `evaluate` maps them to the original image before COCO evaluation. Not built: Mask R-CNN and
-Cascade R-CNN heads (torchvision's RoIHeads has one box stage; a cascade needs our own multi-stage head).
+input's pixels; `evaluate` maps them to the original image before COCO evaluation. Not built: a Cascade
+R-CNN head (torchvision's RoIHeads has one box stage; a cascade needs our own multi-stage RoI head).
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 from torch import nn
-from torchvision.models.detection import FasterRCNN
+from torchvision.models.detection import FasterRCNN, MaskRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
@@ -78,24 +80,7 @@ class PyramidFPN(nn.Module):
         return self.fpn(OrderedDict((str(i), f.contiguous()) for i, f in enumerate(self.body(x))))
 
 
-class InfMAEFasterRCNN(FasterRCNN):
-    """torchvision's FasterRCNN on `PyramidFPN`; `forward(images, targets=None)` as torchvision's."""
-
-    def __init__(self, body: nn.Module, num_classes: int, fpn_channels: int = 256, box_head_dim: int = 1024,
-                 anchor_sizes: Sequence[Sequence[int]] = ANCHOR_SIZES, score_thresh: float = 0.01,
-                 detections_per_img: int = 100) -> None:
-        """`num_classes` without the background; `body` an InfMAEBackbone."""
-        mean, std = preprocessing(body)
-        anchors = AnchorGenerator(tuple(tuple(s) for s in anchor_sizes), ((0.5, 1.0, 2.0),) * len(anchor_sizes))
-        super().__init__(
-            PyramidFPN(body, fpn_channels), rpn_anchor_generator=anchors,
-            box_roi_pool=MultiScaleRoIAlign(["0", "1", "2", "3"], output_size=7, sampling_ratio=2),
-            box_head=TwoMLPHead(fpn_channels * 7 * 7, box_head_dim),
-            box_predictor=FastRCNNPredictor(box_head_dim, num_classes + 1), image_mean=mean, image_std=std,
-            box_score_thresh=score_thresh, box_detections_per_img=detections_per_img,
-        )
-        self.transform = PadTransform(mean, std)
-
+class _ParamGroups:
     def param_groups(self, weight_decay: float, layer_decay: float | None = None) -> list[dict[str, Any]]:
         """The backbone's layer-decayed groups (InfMAEBackbone.param_groups), then FPN + RPN + RoI heads at
         full lr (lr_scale 1.0) with decay on weights only."""
@@ -110,9 +95,48 @@ class InfMAEFasterRCNN(FasterRCNN):
         return groups
 
 
+def _parts(body: nn.Module, num_classes: int, fpn_channels: int, box_head_dim: int,
+           anchor_sizes: Sequence[Sequence[int]], score_thresh: float, detections_per_img: int) -> dict[str, Any]:
+    mean, std = preprocessing(body)
+    anchors = AnchorGenerator(tuple(tuple(s) for s in anchor_sizes), ((0.5, 1.0, 2.0),) * len(anchor_sizes))
+    return dict(
+        backbone=PyramidFPN(body, fpn_channels), rpn_anchor_generator=anchors,
+        box_roi_pool=MultiScaleRoIAlign(["0", "1", "2", "3"], output_size=7, sampling_ratio=2),
+        box_head=TwoMLPHead(fpn_channels * 7 * 7, box_head_dim),
+        box_predictor=FastRCNNPredictor(box_head_dim, num_classes + 1), image_mean=mean, image_std=std,
+        box_score_thresh=score_thresh, box_detections_per_img=detections_per_img,
+    )
+
+
+class InfMAEFasterRCNN(_ParamGroups, FasterRCNN):
+    """torchvision's FasterRCNN on `PyramidFPN`; `forward(images, targets=None)` as torchvision's."""
+
+    def __init__(self, body: nn.Module, num_classes: int, fpn_channels: int = 256, box_head_dim: int = 1024,
+                 anchor_sizes: Sequence[Sequence[int]] = ANCHOR_SIZES, score_thresh: float = 0.01,
+                 detections_per_img: int = 100) -> None:
+        """`num_classes` without the background; `body` an InfMAEBackbone."""
+        kw = _parts(body, num_classes, fpn_channels, box_head_dim, anchor_sizes, score_thresh, detections_per_img)
+        FasterRCNN.__init__(self, **kw)
+        self.transform = PadTransform(kw["image_mean"], kw["image_std"])
+
+
+class InfMAEMaskRCNN(_ParamGroups, MaskRCNN):
+    """torchvision's MaskRCNN on `PyramidFPN` (4 x `mask_dim` conv mask head on 14x14 RoIs)."""
+
+    def __init__(self, body: nn.Module, num_classes: int, fpn_channels: int = 256, box_head_dim: int = 1024,
+                 anchor_sizes: Sequence[Sequence[int]] = ANCHOR_SIZES, score_thresh: float = 0.01,
+                 detections_per_img: int = 100, mask_dim: int = 256) -> None:
+        kw = _parts(body, num_classes, fpn_channels, box_head_dim, anchor_sizes, score_thresh, detections_per_img)
+        MaskRCNN.__init__(self, **kw, mask_roi_pool=MultiScaleRoIAlign(["0", "1", "2", "3"], 14, 2),
+                          mask_head=MaskRCNNHeads(fpn_channels, (mask_dim,) * 4, 1),
+                          mask_predictor=MaskRCNNPredictor(mask_dim, mask_dim, num_classes + 1))
+        self.transform = PadTransform(kw["image_mean"], kw["image_std"])
+
+
 class DetectTask(DownstreamTask):
-    """Object detection. Options: `classes` (set from the training data, kept in the run config),
-    `fpn_channels` (256), `box_head_dim` (1024), `anchor_sizes`, `score_thresh` (0.01), `input_size`."""
+    """Object detection. Options: `classes` (set from the training data, kept in the run config), `masks`
+    ("auto": Mask R-CNN when the data has instance masks, else Faster R-CNN; or true / false), `fpn_channels`
+    (256), `box_head_dim` (1024), `mask_dim` (256), `anchor_sizes`, `score_thresh` (0.01), `input_size`."""
 
     name = "detect"
     defaults = {"lr": 1e-4, "weight_decay": 0.1, "input_size": 512, "epochs": 12, "schedule": "cosine", "batch": 2}
@@ -142,6 +166,10 @@ class DetectTask(DownstreamTask):
         elif list(known) != list(sp.classes):
             raise DataLayoutError(f"{data_dir}: classes {sp.classes} differ from the model's {list(known)}")
         self.options.setdefault("input_size", int(input_size))
+        if self.options.get("masks", "auto") == "auto":
+            self.options["masks"] = sp.has_masks
+        elif self.options["masks"] and not sp.has_masks:
+            raise DataLayoutError(f"{data_dir}: masks asked for, but split {split!r} has no instance masks")
         key = (str(data_dir), split)
         if key not in self._reported:  # the box-validation counts, once per split, in the run log (stderr)
             self._reported.add(key)
@@ -149,8 +177,10 @@ class DetectTask(DownstreamTask):
             print(f"detect data {data_dir} [{sp.layout}, {split}]: {st.images} images ({st.negatives} without boxes, "
                   f"{st.missing_images} missing), {st.boxes} boxes ({st.clipped} clipped; dropped: "
                   f"{st.dropped_degenerate} degenerate, {st.dropped_outside} outside, {st.unknown_class} unknown "
-                  f"class, {st.bad_rows} bad rows), {st.ignored} ignore regions", file=sys.stderr, flush=True)
-        return detect_data.DetectionDataset(sp, train, input_size)
+                  f"class, {st.bad_rows} bad rows), {st.ignored} ignore regions"
+                  + (f", {st.split_by_mask} boxes split by the pixel mask" if st.split_by_mask else ""),
+                  file=sys.stderr, flush=True)
+        return detect_data.DetectionDataset(sp, train, input_size, masks=bool(self.options["masks"]))
 
     def collate(self, items: Sequence[Any]) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
         images, targets = zip(*items, strict=True) if items else ((), ())
@@ -162,14 +192,17 @@ class DetectTask(DownstreamTask):
         if not classes:
             raise ValueError("DetectTask: the classes are unknown; build a dataset first or pass options['classes']")
         o = self.options
-        return InfMAEFasterRCNN(backbone, len(classes), int(o.get("fpn_channels", 256)),
-                                int(o.get("box_head_dim", 1024)), o.get("anchor_sizes", ANCHOR_SIZES),
-                                float(o.get("score_thresh", 0.01)))
+        args = (backbone, len(classes), int(o.get("fpn_channels", 256)), int(o.get("box_head_dim", 1024)),
+                o.get("anchor_sizes", ANCHOR_SIZES), float(o.get("score_thresh", 0.01)))
+        if o.get("masks") is True:
+            return InfMAEMaskRCNN(*args, mask_dim=int(o.get("mask_dim", 256)))
+        return InfMAEFasterRCNN(*args)
 
     def loss(self, model: nn.Module, batch: Any, device: torch.device) -> tuple[torch.Tensor, dict[str, float]]:
         images, targets = batch
         images = [im.to(device, non_blocking=True) for im in images]
-        targets = [{"boxes": t["boxes"].to(device), "labels": t["labels"].to(device)} for t in targets]
+        keys = ("boxes", "labels", "masks")
+        targets = [{k: t[k].to(device) for k in keys if k in t} for t in targets]
         losses = model(images, targets)
         total = sum(losses.values())
         return total, {k: float(v.detach()) for k, v in losses.items()}
@@ -186,9 +219,16 @@ class DetectTask(DownstreamTask):
             preds, gts = [], []
             for out, t in zip(outs, targets, strict=True):
                 s = t["scale"]
-                preds.append({"boxes": out["boxes"].cpu() / s, "scores": out["scores"].cpu(),
-                              "labels": out["labels"].cpu()})
-                gts.append({"boxes": t["boxes"] / s, "labels": t["labels"], "ignore": t["ignore"] / s})
+                pred = {"boxes": out["boxes"].cpu() / s, "scores": out["scores"].cpu(), "labels": out["labels"].cpu()}
+                gt = {"boxes": t["boxes"] / s, "labels": t["labels"], "ignore": t["ignore"] / s}
+                if "masks" in out and "masks_orig" in t:  # [N, 1, h, w] probabilities -> the original size
+                    size = tuple(t["masks_orig"].shape[-2:])
+                    pred["masks"] = nn.functional.interpolate(out["masks"].cpu(), size=size, mode="bilinear",
+                                                              align_corners=False) if len(out["masks"]) else \
+                        torch.zeros(0, 1, *size)
+                    gt["masks"] = t["masks_orig"]
+                preds.append(pred)
+                gts.append(gt)
             metrics.update(preds, gts)
         result = metrics.compute()
         stats = getattr(dataset, "stats", None)
@@ -220,6 +260,14 @@ class DetectTask(DownstreamTask):
             out = model([(x / 255.0).expand(3, -1, -1).to(device)])[0]
             boxes = out["boxes"].cpu() / torch.tensor([w / w0, h / h0, w / w0, h / h0])
             canvas = gray.convert("RGB")
+            if "masks" in out and len(out["masks"]):  # tint the drawn detections' masks
+                keep = out["scores"].cpu() >= draw_thresh
+                probs = nn.functional.interpolate(out["masks"].cpu()[keep], size=(h0, w0), mode="bilinear",
+                                                  align_corners=False)[:, 0]
+                rgb = np.asarray(canvas, dtype=np.float32)
+                for m, label in zip(probs > 0.5, out["labels"].cpu()[keep].tolist(), strict=True):
+                    rgb[m.numpy()] = 0.5 * rgb[m.numpy()] + 0.5 * np.asarray(COLORS[(label - 1) % len(COLORS)])
+                canvas = Image.fromarray(rgb.astype(np.uint8))
             draw = ImageDraw.Draw(canvas)
             for box, score, label in zip(boxes.tolist(), out["scores"].tolist(), out["labels"].tolist(), strict=True):
                 name = classes[label - 1] if 0 < label <= len(classes) else str(label)
@@ -242,4 +290,5 @@ class DetectTask(DownstreamTask):
         return written
 
     def table_columns(self) -> list[str]:
-        return [f"ap50/{c}" for c in self.options.get("classes") or []] + ["map", "map50"]
+        masks = ["mask_map", "mask_map50"] if self.options.get("masks") is True else []
+        return [f"ap50/{c}" for c in self.options.get("classes") or []] + ["map", "map50"] + masks

@@ -56,6 +56,8 @@ class DetSample:
     labels: np.ndarray
     ignore: np.ndarray
     image_id: int
+    segm: list[Any] | None = None  # COCO segmentation (polygons / RLE) of each box, when the data has masks
+    mask_file: Path | None = None  # a pixel mask of the image's targets (SIRST's *_pixels0.png)
 
 
 @dataclass
@@ -72,6 +74,7 @@ class BoxStats:
     missing_images: int = 0
     bad_rows: int = 0
     unknown_class: int = 0
+    split_by_mask: int = 0  # VOC boxes around several pixel-mask targets, replaced by one box per target
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -90,6 +93,11 @@ class DetSplit:
     def __post_init__(self) -> None:
         if not self.category_ids:
             self.category_ids = list(range(1, len(self.classes) + 1))
+
+    @property
+    def has_masks(self) -> bool:
+        """Instance masks exist (COCO polygons / RLE that are not just the box, or pixel mask files)."""
+        return any(s.segm is not None or s.mask_file is not None for s in self.samples)
 
 
 # ------------------------------------------------------------------------------------------- validation
@@ -122,14 +130,55 @@ def _image_size(path: Path) -> tuple[int, int]:
 
 
 def _make_sample(path: Path, boxes: list, labels: list, ignore: list, image_id: int, stats: BoxStats,
-                 size: tuple[int, int] | None = None) -> DetSample:
+                 size: tuple[int, int] | None = None, segm: list | None = None,
+                 mask_file: Path | None = None) -> DetSample:
     w, h = size or _image_size(path)
     kept, keep = validate_boxes(boxes, w, h, stats)
     ign, _ = validate_boxes(ignore, w, h)
     stats.images += 1
     stats.ignored += len(ignore)
     stats.negatives += int(len(kept) == 0)
-    return DetSample(path, w, h, kept, np.asarray(labels, dtype=np.int64).reshape(-1)[keep], ign, image_id)
+    segm = [g for g, k in zip(segm, keep, strict=True) if k] if segm is not None else None
+    return DetSample(path, w, h, kept, np.asarray(labels, dtype=np.int64).reshape(-1)[keep], ign, image_id,
+                     segm, mask_file)
+
+
+def _is_mask(segm: Any, bbox: list[float]) -> bool:
+    """A COCO segmentation that is more than the box itself (HIT-UAV's are 4-corner box polygons)."""
+    if isinstance(segm, dict):
+        return True
+    if not isinstance(segm, list) or not segm:
+        return False
+    if len(segm) > 1 or len(segm[0]) != 8:
+        return True
+    x, y, w, h = bbox
+    return not (set(segm[0][0::2]) <= {x, x + w} and set(segm[0][1::2]) <= {y, y + h})
+
+
+def instance_masks(sample: DetSample) -> np.ndarray:
+    """uint8 [N, H, W] masks of the sample's boxes at the image's size: decoded COCO segmentations, or the
+    pixel mask inside each box (the box itself where the mask has nothing there)."""
+    from pycocotools import mask as mask_utils
+
+    h, w = sample.height, sample.width
+    out = np.zeros((len(sample.boxes), h, w), dtype=np.uint8)
+    pixels = None
+    if sample.mask_file is not None and sample.segm is None:
+        with Image.open(sample.mask_file) as m:
+            pixels = np.asarray(m.convert("L").resize((w, h), Image.NEAREST)) > 0
+    for k, box in enumerate(sample.boxes):
+        x0, y0 = int(np.floor(box[0])), int(np.floor(box[1]))
+        x1, y1 = int(np.ceil(box[2])), int(np.ceil(box[3]))
+        seg = sample.segm[k] if sample.segm is not None else None
+        if seg:
+            rles = mask_utils.frPyObjects(seg, h, w) if isinstance(seg, list) or isinstance(seg.get("counts"), list) \
+                else seg
+            out[k] = mask_utils.decode(mask_utils.merge(rles) if isinstance(rles, list) else rles)
+        elif pixels is not None:
+            out[k, y0:y1, x0:x1] = pixels[y0:y1, x0:x1]
+        if not out[k].any():
+            out[k, y0:y1, x0:x1] = 1
+    return out
 
 
 def _find_image(folder: Path, stem: str) -> Path | None:
@@ -173,13 +222,14 @@ def read_coco(root: Path, split: str) -> DetSplit:
     stats = BoxStats()
     folders = [root / split, root / "images" / split, root / "images", root]
     samples = []
+    has_masks = False
     for im in images:
         name = im.get("file_name", im.get("filename"))
         file = next((f / name for f in folders if name and (f / name).is_file()), None)
         if file is None:
             stats.missing_images += 1
             continue
-        boxes, labels, ignore = [], [], []
+        boxes, labels, ignore, segm = [], [], [], []
         for a in per_image.get(int(im["id"]), []):
             x, y, w, h = (float(v) for v in a["bbox"])
             cid = int(a["category_id"])
@@ -188,11 +238,15 @@ def read_coco(root: Path, split: str) -> DetSplit:
             elif cid in label_of:
                 boxes.append([x, y, x + w, y + h])
                 labels.append(label_of[cid])
+                segm.append(a.get("segmentation"))
+                has_masks = has_masks or _is_mask(a.get("segmentation"), a["bbox"])
             else:
                 stats.unknown_class += 1
-        samples.append(_make_sample(file, boxes, labels, ignore, int(im["id"]), stats))
+        samples.append(_make_sample(file, boxes, labels, ignore, int(im["id"]), stats, segm=segm))
     if not samples:
         raise DataLayoutError(f"{path}: none of its {len(images)} images found under {root / split}")
+    for smp in samples:  # box-shaped polygons (HIT-UAV) are no masks
+        smp.segm = smp.segm if has_masks else None
     return DetSplit("coco", split, root, [cat_names[i] for i in kept_ids], samples, stats, kept_ids)
 
 
@@ -239,6 +293,29 @@ def _parse_voc(path: Path) -> list[tuple[str, list[float], bool]]:
     return out
 
 
+def _split_by_mask(mask_file: Path, boxes: list, labels: list, stats: BoxStats) -> tuple[list, list]:
+    """SIRST's XML box of an image with several targets encloses them all (Misc_105: two 3x5 px targets in
+    one 159x22 box); with the pixel mask, such a box becomes one box per 8-connected target inside it."""
+    from skimage.measure import label, regionprops
+
+    with Image.open(mask_file) as m:
+        pixels = np.asarray(m.convert("L")) > 0
+    regions = regionprops(label(pixels, connectivity=2))
+    out_b, out_l = [], []
+    for box, lab in zip(boxes, labels, strict=True):
+        x0, y0, x1, y1 = box
+        inside = [r.bbox for r in regions
+                  if x0 - 1 <= r.centroid[1] <= x1 + 1 and y0 - 1 <= r.centroid[0] <= y1 + 1]
+        if len(inside) > 1:
+            stats.split_by_mask += 1
+            out_b += [[c0, r0, c1, r1] for r0, c0, r1, c1 in inside]
+            out_l += [lab] * len(inside)
+        else:
+            out_b.append(box)
+            out_l.append(lab)
+    return out_b, out_l
+
+
 def read_voc(root: Path, split: str) -> DetSplit:
     """Pascal VOC XML folders: SIRST, M3FD, VOC (see the module docstring)."""
     dirs = _voc_dirs(root)
@@ -270,7 +347,10 @@ def read_voc(root: Path, split: str) -> DetSplit:
             else:
                 boxes.append(xyxy)
                 labels.append(label_of[name])
-        samples.append(_make_sample(file, boxes, labels, ignore, i, stats))
+        mask = next((m for m in (ann_dir / f"{stem}_pixels0.png", ann_dir / f"{stem}.png") if m.is_file()), None)
+        if mask is not None and boxes:
+            boxes, labels = _split_by_mask(mask, boxes, labels, stats)
+        samples.append(_make_sample(file, boxes, labels, ignore, i, stats, mask_file=mask))
     if not samples:
         raise DataLayoutError(f"{root}: split {split!r} has no images in {img_dir}")
     return DetSplit("voc", split, root, classes, samples, stats)
@@ -401,9 +481,10 @@ class DetectionDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, split: DetSplit, train: bool, input_size: int,
-                 scale_range: tuple[float, float] = (0.75, 1.25), max_ratio: float = 5 / 3) -> None:
+                 scale_range: tuple[float, float] = (0.75, 1.25), max_ratio: float = 5 / 3, masks: bool = False) -> None:
         self.split, self.train, self.input_size = split, train, input_size
         self.scale_range, self.max_ratio = scale_range, max_ratio
+        self.masks = masks and split.has_masks
 
     def __len__(self) -> int:
         return len(self.split.samples)
@@ -432,10 +513,17 @@ class DetectionDataset(torch.utils.data.Dataset):
         boxes = torch.from_numpy(s.boxes).reshape(-1, 4) * scale
         ignore = torch.from_numpy(s.ignore).reshape(-1, 4) * scale
         img = torch.from_numpy(np.asarray(gray, dtype=np.float32) / 255.0)
-        if self.train and bool(torch.rand(()) < 0.5):
+        flipped = self.train and bool(torch.rand(()) < 0.5)
+        if flipped:
             img = img.flip(-1)
             boxes = torch.stack([w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0], boxes[:, 3]], dim=1)
             ignore = torch.stack([w - ignore[:, 2], ignore[:, 1], w - ignore[:, 0], ignore[:, 3]], dim=1)
         target = {"boxes": boxes, "labels": torch.from_numpy(s.labels).long(), "ignore": ignore, "scale": scale,
                   "image_id": torch.tensor(s.image_id), "orig_size": torch.tensor([h0, w0])}
+        if self.masks:
+            m = torch.from_numpy(instance_masks(s))
+            if not self.train:
+                target["masks_orig"] = m
+            m = torch.nn.functional.interpolate(m[None].float(), size=(h, w), mode="nearest")[0].to(torch.uint8)
+            target["masks"] = m.flip(-1) if flipped else m
         return img.expand(3, -1, -1), target
