@@ -137,8 +137,8 @@ def build_cmd(
 
     Example: inf30 build data/flir/ videos/*.mp4 archive.tar.gz --out inf30
     """
-    from inf30.build import BuildOptions, build
-    from inf30.sources import load_sources
+    from inf30.build import BuildOptions
+    from pipelines.build import build_sources
 
     if not sources and config is None:
         fail("give at least one SOURCE or --config sources.yaml")
@@ -160,8 +160,7 @@ def build_cmd(
         max_archive_depth=max_archive_depth,
     )
     _guard(opts.validate)  # bad options: exit 2 before any work, before --out exists
-    srcs = _guard(load_sources, list(sources or []), config=config, out_dir=out, progress=not quiet, patterns=glob_)
-    summary = _guard(build, srcs, out, opts)
+    summary = _guard(build_sources, list(sources or []), out, opts, config=config, patterns=glob_)
     typer.echo(summary.table())
 
 
@@ -221,10 +220,8 @@ def scrape_cmd(
         fail("give at least one SOURCE or --config sources.yaml")
     specs = [_guard(parse_source, s, licence=licence) for s in sources or []]
     if config is not None:
-        try:
-            from inf30.sources import load_config
-        except ImportError:
-            fail("--config needs inf30.sources.load_config (not available in this version)")
+        from inf30.sources import load_config
+
         specs += _guard(load_config, config)
     opts = ScrapeOptions(
         concurrency=concurrency, per_host=per_host, rate=rate or None, connect_timeout=connect_timeout,

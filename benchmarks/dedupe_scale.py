@@ -9,7 +9,16 @@
    binary index) and stage 3 k-NN candidates over 256-d bag-of-words descriptors (faiss), with planted
    near-duplicates whose recovery is printed, wall time and peak memory.
 
+4. Local-descriptor votes (the stage 3 candidates that find crops) at 10 K and 100 K synthetic images of
+   ``vote_keypoints`` (128) random 256-bit descriptors each, with planted crops sharing 40 % of their
+   descriptors (each with up to 20 flipped bits): search time per image, index size, planted pairs found.
+5. Stage 3 on real images (``--stage3``): a curation mix (HIT-UAV frames and SIRST images, each with a
+   synthetic variant and a 20-60 % curation crop, as in ``dedupe_quality.py``) through the dedupe's own
+   ``find_edges`` with one process: candidate pairs per image, pairs verified lazily per image, ms per
+   verified pair, and the projection of stage 3 verification at 1 M images in core-hours.
+
     .venv/bin/python benchmarks/dedupe_scale.py [--sizes 10000,100000,1000000] [--skip-search]
+    .venv/bin/python benchmarks/dedupe_scale.py --skip-hashing --skip-search --vote-sizes 10000,100000 --stage3 0.2
 """
 
 from __future__ import annotations
@@ -28,9 +37,17 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from inf30.dedupe import candidate_pairs, near_copy_pairs  # noqa: E402
+from inf30.dedupe import (  # noqa: E402
+    DedupeOptions,
+    DedupeSummary,
+    candidate_pairs,
+    find_edges,
+    hex_to_codes,
+    near_copy_pairs,
+    vote_pairs,
+)
 from inf30.hashing import compute_hashes  # noqa: E402
-from inf30.scene import SceneParams, extract_features  # noqa: E402
+from inf30.scene import LocalFeatures, SceneParams, extract_features  # noqa: E402
 
 
 def peak_gb() -> float:
@@ -142,19 +159,96 @@ def bench_search(sizes: list[int]) -> None:
         del codes, desc, nc, cp
 
 
+def bench_votes(sizes: list[int], keypoints: int = 128) -> None:
+    """Vote candidates on synthetic descriptors: items [0, n/100) have a planted crop at i + n/2 that shares
+    40 % of its descriptors (each with up to 20 of 256 bits flipped)."""
+    rng = np.random.default_rng(1)
+    print(f"\nlocal-descriptor votes on synthetic images ({keypoints} descriptors each; 2-core machine, shared):")
+    print(f"{'N':>9} {'search s':>9} {'ms/image':>9} {'index MB':>9} {'planted found':>13} {'pairs/image':>11}")
+    for n in sizes:
+        desc = rng.integers(0, 256, (n, keypoints, 32), dtype=np.uint8)
+        p = n // 100
+        share = int(0.4 * keypoints)
+        flips = np.packbits(rng.random((p, share, 256)) < 20 / 256, axis=-1)
+        desc[n // 2 : n // 2 + p, :share] = desc[:p, :share] ^ flips
+        xy = np.zeros((keypoints, 2), np.float32)
+        feats = [LocalFeatures(xy, desc[k]) for k in range(n)]
+        t = time.perf_counter()
+        pairs = vote_pairs(feats, top=10, keypoints=keypoints)
+        dt = time.perf_counter() - t
+        planted = np.stack([np.arange(p), np.arange(p) + n // 2], 1)
+        # index size: the codes, their int64 ids in the inverted lists
+        size_mb = n * keypoints * (32 + 8) / 1e6
+        print(f"{n:>9} {dt:>9.1f} {1000 * dt / n:>9.2f} {size_mb:>9.0f} {found(pairs, planted, n):>13.3f} "
+              f"{len(pairs) / n:>11.1f}", flush=True)
+        del desc, feats, pairs
+    print("index size at 1 M images: 1e6 x 128 x (32 B code + 8 B id) = 5.1 GB")
+
+
+def bench_stage3(data: Path, fraction: float) -> None:
+    """Stage 3 on a real curation mix with one process: pairs and ms per pair, and the 1 M projection."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from dedupe_quality import build_collection
+
+    images, labels = build_collection(data, 0, fraction, True)
+    n = len(images)
+    cv2.setNumThreads(1)
+    t = time.perf_counter()
+    feats = [extract_features(im) for im in images]
+    t_feat = time.perf_counter() - t
+    codes, valid = hex_to_codes([[compute_hashes(im)["phash"] for im in images]])
+    order_keys = [("variants/" if lab["aug"] != "orig" else "originals/") + lab["name"] for lab in labels]
+    names = [lab["name"] for lab in labels]
+    opts = DedupeOptions(workers=1)
+    stats = DedupeSummary()
+    t = time.perf_counter()
+    find_edges(codes, valid, feats, opts, names, stats=stats, order_keys=order_keys)
+    t_edges = time.perf_counter() - t
+    # verification alone, timed on the pairs the lazy pass verified (one process)
+    from inf30.dedupe import scene_candidates, verify_candidates
+
+    t = time.perf_counter()
+    cand = scene_candidates(feats, opts, names, order_keys)
+    t_cand = time.perf_counter() - t
+    sample = cand.iloc[:: max(1, len(cand) // 3000)]
+    t = time.perf_counter()
+    verify_candidates(feats, sample, opts.scene_params)
+    ms_pair = 1000 * (time.perf_counter() - t) / len(sample)
+    checked = stats.checked_pairs / n
+    print(f"\nstage 3 on {n} real images (curation mix, fraction {fraction}), one process, shared machine:")
+    print(f"  features {1000 * t_feat / n:.1f} ms/image; candidates (vocabulary, index, votes, window) "
+          f"{1000 * t_cand / n:.1f} ms/image; find_edges total {t_edges:.1f} s")
+    print(f"  candidate pairs {stats.candidate_pairs / n:.1f} per image; verified lazily {checked:.1f} per image "
+          f"({stats.checked_pairs} of {stats.candidate_pairs}); {stats.verified_pairs} duplicates")
+    print(f"  verification {ms_pair:.2f} ms per pair -> {checked * ms_pair:.1f} ms per image "
+          f"(all candidates: {stats.candidate_pairs / n * ms_pair:.1f} ms per image)")
+    print(f"  projection at 1 M images: verification {1e6 * checked * ms_pair / 3.6e9:.2f} core-hours lazily, "
+          f"{1e6 * stats.candidate_pairs / n * ms_pair / 3.6e9:.2f} verifying every candidate "
+          f"(same pairs per image; more duplicates per image skip more)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     ap.add_argument("--sizes", default="10000,100000,1000000")
     ap.add_argument("--skip-search", action="store_true")
     ap.add_argument("--hash-only", action="store_true")
+    ap.add_argument("--skip-hashing", action="store_true")
+    ap.add_argument("--vote-sizes", default="", help="sizes for the local-descriptor vote benchmark (e.g. 10000,100000)")
+    ap.add_argument("--stage3", type=float, default=0.0, help="run stage 3 on this share of the real curation mix")
     args = ap.parse_args()
-    bench_hashing(args.data)
+    if not args.skip_hashing:
+        bench_hashing(args.data)
     if args.hash_only:
         return
-    bench_features(args.data)
+    if not args.skip_hashing:
+        bench_features(args.data)
     if not args.skip_search:
         bench_search([int(s) for s in args.sizes.split(",")])
+    if args.vote_sizes:
+        bench_votes([int(s) for s in args.vote_sizes.split(",")])
+    if args.stage3:
+        bench_stage3(args.data, args.stage3)
 
 
 if __name__ == "__main__":

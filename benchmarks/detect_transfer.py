@@ -1,7 +1,8 @@
 """Detection transfer on HIT-UAV (issue 16), and the detection fine-tuning step's throughput.
 
 `transfer` (default): the budgeted comparison of the small-target experiment, for detection. Three starting
-points for infmae_tiny, each pre-trained (or not) for the same CPU budget on the HIT-UAV train/ images only:
+points for infmae_tiny, each pre-trained (or not) with the same budget (steps x batch; optionally capped in
+minutes) on the HIT-UAV train/ images only:
 
     scratch   no pre-training (InfMAEBackbone initialised as the model does)
     iam       `infmae.train.pretrain` with information-aware masking (masking="gray")
@@ -11,13 +12,17 @@ then fine-tuned with `infmae.finetune` (DetectTask: Faster R-CNN + FPN, AdamW 1e
 layer decay) on HIT-UAV train/ for the same number of steps, evaluated on val/ (COCO AP50 and mAP), three
 seeds; prints a markdown table (mean +- std over seeds) and the ratio of each to scratch.
 
-    python benchmarks/detect_transfer.py transfer --pretrain-minutes 10 --finetune-steps 400 --seeds 0 1 2
-    python benchmarks/detect_transfer.py transfer --pretrain-minutes 0.5 --finetune-steps 4 --seeds 0 \\
-        --val-images 8                                   # smoke run (a minute or two)
+    python benchmarks/detect_transfer.py transfer --pretrain-steps 300 --finetune-steps 400 \\
+        --input-size 256 --fpn-channels 64 --box-head-dim 256 --val-images 64       # CPU (hours on 2 cores)
+    python benchmarks/detect_transfer.py transfer --pretrain-steps 2000 --finetune-steps 3000 --device cuda \\
+        --batch 8 --workers 8                            # GPU: full-size detector, all 290 val images
+    python benchmarks/detect_transfer.py transfer --pretrain-steps 4 --finetune-steps 4 --seeds 0 \\
+        --val-images 8 --input-size 256 --fpn-channels 64 --box-head-dim 256   # smoke run (about 3 minutes)
 
 `throughput`: one fine-tuning step (forward, backward, AdamW) of our detector at 640x512 (HIT-UAV's native
 size) against torchvision's Faster R-CNN ResNet-50 FPN (weights=None, the same transform sizes) in one run,
-timed round-robin; img/s, the ratio, and peak memory (CUDA: max allocated; CPU: peak RSS of the process).
+timed round-robin; img/s, the ratio, and peak memory (CUDA: max allocated; CPU: peak resident memory of a
+process that runs only that model's steps).
 
     python benchmarks/detect_transfer.py throughput --preset infmae_tiny --batch 2 --steps 3
 """
@@ -137,17 +142,22 @@ def throughput(args: argparse.Namespace) -> dict[str, dict[str, float]]:
 
 
 # --------------------------------------------------------------------------------------------- transfer
-def pretrain_start(start: str, seed: int, minutes: float, out: Path, args: argparse.Namespace) -> str:
-    """The INIT for `infmae.finetune`: "scratch", or a pre-training run dir of `minutes` of CPU time."""
+def pretrain_start(start: str, seed: int, out: Path, args: argparse.Namespace) -> str:
+    """The INIT for `infmae.finetune`: "scratch", or a pre-training run dir: --pretrain-steps steps of
+    --pretrain-batch (the same compute for both maskings; the cosine schedule spans them), at most
+    --pretrain-minutes of wall time."""
     if start == "scratch":
         return "scratch"
     from infmae.train import PretrainConfig, pretrain
 
     masking = {"iam": "gray", "random": "random"}[start]
+    n_images = sum(1 for p in (Path(args.data) / "train").iterdir() if p.suffix.lower() in (".jpg", ".png"))
+    epochs = max(1, math.ceil(args.pretrain_steps / max(1, n_images // args.pretrain_batch)))
     cfg = PretrainConfig(
-        data=str(Path(args.data) / "train"), out=str(out), preset=args.preset, epochs=args.pretrain_epochs,
-        warmup_epochs=1.0, batch=args.pretrain_batch, input_size=args.pretrain_size, seed=seed,
-        max_minutes=minutes, model_overrides={"masking": masking}, device=args.device, workers=args.workers,
+        data=str(Path(args.data) / "train"), out=str(out), preset=args.preset, epochs=epochs,
+        warmup_epochs=min(1.0, epochs / 10), batch=args.pretrain_batch, lr=args.pretrain_lr,
+        input_size=args.pretrain_size, seed=seed, max_steps=args.pretrain_steps, max_minutes=args.pretrain_minutes,
+        model_overrides={"masking": masking}, device=args.device, workers=args.workers,
         progress=False, tensorboard=False, vis_every=0, save_every=0,
     )
     pretrain(cfg)
@@ -210,13 +220,13 @@ def transfer(args: argparse.Namespace) -> dict[str, list[dict[str, float]]]:
     for seed in args.seeds:
         for start in args.starts:
             t0 = time.perf_counter()
-            init = pretrain_start(start, seed, args.pretrain_minutes, work / f"pre-{start}-{seed}", args)
+            init = pretrain_start(start, seed, work / f"pre-{start}-{seed}", args)
             r = finetune_run(init, seed, data, work / f"ft-{start}-{seed}", args)
             rows[start].append(r)
             print(f"seed {seed} {start:8s} AP50 {r['map50']:.4f} mAP {r['map']:.4f} "
                   f"({time.perf_counter() - t0:.0f} s)", flush=True)
     n_val = len(json.loads((data / "annotations" / "val.json").read_text())["images"])
-    print(f"\n{args.preset}, pre-training {args.pretrain_minutes} min on HIT-UAV train/, fine-tuning "
+    print(f"\n{args.preset}, pre-training {args.pretrain_steps} steps x {args.pretrain_batch} on HIT-UAV train/, fine-tuning "
           f"{args.finetune_steps} steps (batch {args.batch}, input {args.input_size}, FPN {args.fpn_channels}), "
           f"{n_val} val/ images; seeds {args.seeds}")
     print("| start | AP50 | mAP | AP50 / scratch |")
@@ -247,8 +257,9 @@ def main() -> None:
     p.add_argument("--input-size", type=int, default=512, help="fine-tuning shorter side (HIT-UAV: 512 = native)")
     p.add_argument("--starts", nargs="+", default=list(STARTS), choices=STARTS)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--pretrain-minutes", type=float, default=10.0)
-    p.add_argument("--pretrain-epochs", type=int, default=1000, help="an upper bound; the minutes stop it")
+    p.add_argument("--pretrain-steps", type=int, default=300, help="pre-training steps (the equal budget)")
+    p.add_argument("--pretrain-minutes", type=float, default=None, help="also stop pre-training after this long")
+    p.add_argument("--pretrain-lr", type=float, default=1e-3, help="peak lr (warm-up, then cosine)")
     p.add_argument("--pretrain-batch", type=int, default=16)
     p.add_argument("--pretrain-size", type=int, default=224)
     p.add_argument("--finetune-steps", type=int, default=400)

@@ -29,7 +29,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from inf30.decode import decode_to_gray  # noqa: E402
-from inf30.entropy import _scan_folder, collect, entropy8  # noqa: E402
+from inf30.entropy import collect, entropy8  # noqa: E402
+from inf30.files import image_files  # noqa: E402
 
 
 def _decode_only(path: str) -> int:
@@ -126,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--build-share", action="store_true", help="Also estimate entropy's share of build time.")
     args = ap.parse_args(argv)
 
-    files = [str(f) for d in args.folders for f in _scan_folder(Path(d))[0]]
+    files = [f for d in args.folders for f in image_files(d)[0]]
     mb = sum(os.path.getsize(f) for f in files) / 1e6
     print(f"{len(files)} files ({mb:.1f} MB) in {len(args.folders)} folders; workers {args.workers}; "
           f"median of {args.repeat} runs; load average {os.getloadavg()[0]:.1f} at start")  # fmt: skip

@@ -16,7 +16,7 @@ start is fine-tuned with every seed; pre-training runs once per start (seed 0) u
 Prints and writes (OUT/table.md, OUT/results.json) a markdown table: mean +- std over seeds, and each
 start's IoU relative to scratch. Re-running resumes: finished runs are read back, not re-run.
 
-    python benchmarks/irstd_transfer.py transfer                         # 20-30 min on 2 CPU cores
+    python benchmarks/irstd_transfer.py transfer                         # about 20 min on 2 free CPU cores
     python benchmarks/irstd_transfer.py transfer --pretrain-steps 1000 --finetune-steps 600   # ~90 min
     python benchmarks/irstd_transfer.py transfer --pretrain-steps 5 --finetune-steps 3 --seeds 0 \\
         --starts scratch iam --out /tmp/irstd-smoke                      # smoke run (a minute or two)
@@ -36,8 +36,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import resource
 import statistics
 import sys
 import time
@@ -86,10 +84,10 @@ def run_pretrain(args: argparse.Namespace, start: str, seed: int, images: Path) 
     if (run / "done.json").is_file():
         return run
     steps_per_epoch = max(1, sum(1 for p in images.rglob("*") if p.is_file()) // args.pretrain_batch)
-    epochs = max(1, math.ceil(args.pretrain_steps / steps_per_epoch))
+    epochs = max(1, round(args.pretrain_steps / steps_per_epoch))  # whole epochs: the schedule runs to its end
     cfg = PretrainConfig(
         data=str(images), out=str(run), preset=args.preset, epochs=epochs, warmup_epochs=min(1.0, epochs / 10),
-        max_steps=args.pretrain_steps, batch=args.pretrain_batch, lr=args.pretrain_lr,
+        batch=args.pretrain_batch, lr=args.pretrain_lr,
         input_size=args.pretrain_size, max_minutes=args.pretrain_minutes,
         model_overrides=dict(OVERRIDES[start]), workers=args.workers, seed=seed, device=args.device,
         save_every=0, latest_every=50, vis_every=0, progress=False, tensorboard=False, threads=args.threads,
@@ -107,10 +105,10 @@ def run_finetune(args: argparse.Namespace, start: str, seed: int, init: str) -> 
     results = run / "results.json"
     if not results.is_file():
         steps_per_epoch = max(1, args.n_train // args.batch)
-        epochs = max(1, math.ceil(args.finetune_steps / steps_per_epoch))
+        epochs = max(1, round(args.finetune_steps / steps_per_epoch))  # whole epochs, as for pre-training
         cfg = FinetuneConfig(
             data=str(Path(args.data) / "sirst"), out=str(run), task="irstd", init=init, preset=args.preset,
-            epochs=epochs, max_steps=args.finetune_steps, batch=args.batch, input_size=args.finetune_size,
+            epochs=epochs, batch=args.batch, input_size=args.finetune_size,
             lr=args.lr, warmup_epochs=min(1.0, epochs / 10), layer_decay=0.75, workers=args.workers, seed=seed,
             device=args.device, eval_every=epochs, vis_count=2, save_every=0, latest_every=100, progress=False,
             tensorboard=False, threads=args.threads,
@@ -119,23 +117,24 @@ def run_finetune(args: argparse.Namespace, start: str, seed: int, init: str) -> 
     return json.loads(results.read_text())
 
 
-def _mean_std(values: list[float]) -> str:
+def _mean_std(values: list[float], scale: float = 1.0, digits: int = 4) -> str:
     if not values:
         return "-"
-    m = statistics.fmean(values)
-    s = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{m:.4f} ± {s:.4f}"
+    m = statistics.fmean(values) * scale
+    s = (statistics.stdev(values) if len(values) > 1 else 0.0) * scale
+    return f"{m:.{digits}f} ± {s:.{digits}f}"
 
 
 def table(rows: dict[str, list[dict[str, Any]]]) -> str:
-    head = ["start", "seeds", *METRICS, "IoU / scratch"]
+    """Markdown: mean ± std over seeds per start; F_a in units of 1e-6 as the papers print it."""
+    head = ["start", "seeds", "IoU", "nIoU", "P_d", "F_a (1e-6)", "F1", "AUC", "IoU / scratch"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     base = [r["iou"] for r in rows.get("scratch", [])]
     for start, runs in rows.items():
         ratio = (f"{statistics.fmean([r['iou'] for r in runs]) / statistics.fmean(base):.2f}"
                  if base and statistics.fmean(base) > 0 and runs else "-")
-        lines.append("| " + " | ".join([start, str(len(runs)), *[_mean_std([r[k] for r in runs]) for k in METRICS],
-                                        ratio]) + " |")
+        cells = [_mean_std([r[k] for r in runs], *((1e6, 1) if k == "fa" else ())) for k in METRICS]
+        lines.append("| " + " | ".join([start, str(len(runs)), *cells, ratio]) + " |")
     return "\n".join(lines)
 
 
@@ -294,13 +293,13 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--starts", nargs="+", default=list(STARTS), choices=STARTS)
     t.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     t.add_argument("--pretrain-steps", type=int, default=150,
-                   help="the budget of each pre-training: optimizer steps (the same for every start)")
+                   help="the budget of each pre-training: optimizer steps, rounded to whole epochs (same for every start)")
     t.add_argument("--pretrain-minutes", type=float, default=None, help="a wall-time guard on each pre-training")
     t.add_argument("--pretrain-lr", type=float, default=1e-3, help="peak lr (warm-up 1 epoch, then cosine)")
     t.add_argument("--pretrain-size", type=int, default=128)
     t.add_argument("--pretrain-batch", type=int, default=32)
     t.add_argument("--pretrain-per-seed", action="store_true", help="pre-train again for every seed")
-    t.add_argument("--finetune-steps", type=int, default=100)
+    t.add_argument("--finetune-steps", type=int, default=100, help="rounded to whole epochs (32 steps at batch 8)")
     t.add_argument("--finetune-size", type=int, default=128)
     t.add_argument("--batch", type=int, default=8)
     t.add_argument("--lr", type=float, default=1e-3)

@@ -18,6 +18,7 @@ from typing import IO
 
 from tqdm import tqdm
 
+from inf30.atomic import atomic_path
 from inf30.errors import OutputError
 
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
@@ -65,16 +66,18 @@ class _SourceError(Exception):
     """Reading the member failed (carries the original exception)."""
 
 
+class _OverBudget(Exception):
+    """The member would exceed the extraction's byte budget."""
+
+
 def _copy_bounded(src: IO[bytes], dst_path: Path, budget: _Budget) -> bool:
     """Copy ``src`` to ``dst_path`` without exceeding the byte budget; False (and no file) if exceeded.
 
     An error reading ``src`` propagates as it is (the member is corrupt); an error writing the copy
     (disk full, quota, read-only) raises :class:`~inf30.errors.OutputError`: the extraction must stop, not
     record the member as broken."""
-    tmp = dst_path.with_name(f".tmp-{dst_path.name}")
     try:
-        dst_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as out:
+        with atomic_path(dst_path, fsync=False) as tmp, open(tmp, "wb") as out:
             while True:
                 try:
                     chunk = src.read(CHUNK)
@@ -85,18 +88,14 @@ def _copy_bounded(src: IO[bytes], dst_path: Path, budget: _Budget) -> bool:
                 budget.bytes_left -= len(chunk)
                 budget.bar.update(len(chunk))
                 if budget.bytes_left < 0:
-                    break
+                    raise _OverBudget
                 out.write(chunk)
-        if budget.bytes_left < 0:
-            tmp.unlink()
-            return False
-        tmp.replace(dst_path)
         return True
+    except _OverBudget:
+        return False
     except _SourceError as exc:
-        tmp.unlink(missing_ok=True)
         raise exc.__cause__ from None
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise OutputError.writing(dst_path.parent, exc) from None
 
 

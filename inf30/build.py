@@ -43,10 +43,12 @@ from inf30.decode import (
 )
 from inf30.entropy import entropy8
 from inf30.errors import JobFailed, OutputError, UsageError, check
+from inf30.files import is_image_name
 from inf30.hashing import HASHES, compute_hashes
 from inf30.lock import lock_folder
 from inf30.manifest import SCHEMA, empty_row, read_manifest, rows_to_table, write_manifest, write_table
-from inf30.sources import IMAGE_SUFFIXES, Input, SourceSpec, check_agc, check_video_every, enumerate_inputs
+from inf30.reasons import EXACT_DUPLICATE, reason_kind
+from inf30.sources import Input, SourceSpec, check_agc, check_video_every, enumerate_inputs
 from inf30.video import VideoError, is_video_name, sample_frames
 
 __all__ = ["BuildOptions", "BuildSummary", "build", "parse_shard", "summarize"]
@@ -262,7 +264,7 @@ def make_plan(specs: list[SourceSpec], out_dir: Path, opts: BuildOptions) -> Pla
                 low = member.lower()
                 if is_video_name(low):
                     kind = "video"
-                elif low.endswith(IMAGE_SUFFIXES):
+                elif is_image_name(low):
                     kind = "image"
                 else:
                     if archive_mod.is_archive_name(low):  # only in an extraction cached by an older version
@@ -574,16 +576,13 @@ def mark_exact_duplicates(df: pd.DataFrame) -> pd.DataFrame:
     kept = df["status"] == "kept"
     dup = kept & df["id"].duplicated(keep="first") & df["id"].notna()
     df.loc[dup, "status"] = "dropped"
-    df.loc[dup, "reason"] = "exact_duplicate:" + df.loc[dup, "id"]
+    df.loc[dup, "reason"] = f"{EXACT_DUPLICATE}:" + df.loc[dup, "id"]
     df.loc[dup, "path"] = None
     return df
 
 
 def summarize(df: pd.DataFrame, out_dir: Path, skipped: int = 0) -> BuildSummary:
-    def category(reason: str | None) -> str:
-        return str(reason).split(" | ")[0].split(":")[0]
-
-    dropped = Counter(category(r) for r in df.loc[df["status"] != "kept", "reason"])
+    dropped = Counter(reason_kind(r) or "unknown" for r in df.loc[df["status"] != "kept", "reason"])
     per_source: dict[str, dict[str, int]] = {}
     for (src, status), n in df.groupby(["source", "status"]).size().items():
         per_source.setdefault(str(src), {})[str(status)] = int(n)
@@ -672,8 +671,6 @@ def build(specs: list[SourceSpec], out_dir: str | Path, opts: BuildOptions | Non
 
 def run_dedupe(out_dir: Path, progress: bool) -> str | None:
     """The near-duplicate stage (inf30.dedupe), run after the build; returns its summary text."""
-    try:
-        from inf30.dedupe import dedupe_dataset
-    except ImportError:  # pragma: no cover - the stage ships with the package
-        return None
+    from inf30.dedupe import dedupe_dataset  # here, not at the top: dedupe imports this module
+
     return dedupe_dataset(out_dir, progress=progress).table()

@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 import pandas as pd
 import yaml
 
+from inf30.reasons import reason_kind
+from inf30.report_tables import funnel_table
+
 # Licence ids the Hub accepts (a subset of https://huggingface.co/docs/hub/repositories-licenses) that
 # image datasets actually use; anything else becomes `other` with the per-source list.
 HUB_LICENCES = {
@@ -42,13 +45,6 @@ def size_category(n: int) -> str:
         if n < limit:
             return name
     return "n>1B"
-
-
-def reason_kind(reason: str | None) -> str:
-    """``exact_duplicate:<id> | detail`` -> ``exact_duplicate``."""
-    if reason is None or (isinstance(reason, float) and pd.isna(reason)):
-        return "unknown"
-    return str(reason).split(" | ")[0].split(":")[0].strip() or "unknown"
 
 
 @dataclass
@@ -125,11 +121,7 @@ def licence_markdown(per_source: list[tuple[str, str, str]]) -> str:
 
 
 def _report_funnel(df: pd.DataFrame) -> str:
-    """The report's funnel table (found -> decoded -> ... -> kept) as markdown, when inf30.report has it."""
-    try:
-        from inf30.report import funnel_table
-    except ImportError:
-        return ""
+    """The report's funnel table (found -> decoded -> ... -> kept) as markdown."""
     try:
         tab = funnel_table(df)
     except (KeyError, ValueError, TypeError):  # an older/newer manifest the report does not read
@@ -200,7 +192,7 @@ def card_markdown(inputs: CardInputs) -> str:
     out += ["", "### Dropped, by reason", ""]
     if n_drop:
         out += ["| reason | items |", "|---|---|"]
-        counts = dropped["reason"].map(reason_kind).value_counts()
+        counts = dropped["reason"].map(lambda r: reason_kind(r) or "unknown").value_counts()
         out += [f"| `{r}` | {c:,} |" for r, c in counts.items()]
         out += ["", "Every dropped input item, with its origin and reason, is in `manifest/dropped.parquet`."]
     else:

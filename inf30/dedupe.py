@@ -422,7 +422,7 @@ def anchor_rank(df: pd.DataFrame, order: tuple[str, ...]) -> np.ndarray:
     return rank
 
 
-LAZY_BATCH = 2048  # candidate pairs per round of lazy verification (fixed: the result never depends on workers)
+LAZY_BATCH = 512  # candidate pairs per round of lazy verification (fixed: the result never depends on workers)
 
 
 def _pair_frame(a: np.ndarray, b: np.ndarray, n: int, exclude: np.ndarray | None = None) -> pd.DataFrame:

@@ -13,7 +13,8 @@ function). Backends:
 
 A unit that raises is retried alone, at most ``retries`` more times, then reported (``Outcome.error``) and
 the run goes on; exceptions of the ``fatal`` types stop the run at once (e.g. a full output disk). A worker
-process that dies (killed, out of memory) costs each unit it was holding one attempt. On Ctrl-C the workers,
+process that dies (killed, out of memory) breaks the pool: every unit in flight loses one attempt and a
+new pool runs the rest. On Ctrl-C the workers,
 which ignore SIGINT, print nothing; the parent terminates them and ``KeyboardInterrupt`` is raised once.
 """
 
@@ -105,42 +106,43 @@ def pool_context(preload: Sequence[str] = ()) -> mp.context.BaseContext:
 
 
 # ----------------------------------------------------------------------------------------------- backends
+# A backend runs batches: submit(token, fn, units); next_done() -> (token, results or the exception that
+# lost the whole batch); close(abort) stops it (abort: now, without waiting for running units).
 class _Inline:
     """Runs each batch at submit time, in this process."""
 
-    def __init__(self, fn: Callable[[Any], Any], fatal: tuple[type[BaseException], ...]) -> None:
-        self.fn, self.fatal = fn, fatal
+    def __init__(self, fatal: tuple[type[BaseException], ...]) -> None:
+        self.fatal = fatal
         self.done: collections.deque[tuple[int, BatchResult]] = collections.deque()
 
-    def submit(self, token: int, units: list[Any]) -> None:
-        self.done.append((token, run_batch(self.fn, units, self.fatal)))
+    def submit(self, token: int, fn: Callable[[Any], Any], units: list[Any]) -> None:
+        self.done.append((token, run_batch(fn, units, self.fatal)))
 
     def next_done(self) -> tuple[int, BatchResult | BaseException]:
         return self.done.popleft()
 
     def close(self, abort: bool) -> None:
-        pass
+        self.done.clear()
 
 
 class _LocalPool:
     """A process pool from :func:`pool_context`; a pool broken by a dead worker is replaced on next submit."""
 
-    def __init__(self, fn, fatal, workers: int, preload: Sequence[str]) -> None:
-        self.fn, self.fatal, self.workers, self.preload = fn, fatal, workers, preload
+    def __init__(self, fatal: tuple[type[BaseException], ...], workers: int, preload: Sequence[str]) -> None:
+        self.fatal, self.workers, self.preload = fatal, workers, preload
         self.ex: cf.ProcessPoolExecutor | None = None
         self.futures: dict[cf.Future, int] = {}
         self.broken = False
 
-    def submit(self, token: int, units: list[Any]) -> None:
+    def submit(self, token: int, fn: Callable[[Any], Any], units: list[Any]) -> None:
         if self.ex is None or self.broken:
+            self.close(abort=True)
             self.broken = False
-            if self.ex is not None:
-                self.ex.shutdown(wait=True, cancel_futures=True)
             ctx = pool_context(self.preload)
             self.ex = cf.ProcessPoolExecutor(
                 self.workers, mp_context=ctx, initializer=worker_init, initargs=(os.getpid(),)
             )
-        self.futures[self.ex.submit(run_batch, self.fn, units, self.fatal)] = token
+        self.futures[self.ex.submit(run_batch, fn, units, self.fatal)] = token
 
     def next_done(self) -> tuple[int, BatchResult | BaseException]:
         done, _ = cf.wait(self.futures, return_when=cf.FIRST_COMPLETED)
@@ -151,23 +153,25 @@ class _LocalPool:
         return token, (exc if exc is not None else fut.result())
 
     def close(self, abort: bool) -> None:
-        if self.ex is None:
+        ex, self.ex = self.ex, None
+        self.futures.clear()
+        if ex is None:
             return
         if abort:  # Ctrl-C or an error: stop the workers now, not after their current unit
-            if hasattr(self.ex, "terminate_workers"):  # Python >= 3.14
-                self.ex.terminate_workers()
+            if hasattr(ex, "terminate_workers"):  # Python >= 3.14
+                ex.terminate_workers()
             else:
-                for proc in list((getattr(self.ex, "_processes", None) or {}).values()):
+                for proc in list((getattr(ex, "_processes", None) or {}).values()):
                     proc.terminate()
-        self.ex.shutdown(wait=True, cancel_futures=True)
+        ex.shutdown(wait=True, cancel_futures=True)
 
 
 class _RayPool:
     """Each batch is one Ray task (1 CPU, no Ray-level retries: failures are counted here)."""
 
-    def __init__(self, fn, fatal, address: str | None, workers: int) -> None:
+    def __init__(self, fatal: tuple[type[BaseException], ...], address: str | None, workers: int) -> None:
         ray = import_ray()
-        self.ray, self.fn, self.fatal = ray, fn, fatal
+        self.ray, self.fatal = ray, fatal
         self.started = not ray.is_initialized()
         if self.started:
             kwargs: dict[str, Any] = {"address": address, "include_dashboard": False}
@@ -178,8 +182,8 @@ class _RayPool:
         self.refs: dict[Any, int] = {}
         self.workers = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
 
-    def submit(self, token: int, units: list[Any]) -> None:
-        self.refs[self.task.remote(self.fn, units, self.fatal)] = token
+    def submit(self, token: int, fn: Callable[[Any], Any], units: list[Any]) -> None:
+        self.refs[self.task.remote(fn, units, self.fatal)] = token
 
     def next_done(self) -> tuple[int, BatchResult | BaseException]:
         ready, _ = self.ray.wait(list(self.refs), num_returns=1)
@@ -193,8 +197,10 @@ class _RayPool:
         if abort:
             for ref in self.refs:
                 self.ray.cancel(ref, force=True)
+        self.refs.clear()
         if self.started:
             self.ray.shutdown()
+            self.started = False
 
 
 def import_ray() -> Any:
@@ -217,6 +223,9 @@ class Distributor:
     there are fewer units. progress, desc, unit: the progress bar. ray_address: the cluster (None = a local
     Ray, started and stopped by the call). preload: modules the local fork server imports once. fatal:
     exception types that stop the run instead of being retried and reported.
+
+    Each call starts its workers and stops them at its end; inside ``with dist:`` the calls share one pool
+    (one Ray connection), stopped when the block ends: for stages that submit work in rounds.
     """
 
     backend: str = "local"
@@ -240,16 +249,35 @@ class Distributor:
         check(self.ray_address is None or self.backend == "ray", "ray_address needs the ray backend")
         if self.backend == "ray":
             import_ray()  # a missing extra is a usage error, found before any work
+        self._session: dict[str, tuple[Any, int]] | None = None  # the pools kept open by `with`
 
-    def _backend(self, fn: Callable[[Any], Any], n_batches: int) -> tuple[Any, int]:
-        """(backend object, how many batches it runs at once)."""
+    def __enter__(self) -> Distributor:
+        self._session = {}
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        session, self._session = self._session or {}, None
+        for pool, _width in session.values():
+            pool.close(abort=exc_type is not None)
+
+    def _backend(self, n_batches: int, n_units: int) -> tuple[Any, int, bool]:
+        """(backend, how many batches it runs at once, whether this call owns it)."""
+        n_local = self.workers or os.cpu_count() or 1
+        if self.backend == "local" and (n_local <= 1 or min(n_batches, n_local) <= 1
+                                        or n_units < self.inline_below):  # fmt: skip
+            return _Inline(self.fatal), 1, True
+        if self._session is not None and self.backend in self._session:
+            return (*self._session[self.backend], False)
         if self.backend == "ray":
-            pool = _RayPool(fn, self.fatal, self.ray_address, self.workers)
-            return pool, pool.workers
-        workers = min(self.workers or os.cpu_count() or 1, n_batches)
-        if workers <= 1 or n_batches * self.chunksize < self.inline_below:
-            return _Inline(fn, self.fatal), 1
-        return _LocalPool(fn, self.fatal, workers, self.preload), workers
+            ray_pool = _RayPool(self.fatal, self.ray_address, self.workers)
+            made: tuple[Any, int] = (ray_pool, ray_pool.workers)
+        else:  # a pool kept for the session has every worker; one for this call only, no more than it needs
+            n = n_local if self._session is not None else min(n_local, n_batches)
+            made = (_LocalPool(self.fatal, n, self.preload), n)
+        if self._session is not None:
+            self._session[self.backend] = made
+            return (*made, False)
+        return (*made, True)
 
     def __call__(
         self,
@@ -271,7 +299,7 @@ class Distributor:
             [(i, units[i], 0) for i in range(s, min(s + self.chunksize, len(units)))]
             for s in range(0, len(units), self.chunksize)
         )
-        pool, width = self._backend(fn, len(todo)) if units else (None, 0)
+        pool, width, owned = self._backend(len(todo), len(units)) if units else (None, 0, True)
         in_flight: dict[int, Batch] = {}
         finished: dict[int, Outcome] = {}
         next_index, token = 0, 0
@@ -281,7 +309,7 @@ class Distributor:
                 while todo and len(in_flight) < 2 * width:  # a bounded window: units may be large
                     batch = todo.popleft()
                     in_flight[token] = batch
-                    pool.submit(token, [u for _, u, _ in batch])
+                    pool.submit(token, fn, [u for _, u, _ in batch])
                     token += 1
                 tok, res = pool.next_done()
                 batch = in_flight.pop(tok)
@@ -305,8 +333,10 @@ class Distributor:
                         yield finished.pop(i)
             clean = True
         finally:
-            if pool is not None:
+            if pool is not None and (owned or not clean):
                 pool.close(abort=not clean)
+                if not owned and self._session is not None:  # an aborted shared pool is not reused
+                    self._session.pop(self.backend, None)
             if own_bar:
                 bar.close()
 

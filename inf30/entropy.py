@@ -25,15 +25,13 @@ from typing import Any
 
 import numpy as np
 
+from inf30.files import image_files
+
 #: Mean entropies the paper reports (Sec. 3.2), drawn as reference lines in reports.
 PAPER_INF30_MEAN = 6.44
 PAPER_IMAGENET_MEAN = 7.19
 REFERENCES = {"Inf30 (paper)": PAPER_INF30_MEAN, "ImageNet-1K (paper)": PAPER_IMAGENET_MEAN}
 
-#: File suffixes read as images when a folder is scanned (others are counted as skipped).
-IMAGE_SUFFIXES = frozenset(
-    ".png .jpg .jpeg .jpe .bmp .dib .tif .tiff .gif .webp .pgm .ppm .pnm .pbm .pfm .jp2 .j2k .tga .ico".split()
-)
 #: Histogram bin edges (bits) used for statistics: 0.25-bit bins from 0 to 8.
 HIST_EDGES = tuple(float(x) for x in np.linspace(0.0, 8.0, 33))
 PERCENTILES = (1, 5, 10, 25, 75, 90, 95, 99)
@@ -232,21 +230,6 @@ def _is_dataset(path: Path) -> bool:
     )
 
 
-def _scan_folder(root: Path) -> tuple[list[Path], int]:
-    """Image files under ``root`` (recursive, hidden entries skipped, sorted) and the count of others."""
-    files, skipped = [], 0
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for fn in sorted(filenames):
-            if fn.startswith("."):
-                continue
-            if Path(fn).suffix.lower() in IMAGE_SUFFIXES:
-                files.append(Path(dirpath) / fn)
-            else:
-                skipped += 1
-    return files, skipped
-
-
 def _expand(spec: str) -> list[Path]:
     if any(ch in spec for ch in "*?[") and not Path(spec).exists():
         hits = sorted(Path(p) for p in glob.glob(spec, recursive=True))
@@ -317,9 +300,9 @@ def collect(
                 out.items += items
                 tasks += more
             elif path.is_dir():
-                files, skipped = _scan_folder(path)
+                files, skipped = image_files(path)
                 out.skipped += skipped
-                tasks += [(str(f), str(f.relative_to(path)), str(path), raw, True) for f in files]
+                tasks += [(f, os.path.relpath(f, path), str(path), raw, True) for f in files]
             else:
                 tasks.append((str(path), path.name, str(path.parent), raw, True))
     unique = []

@@ -17,8 +17,7 @@ from inf30.build import BuildSummary, finish, mark_exact_duplicates
 from inf30.errors import UsageError
 from inf30.lock import lock_folder
 from inf30.manifest import read_manifest
-
-DEDUPE_REASONS = ("near_copy:", "near_duplicate:")
+from inf30.reasons import DEDUPE_REASONS
 
 
 def merge(shard_dirs: list[str | Path], out_dir: str | Path, dedupe: bool = True, progress: bool = True) -> BuildSummary:

@@ -573,14 +573,39 @@ def _push_error(exc: Exception, repo_id: str, folder: Path, token: str) -> str:
 # ------------------------------------------------------------------------------------------------ load
 
 
+def published_files(folder: str | os.PathLike, config: str = "default", split: str = "train") -> list[str]:
+    """The data files of ``config``/``split`` of a local published ``folder``, as its card lists them
+    (sorted paths); ValueError (one line) for a config or split the card does not have."""
+    from huggingface_hub import DatasetCard
+
+    folder = Path(folder)
+    configs = DatasetCard.load(folder / "README.md").data.to_dict().get("configs") or []
+    names = [c.get("config_name") for c in configs]
+    for c in configs:
+        if c.get("config_name") != config:
+            continue
+        patterns = [d["path"] for d in c.get("data_files", []) if d.get("split") == split]
+        files = sorted({str(f) for pat in patterns for f in folder.glob(pat) if f.is_file()})
+        if not files:
+            raise ValueError(f"{folder}: config {config!r} has no files for split {split!r}")
+        return files
+    raise ValueError(f"{folder}: no config {config!r} in its card (configs: {', '.join(map(str, names))})")
+
+
 def load_published(
     path: str | os.PathLike, config: str = "default", split: str = "train", streaming: bool = False, **kwargs: Any
 ):
     """Load a published Inf30 dataset (local folder or Hub repo id) with ``datasets.load_dataset``.
 
     Column ``image`` decodes to a PIL image (mode L). ``config`` is ``default`` or ``max_side_<N>``; other
-    keyword arguments (``cache_dir``, ``num_proc``, ...) go to ``load_dataset``.
+    keyword arguments (``cache_dir``, ``num_proc``, ...) go to ``load_dataset``. A local folder is read
+    through the parquet builder from the files its card lists, so the cache is keyed by their content
+    (``load_dataset(FOLDER)`` keys by the folder's name: two folders both called ``published`` would
+    return the same stale rows).
     """
     from datasets import load_dataset
 
+    if Path(path).is_dir() and is_published(path):
+        files = published_files(path, config, split)
+        return load_dataset("parquet", data_files={split: files}, split=split, streaming=streaming, **kwargs)
     return load_dataset(str(path), config, split=split, streaming=streaming, **kwargs)

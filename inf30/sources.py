@@ -6,23 +6,23 @@ A source is a folder (recursive), a glob, an archive, a video, or a remote kind 
 
 from __future__ import annotations
 
-import contextlib
 import fnmatch
 import glob
 import math
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from inf30.errors import UsageError, check
-from inf30.lock import lock_folder
+from inf30.files import IMAGE_SUFFIXES, is_hidden, is_image_name, walk_files
+from inf30.spec import LOCAL_KINDS, REMOTE_KINDS, SourceSpec, is_remote
 
-LOCAL_KINDS = ("folder", "glob", "archive", "video", "image")
-REMOTE_KINDS = ("urls", "page", "hf", "url")
+__all__ = ["IMAGE_SUFFIXES", "LOCAL_KINDS", "REMOTE_KINDS", "SourceSpec", "is_remote"]  # re-exported
+
 
 
 def check_agc(agc: object, where: str = "--agc") -> tuple[float, float]:
@@ -50,30 +50,7 @@ def check_video_every(every: object, where: str = "--video-every") -> float:
     return value
 
 
-@dataclass
-class SourceSpec:
-    """One source. ``options`` holds per-source settings: ``video_every`` (s), ``drop_pseudocolor``
-    (bool), ``agc_percentiles`` ([lo, hi]), ``origins`` ({relpath: url} for scraped folders), and the
-    remote kinds' own settings."""
-
-    name: str
-    path: str
-    kind: str = "auto"
-    licence: str | None = None
-    include: list[str] = field(default_factory=list)
-    exclude: list[str] = field(default_factory=list)
-    options: dict[str, Any] = field(default_factory=dict)
-
-
-IMAGE_SUFFIXES = (
-    ".png", ".jpg", ".jpeg", ".jpe", ".bmp", ".dib", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pnm",
-    ".pbm", ".gif", ".jp2", ".j2k", ".exr", ".hdr", ".sr", ".ras", ".pfm",
-)
 _GLOB_CHARS = set("*?[")
-
-
-def is_remote(path: str) -> bool:
-    return path.startswith(("http://", "https://", "hf://"))
 
 
 def guess_kind(path: str) -> str:
@@ -247,23 +224,23 @@ def load_config(path: str | Path) -> list[SourceSpec]:
 
 
 def load_sources(paths: list[str], config: str | Path | None = None, out_dir: str | Path | None = None,
-                 progress: bool = True, patterns: bool = False) -> list[SourceSpec]:
-    """Sources from command-line paths and/or a YAML config, checked to exist; remote ones are scraped
-    into ``out_dir/.work/scrape`` first (see :mod:`inf30.scrape`). Raises FileNotFoundError (one line)
-    for a missing local path. A path whose name holds glob characters is a path when it exists; with
-    ``patterns`` (``--glob``) every command-line path is a glob pattern."""
+                 patterns: bool = False) -> list[SourceSpec]:
+    """Sources from command-line paths and/or a YAML config, each with its kind resolved; local ones are
+    checked to exist (FileNotFoundError, one line). Remote ones are returned as they are: nothing is
+    downloaded here (``pipelines.build.fetch_remote`` scrapes them). A path whose name holds glob characters
+    is a path when it exists; with ``patterns`` (``--glob``) every command-line path is a glob pattern.
+    ``out_dir`` is not used (accepted for callers that pass the build's output folder)."""
+    del out_dir
     specs = load_config(config) if config is not None else []
     taken = {s.name for s in specs}
     for p in paths:
         name = _default_name(p, taken)
         taken.add(name)
         specs.append(SourceSpec(name=name, path=p, kind="glob" if patterns and not is_remote(p) else "auto"))
-    kinds: list[str] = []
     for spec in specs:  # every local path is checked before anything is scraped or created
         kind = guess_kind(spec.path) if spec.kind == "auto" else spec.kind
-        kinds.append(kind)
         if kind in REMOTE_KINDS:
-            continue
+            continue  # the scraper resolves "auto" remote paths itself (a page or a file URL)
         if kind not in LOCAL_KINDS:
             raise UsageError(f"source {spec.name!r}: unknown kind {kind!r}; use one of {LOCAL_KINDS + REMOTE_KINDS}")
         if kind == "glob":
@@ -271,19 +248,8 @@ def load_sources(paths: list[str], config: str | Path | None = None, out_dir: st
                 raise FileNotFoundError(f"source {spec.name!r}: no file matches {spec.path}")
         elif not (Path(spec.path).exists() or Path(spec.path).is_symlink()):
             raise FileNotFoundError(f"source {spec.name!r}: path not found: {spec.path}")
-    local: list[SourceSpec] = []
-    remote = any(k in REMOTE_KINDS for k in kinds)
-    with lock_folder(out_dir) if remote and out_dir is not None else contextlib.nullcontext():  # the build's
-        for spec, kind in zip(specs, kinds, strict=True):
-            if kind in REMOTE_KINDS:
-                from inf30 import scrape
-
-                work = Path(out_dir or ".") / ".work" / "scrape" / spec.name
-                local.extend(scrape.materialize(spec, work, progress=progress))
-                continue
-            spec.kind = kind
-            local.append(spec)
-    return local
+        spec.kind = kind
+    return specs
 
 
 @dataclass(frozen=True)
@@ -302,33 +268,6 @@ def _matches(rel: str, patterns: list[str]) -> bool:
     return any(fnmatch.fnmatch(rel, p) or fnmatch.fnmatch(Path(rel).name, p) for p in patterns)
 
 
-def _walk_files(root: str, skip: os.stat_result | None = None) -> list[tuple[str, str]]:
-    """(path relative to ``root`` with ``/``, full path) of every file or symlink below the folder ``root``.
-
-    Like ``Path.rglob("*")`` (symlinked folders are listed, not entered; unreadable subfolders are
-    skipped) but with ``os.scandir``, whose entries know their type without a ``stat`` per file. The folder
-    ``skip`` (the ``os.stat`` of the build's own output) is not entered.
-    """
-    out: list[tuple[str, str]] = []
-    stack = [(root, "")]
-    while stack:
-        folder, prefix = stack.pop()
-        try:
-            entries = list(os.scandir(folder))
-        except OSError:
-            if not prefix:
-                raise
-            continue
-        for e in entries:
-            rel = prefix + e.name
-            if e.is_dir(follow_symlinks=False):
-                if skip is None or not _same_folder(e, skip):
-                    stack.append((e.path, rel + "/"))
-            elif e.is_symlink() or e.is_file(follow_symlinks=False):
-                out.append((rel, rel if root == "." else os.path.join(root, rel)))
-    return out
-
-
 _STORED_IMAGE = re.compile(r"images/([0-9a-f]{2})/\1[0-9a-f]{62}\.[A-Za-z0-9]+")
 BUILD_OUTPUT_DIRS = (".work/", "dedupe/", "report/")  # what `inf30 build/dedupe/report` write into DIR
 BUILD_OUTPUT_FILES = ("manifest.parquet", "build.json", ".lock")
@@ -343,14 +282,6 @@ def is_build_output(rel: str) -> bool:
 
 def _same_stat(a: os.stat_result, b: os.stat_result) -> bool:
     return a.st_ino == b.st_ino and a.st_dev == b.st_dev
-
-
-def _same_folder(entry: os.DirEntry, st: os.stat_result) -> bool:
-    """Whether the folder ``entry`` is the one ``st`` describes (inode from the listing, device checked
-    only when the inode matches)."""
-    if entry.inode() != st.st_ino:
-        return False
-    return entry.stat(follow_symlinks=False).st_dev == st.st_dev
 
 
 def enumerate_inputs(spec: SourceSpec, out_dir: str | os.PathLike | None = None) -> tuple[list[Input], int]:
@@ -385,7 +316,7 @@ def enumerate_inputs(spec: SourceSpec, out_dir: str | os.PathLike | None = None)
             pairs.append((mp.relative_to(root).as_posix() if mp.is_relative_to(root) else mp.name, mp))
     else:
         skip = os.stat(out_dir) if out_dir is not None and os.path.isdir(out_dir) else None
-        pairs = _walk_files(str(Path(spec.path)), skip)
+        pairs = walk_files(str(Path(spec.path)), skip)
         if skip is not None and _same_stat(os.stat(spec.path), skip):
             # the output is the source folder itself: its own files are not inputs (the user's are)
             pairs = [(rel, f) for rel, f in pairs if not is_build_output(rel)]
@@ -395,11 +326,11 @@ def enumerate_inputs(spec: SourceSpec, out_dir: str | os.PathLike | None = None)
             pre = os.path.relpath(os.path.realpath(spec.path), out_real).replace(os.sep, "/") + "/"
             if not pre.startswith(".work/"):
                 pairs = [(rel, f) for rel, f in pairs if not is_build_output(pre + rel)]
+    if spec.kind == "folder":  # the one folder rule (inf30.files): hidden entries are not inputs
+        pairs = [(rel, f) for rel, f in pairs if not is_hidden(rel)]
     origins = spec.options.get("origins") or {}
     inputs, skipped = [], 0
     for rel, f in sorted(pairs, key=lambda x: x[0]):
-        if ".tmp-" in rel and any(part.startswith(".tmp-") for part in rel.split("/")):
-            continue
         if spec.include and not _matches(rel, spec.include):
             continue
         if spec.exclude and _matches(rel, spec.exclude):
@@ -409,7 +340,7 @@ def enumerate_inputs(spec: SourceSpec, out_dir: str | os.PathLike | None = None)
             kind = "archive"
         elif spec.kind == "video" or is_video_name(name):
             kind = "video"
-        elif spec.kind == "image" or name.endswith(IMAGE_SUFFIXES):
+        elif spec.kind == "image" or is_image_name(name):
             kind = "image"
         else:
             skipped += 1

@@ -34,9 +34,14 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from inf30.dataset import is_built
+from inf30.dataset import open as open_dataset
+from inf30.decode import agc
+from inf30.files import IMAGE_SUFFIXES, image_files
+
 MEAN = 0.425
 STD = 0.200
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".gif")
+IMAGE_EXTENSIONS = IMAGE_SUFFIXES  # the one list (inf30.files): build, entropy and pretrain see the same files
 DATASET_FILE_EXTENSIONS = (".parquet", ".arrow", ".jsonl", ".csv")
 
 Image.MAX_IMAGE_PIXELS = 400_000_000  # the paper's largest frames are 6912x1024; keep a bomb limit
@@ -59,17 +64,13 @@ class DataError(ValueError):
 def to_gray8(img: Image.Image) -> Image.Image:
     """Any Pillow image -> 8-bit single-channel (mode ``L``).
 
-    16-bit and float images are scaled by their 1st-99th percentiles (the same gain control ``inf30 build``
-    applies); palette, RGB(A) and LA images become luminance.
+    16-bit and float images go through :func:`inf30.decode.agc` (1st-99th percentiles, the build's gain
+    control: rounded, non-finite values to 0); palette, RGB(A) and LA images become luminance.
     """
     if img.mode == "L":
         return img
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        arr = np.asarray(img, dtype=np.float32)
-        lo, hi = np.percentile(arr, (1.0, 99.0))
-        scale = 255.0 / (hi - lo) if hi > lo else 0.0
-        out = np.clip((arr - lo) * scale, 0, 255).astype(np.uint8)
-        return Image.fromarray(out, mode="L")
+        return Image.fromarray(agc(np.asarray(img))[0], mode="L")
     if img.mode == "1":
         return img.convert("L")
     if img.mode in ("P", "PA"):
@@ -170,16 +171,6 @@ class HFSource(ImageSource):
         raise DataError(f"column {self.column!r} of {self.location} does not hold images")
 
 
-def _image_files(folder: Path) -> list[str]:
-    out = []
-    for root, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for f in sorted(files):
-            if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith("."):
-                out.append(os.path.join(root, f))
-    return out
-
-
 def _dataset_files(folder: Path) -> Iterator[Path]:
     """Files with a ``datasets`` extension below ``folder``, sorted, outside packs and hidden folders."""
     for root, dirs, files in os.walk(folder):
@@ -195,15 +186,6 @@ def _has_dataset_files(folder: Path) -> bool:
     return next(_dataset_files(folder), None) is not None
 
 
-def _is_published(path: Path) -> bool:
-    """A folder written by ``inf30 publish`` (its card selects the data files)."""
-    try:
-        from inf30.publish import is_published
-    except ImportError:  # pragma: no cover - publish is part of the toolkit
-        return False
-    return is_published(path)
-
-
 def _pick_image_column(ds, location: str) -> str:
     from datasets import Image as ImageFeature
 
@@ -217,39 +199,9 @@ def _pick_image_column(ds, location: str) -> str:
     )
 
 
-def _pick_split(dsd, location: str):
-    from datasets import DatasetDict
-
-    if not isinstance(dsd, DatasetDict):
-        return dsd
-    if "train" in dsd:
-        return dsd["train"]
-    if len(dsd) == 1:
-        return next(iter(dsd.values()))
-    raise DataError(f"{location} has splits {sorted(dsd)} and none is 'train'")
-
-
 def _open_datasets(src: str) -> ImageSource:
-    path = Path(src)
     try:
-        if path.is_dir() and ((path / "dataset_dict.json").exists() or (path / "state.json").exists()):
-            from datasets import load_from_disk
-
-            ds = _pick_split(load_from_disk(str(path)), src)
-        elif path.is_dir() and _is_published(path):
-            # the default config's shards, through the parquet builder: its cache key hashes the files
-            # themselves (load_dataset(FOLDER) keys by the folder's name, so two published folders both called
-            # "published" share one stale cache entry)
-            from datasets import load_dataset
-
-            files = sorted(str(f) for f in (path / "data").glob("train-*.parquet"))
-            ds = load_dataset("parquet", data_files={"train": files}, split="train")
-        else:
-            from datasets import load_dataset
-
-            ds = _pick_split(load_dataset(str(src)), src)
-    except DataError:
-        raise
+        ds = open_dataset(src).table
     except Exception as exc:  # noqa: BLE001 - any loader failure becomes one line
         msg = " ".join(str(exc).split())[:300] or exc.__class__.__name__
         raise DataError(f"cannot load {src} as a dataset: {msg}") from None
@@ -307,23 +259,19 @@ def open_source(src: str | os.PathLike, check: int = 4, packs: bool = True) -> I
     if path.is_dir() and is_pack(path):
         return PackSource(PackedImages(path))
     if path.is_dir():
-        from inf30.manifest import MANIFEST_NAME, kept, read_manifest
-
-        if (path / MANIFEST_NAME).exists():
+        if is_built(path):
             try:
-                rows = kept(read_manifest(path))
+                built = open_dataset(path)
             except Exception as exc:  # noqa: BLE001
                 msg = " ".join(str(exc).split())[:200]
-                raise DataError(f"cannot read {path / MANIFEST_NAME}: {msg}") from None
-            rows = rows[rows["path"].notna()]
+                raise DataError(f"cannot read {path / 'manifest.parquet'}: {msg}") from None
             source: ImageSource = FileListSource(
-                [str(path / p) for p in rows["path"]], kind="built dataset", location=src,
-                ids=rows["id"].astype(str).tolist(), sources=rows["source"].astype(str).tolist(),
+                built.paths, kind="built dataset", location=src, ids=built.ids, sources=built.sources,
             )
         elif _has_dataset_files(path):
             source = _open_datasets(src)
         else:
-            source = FileListSource(_image_files(path), kind="image folder", location=src)
+            source = FileListSource(image_files(path)[0], kind="image folder", location=src)
     elif path.is_file():
         raise DataError(f"{src} is a file; give a dataset folder, a published dataset or a folder of images")
     else:

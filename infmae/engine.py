@@ -19,6 +19,7 @@ import contextlib
 import json
 import math
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -40,7 +41,7 @@ from infmae.checkpoint import (
     set_rng_state,
     write_checkpoint,
 )
-from infmae.distributed import DistInfo, init_distributed
+from infmae.distributed import DistInfo, default_nproc, env_world, init_distributed, inside_launcher, launch
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 SCHEDULES = ("cosine", "poly")
@@ -567,5 +568,27 @@ class Engine:
             self.metrics = None
 
 
-def config_dict(cfg: RunConfig) -> dict[str, Any]:
-    return asdict(cfg)
+# ----------------------------------------------------------------------------------------------- entry
+def run_locked(cfg: RunConfig, worker: Callable[[dict[str, Any]], dict[str, Any]],
+               launched: Callable[[dict[str, Any]], dict[str, Any]], tool: str) -> dict[str, Any]:
+    """Validate ``cfg``, lock ``cfg.out`` (the launching process holds it for the whole job), clear temporary
+    checkpoints of dead runs, then run ``worker`` in this process or ``launched`` in ``--nproc`` workers."""
+    from inf30.lock import lock_folder
+
+    cfg.validate()
+    nproc = cfg.nproc or default_nproc(cfg.device)
+    in_launcher = inside_launcher()
+    rank = env_world()[0] if in_launcher else 0
+    lock = lock_folder(cfg.out, tool=tool) if (rank == 0 and cfg.node_rank == 0) else contextlib.nullcontext()
+    with lock:
+        if rank == 0 and cfg.node_rank == 0:
+            for stale in Path(cfg.out).glob(".tmp-checkpoint-*"):  # ours to remove: we hold the lock
+                shutil.rmtree(stale, ignore_errors=True)
+        if in_launcher or (nproc == 1 and cfg.nnodes == 1):
+            return worker(asdict(cfg))
+        results = launch(launched, (asdict(cfg),), nproc, cfg.nnodes, cfg.node_rank, cfg.master_addr,
+                         cfg.master_port)
+    for r in sorted(results):
+        if isinstance(results[r], dict) and "error" in results[r]:
+            raise (UsageError if results[r].get("usage") else TrainError)(results[r]["error"])
+    return results[min(results)]

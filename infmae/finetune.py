@@ -42,10 +42,21 @@ from infmae.checkpoint import (
     WEIGHTS_NAME,
     newest_complete,
     read_training_checkpoint,
+    resume_candidates,
 )
 from infmae.data import EpochBatchSampler
 from infmae.distributed import barrier, cleanup
-from infmae.engine import Engine, RunConfig, TrainError, check, make_optimizer, note, setup, wrap_model
+from infmae.engine import (
+    Engine,
+    RunConfig,
+    TrainError,
+    check,
+    make_optimizer,
+    note,
+    run_locked,
+    setup,
+    wrap_model,
+)
 
 BEST = "checkpoint-best"
 RESULTS = "results.json"
@@ -263,6 +274,16 @@ def _check_resume(saved: dict[str, Any], cfg: FinetuneConfig, run_dir: Path) -> 
                              f"{getattr(cfg, key)!r}; use the same settings to resume or a new --out")
 
 
+def _saved_config(run_dir: Path) -> dict[str, Any] | None:
+    """The run configuration of the newest complete checkpoint whose train_config.json reads (None: new run)."""
+    for _step, folder in resume_candidates(run_dir):
+        with contextlib.suppress(OSError, ValueError):
+            saved = json.loads((folder / TRAIN_CONFIG_FILE).read_text())
+            if isinstance(saved, dict) and isinstance(saved.get("model", {}).get("backbone"), dict):
+                return saved
+    return None
+
+
 def _finetune(cfg: FinetuneConfig, info: Any, precision: str) -> dict[str, Any]:
     from infmae.backbone import InfMAEBackbone
 
@@ -278,9 +299,8 @@ def _finetune(cfg: FinetuneConfig, info: Any, precision: str) -> dict[str, Any]:
                                          collate_fn=task.collate, pin_memory=device.type == "cuda", **kwargs)
 
     torch.manual_seed(cfg.seed)  # identical head initialization on every rank
-    ck = newest_complete(run_dir)
-    if ck is not None:  # resuming: the architecture comes from the run itself (INIT is not read again)
-        saved = json.loads((ck / TRAIN_CONFIG_FILE).read_text())
+    saved = _saved_config(run_dir)
+    if saved is not None:  # resuming: the architecture comes from the run itself (INIT is not read again)
         _check_resume(saved, cfg, run_dir)
         backbone = InfMAEBackbone(**saved["model"]["backbone"])
         init_record = saved.get("init", {})
@@ -504,7 +524,5 @@ def _launched_worker(cfg_dict: dict[str, Any]) -> dict[str, Any]:
 def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     """Fine-tune as configured (options validated first, the run folder locked, re-running resumes); returns
     rank 0's summary with the path of results.json."""
-    from infmae.train import run_locked
-
     cfg = cfg.resolved()
     return run_locked(cfg, finetune_worker, _launched_worker, "infmae finetune")

@@ -31,7 +31,6 @@ resumed run is the run that was interrupted (bitwise on CPU; see docs/pretrain.m
 
 from __future__ import annotations
 
-import shutil
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -49,7 +48,7 @@ from infmae.checkpoint import (  # noqa: F401 - re-exported for scripts
     write_checkpoint,
 )
 from infmae.data import DataError, make_loader, open_source, sample_seed
-from infmae.distributed import cleanup, default_nproc, env_world, inside_launcher, launch
+from infmae.distributed import cleanup
 from infmae.engine import (  # noqa: F401 - re-exported: the pre-training API before the engine existed
     Engine,
     NonFiniteLossError,
@@ -61,6 +60,7 @@ from infmae.engine import (  # noqa: F401 - re-exported: the pre-training API be
     make_optimizer,
     note,
     resolve_precision,
+    run_locked,
     setup,
     wrap_model,
 )
@@ -220,37 +220,6 @@ def _launched_worker(cfg_dict: dict[str, Any]) -> dict[str, Any]:
         return train_worker(cfg_dict)
     except (UserError, DataError) as exc:
         return {"error": str(exc), "usage": isinstance(exc, ValueError) and not isinstance(exc, TrainError)}
-
-
-def run_locked(cfg: RunConfig, worker: Any, launched: Any, tool: str) -> dict[str, Any]:
-    """Validate ``cfg``, lock ``cfg.out`` (the launching process holds it for the whole job), clear temporary
-    checkpoints of dead runs, then run ``worker`` in this process or ``launched`` in ``--nproc`` workers."""
-    from inf30.errors import UsageError
-    from inf30.lock import lock_folder
-
-    cfg.validate()
-    nproc = cfg.nproc or default_nproc(cfg.device)
-    in_launcher = inside_launcher()
-    rank = env_world()[0] if in_launcher else 0
-    lock = lock_folder(cfg.out, tool=tool) if (rank == 0 and cfg.node_rank == 0) else _nullcontext()
-    with lock:
-        if rank == 0 and cfg.node_rank == 0:
-            for stale in Path(cfg.out).glob(".tmp-checkpoint-*"):  # ours to remove: we hold the lock
-                shutil.rmtree(stale, ignore_errors=True)
-        if in_launcher or (nproc == 1 and cfg.nnodes == 1):
-            return worker(asdict(cfg))
-        results = launch(launched, (asdict(cfg),), nproc, cfg.nnodes, cfg.node_rank, cfg.master_addr,
-                         cfg.master_port)
-    for r in sorted(results):
-        if isinstance(results[r], dict) and "error" in results[r]:
-            raise (UsageError if results[r].get("usage") else TrainError)(results[r]["error"])
-    return results[min(results)]
-
-
-def _nullcontext():
-    import contextlib
-
-    return contextlib.nullcontext()
 
 
 def pretrain(cfg: PretrainConfig) -> dict[str, Any]:

@@ -412,7 +412,8 @@ def test_folder_walk_lists_what_rglob_lists(sirst_dir, tmp_path):
     """The os.scandir walk of a folder source returns the same files, in the same order, as Path.rglob:
     nested folders entered, symlinked files listed, a symlinked folder listed but not entered, special and
     half-written ``.tmp-`` files left out."""
-    from inf30.sources import SourceSpec, _walk_files, enumerate_inputs
+    from inf30.files import walk_files
+    from inf30.sources import SourceSpec, enumerate_inputs
 
     real = sorted((sirst_dir / "images").glob("*.png"))[:2]
     root = tmp_path / "src"
@@ -429,7 +430,7 @@ def test_folder_walk_lists_what_rglob_lists(sirst_dir, tmp_path):
             (f.relative_to(r).as_posix(), str(f)) for f in r.rglob("*") if f.is_file() or f.is_symlink()
         )
 
-    assert sorted(_walk_files(str(root))) == rglob_pairs(root)
+    assert sorted(walk_files(str(root))) == rglob_pairs(root)
     inputs, skipped = enumerate_inputs(SourceSpec(name="s", path=str(root) + "/", kind="folder"))
     assert [i.key for i in inputs] == ["s:a/b/deep.png", "s:top.png"]
     assert [i.path for i in inputs] == [str(root / "a" / "b" / "deep.png"), str(root / "top.png")]

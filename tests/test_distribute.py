@@ -49,6 +49,10 @@ def sigint_handler(_unit: object) -> str:
     return "ignored" if signal.getsignal(signal.SIGINT) == signal.SIG_IGN else "handled"
 
 
+def worker_pid(_unit: object) -> int:
+    return os.getpid()
+
+
 class Fatal(Exception):
     pass
 
@@ -120,6 +124,9 @@ def test_ray_cluster_gives_the_inline_results(ray_cluster, images, expected, tmp
     assert ray_cluster.is_initialized()  # a cluster the caller started is left running
     flaky = Distributor(backend="ray", retries=1, progress=False).map(fail_first_time, [str(tmp_path / "r")])
     assert flaky == [Outcome(0, "r", None, 2)]
+    with pytest.raises(Fatal, match="disk full"):  # comes back from the Ray worker as the same type
+        Distributor(backend="ray", fatal=(Fatal,), progress=False).map(raise_fatal, range(6))
+    assert ray_cluster.is_initialized()
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -148,6 +155,16 @@ def test_a_dead_worker_costs_one_attempt_and_the_pool_is_replaced(tmp_path):
     units = [str(tmp_path / "x"), str(tmp_path / "y")]  # two units: a pool, not inline
     gone = Distributor(workers=2, retries=0, progress=False).map(die_first_time, units)
     assert gone[0].error.startswith("worker failed: BrokenProcessPool")
+
+
+def test_calls_inside_with_share_one_pool():
+    dist = Distributor(workers=2, progress=False)
+    with dist:
+        first = {o.value for o in dist.map(worker_pid, range(6))}
+        second = {o.value for o in dist.map(worker_pid, range(6))}
+    assert os.getpid() not in first | second and len(first | second) <= 2  # the same two workers
+    after = {o.value for o in dist.map(worker_pid, range(6))}  # outside the block: a pool of its own
+    assert os.getpid() not in after and not after & (first | second)
 
 
 @pytest.mark.parametrize("workers", [1, 2])

@@ -108,15 +108,16 @@ def test_mid_epoch_kill_then_resume_logs_the_uninterrupted_epoch_mean(data_dir: 
     data = frames(data_dir, tmp_path / "frames")
     straight, run = tmp_path / "straight", tmp_path / "run"
     extra = ("--latest-every", "1", "--max-steps", "6")
-    r = subprocess.run([INFMAE, *args(data, straight, *extra)], capture_output=True, text=True, env=ENV, timeout=300)
-    assert r.returncode == 0, r.stderr[-2000:]
-    r = subprocess.run(patched(KILL_ON_THIRD, *args(data, run, *extra)), capture_output=True, text=True, env=ENV,
+    torch.set_num_threads(1)
+    r = runner.invoke(infmae_app, args(data, straight, *extra))
+    assert r.exit_code == 0, r.output
+    p = subprocess.run(patched(KILL_ON_THIRD, *args(data, run, *extra)), capture_output=True, text=True, env=ENV,
                        timeout=300)
-    assert r.returncode == -9, r.stderr[-2000:]
+    assert p.returncode == -9, p.stderr[-2000:]
     assert json.loads((run / "checkpoint-latest" / "trainer.json").read_text())["step"] == 2  # mid-epoch 0
-    r = subprocess.run([INFMAE, *args(data, run, *extra)], capture_output=True, text=True, env=ENV, timeout=300)
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert "at step 2" in r.stderr
+    r = runner.invoke(infmae_app, args(data, run, *extra))
+    assert r.exit_code == 0, r.output
+    assert "checkpoint-latest at step 2" in r.stderr
 
     def records(d: Path) -> list[dict]:
         return [json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines()]
@@ -199,9 +200,9 @@ def test_a_full_disk_is_one_line_and_keeps_the_last_good_checkpoint(data_dir: Pa
     (2.1 MB) fit, its optimizer state (4.3 MB) does not. The run stops with one line (exit 1), the previous
     checkpoint-latest is intact and loadable, no partial folder stays, and a re-run with room finishes."""
     data, run = frames(data_dir, tmp_path / "frames"), tmp_path / "run"
-    r = subprocess.run([INFMAE, *args(data, run, "--max-steps", "2", "--latest-every", "2")], capture_output=True,
-                       text=True, env=ENV, timeout=300)
-    assert r.returncode == 0, r.stderr[-2000:]
+    torch.set_num_threads(1)
+    r = runner.invoke(infmae_app, args(data, run, "--max-steps", "2", "--latest-every", "2"))
+    assert r.exit_code == 0, r.output
 
     def limit() -> None:
         resource.setrlimit(resource.RLIMIT_FSIZE, (3_000_000, 3_000_000))
@@ -218,8 +219,8 @@ def test_a_full_disk_is_one_line_and_keeps_the_last_good_checkpoint(data_dir: Pa
     read_training_checkpoint(run / "checkpoint-latest")
     load_model(run / "checkpoint-latest")
     assert not list(run.glob(".tmp-*"))
-    r = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=300)
-    assert r.returncode == 0, r.stderr[-2000:]
+    r = runner.invoke(infmae_app, cmd[1:])
+    assert r.exit_code == 0, r.output
     assert json.loads((run / "checkpoint-latest" / "trainer.json").read_text())["step"] == 4
 
 
@@ -230,35 +231,59 @@ from infmae.engine import match_grad_layout
 from infmae.model import create_model
 torch.set_num_threads(1)
 dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
-model = create_model("infmae_tiny") if sys.argv[1] == "pretrain" else InfMAEBackbone("infmae_tiny")
-before = {k: v.clone() for k, v in model.state_dict().items()}
-fixed = match_grad_layout(model) if sys.argv[2] == "fix" else []
-assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())  # values unchanged
-net = torch.nn.parallel.DistributedDataParallel(model)
-with warnings.catch_warnings(record=True) as seen:
-    warnings.simplefilter("always")
-    out = net(torch.randn(2, 3, 32, 32))
-    (out[0] if sys.argv[1] == "pretrain" else sum(f.mean() for f in out)).backward()
-print(len(fixed), sum("Grad strides do not match" in str(w.message) for w in seen))
+for kind in ("pretrain", "backbone"):  # the warning is once per process: a second one only shows with the fix
+    model = create_model("infmae_tiny") if kind == "pretrain" else InfMAEBackbone("infmae_tiny")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    fixed = match_grad_layout(model) if sys.argv[1] == "fix" else []
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())  # values unchanged
+    net = torch.nn.parallel.DistributedDataParallel(model)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        out = net(torch.randn(2, 3, 32, 32))
+        (out[0] if kind == "pretrain" else sum(f.mean() for f in out)).backward()
+    print(len(fixed), sum("Grad strides do not match" in str(w.message) for w in seen))
 """
 
 
 def test_ddp_has_no_grad_stride_mismatch(data_dir: Path, tmp_path: Path) -> None:
     """`infmae pretrain --nproc 2` (real gloo processes) emits no "Grad strides do not match bucket view
     strides" warning. In fresh processes with a 1-rank gloo group (the same DDP reducer; the warning is
-    once per process): without the engine's layout matching the warning is there (so the check can fail),
-    with it it is gone, for the pre-training model and the fine-tuning backbone."""
+    once per process): without the engine's layout matching the warning is there (so the check can fail);
+    with it, it is gone for the pre-training model and the fine-tuning backbone."""
     data = frames(data_dir, tmp_path / "frames")
     r = subprocess.run([INFMAE, *args(data, tmp_path / "a", "--max-steps", "1", "--nproc", "2")],
                        capture_output=True, text=True, env=ENV, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "on 2 x cpu" in r.stderr
     assert "Grad strides do not match" not in r.stderr
-    for kind in ("pretrain", "backbone"):
-        out = {}
-        for fix in ("none", "fix"):
-            p = subprocess.run([sys.executable, "-c", STRIDE_CHECK, kind, fix], capture_output=True, text=True,
-                               env=ENV, timeout=120, cwd=REPO)
-            assert p.returncode == 0, p.stderr[-2000:]
-            out[fix] = tuple(int(x) for x in p.stdout.split())
-        assert out["none"] == (0, 1) and out["fix"] == (2, 0), (kind, out)  # 2 depthwise kernels in tiny
+    out = {}
+    for fix in ("none", "fix"):
+        p = subprocess.run([sys.executable, "-c", STRIDE_CHECK, fix], capture_output=True, text=True, env=ENV,
+                           timeout=120, cwd=REPO)
+        assert p.returncode == 0, p.stderr[-2000:]
+        out[fix] = [int(x) for x in p.stdout.split()]
+    # (kernels re-strided, warnings) for the pre-training model, then the backbone: 2 depthwise kernels in tiny
+    assert out["none"] == [0, 1, 0, 0] and out["fix"] == [2, 0, 2, 0], out
+
+
+def test_cli_defaults_are_the_config_dataclasses_defaults() -> None:
+    """PretrainConfig / FinetuneConfig are the source of truth: every `infmae pretrain` option's default is the
+    dataclass field's, and `infmae finetune` leaves every option unset (None) unless given."""
+    import dataclasses
+    import inspect
+
+    from cli import finetune_cmd, pretrain_cmd
+    from infmae.train import PretrainConfig
+
+    fields = {f.name: f for f in dataclasses.fields(PretrainConfig)}
+    checked = 0
+    for name, p in inspect.signature(pretrain_cmd).parameters.items():
+        if name in fields and p.default is not inspect.Parameter.empty:
+            f = fields[name]
+            want = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            assert p.default == want, (name, p.default, want)
+            checked += 1
+    assert checked >= 30
+    for name, p in inspect.signature(finetune_cmd).parameters.items():
+        if name not in ("task", "data", "out", "init", "compile", "deterministic", "quiet"):
+            assert p.default is None, name

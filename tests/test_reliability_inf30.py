@@ -35,7 +35,7 @@ INF30 = str(Path(sys.executable).parent / "inf30")
 
 def _build(paths: list[str], out: Path, **kw) -> object:
     opts = BuildOptions(workers=1, progress=False, **{"dedupe": False, **kw})
-    return build(load_sources(paths, out_dir=out, progress=False), out, opts)
+    return build(load_sources(paths, out_dir=out), out, opts)
 
 
 def _copy(files: list[Path], folder: Path) -> list[Path]:

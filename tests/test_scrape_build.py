@@ -12,6 +12,7 @@ from http_fixtures import LoopbackServer
 from inf30.build import BuildOptions, build
 from inf30.manifest import read_manifest
 from inf30.sources import load_sources
+from pipelines.build import fetch_remote
 
 
 def test_build_takes_a_remote_page(sirst_dir: Path, hituav_dir: Path, tmp_path: Path):
@@ -28,7 +29,9 @@ def test_build_takes_a_remote_page(sirst_dir: Path, hituav_dir: Path, tmp_path: 
         links = "".join(f'<img src="img/{p.name}">' for p in pngs)
         srv.files["/index.html"] = f'<html><body>{links}<a href="set.zip">all</a></body></html>'.encode()
         out = tmp_path / "inf30"
-        specs = load_sources([srv.url("/index.html")], out_dir=out, progress=False)
+        parsed = load_sources([srv.url("/index.html")])
+        assert not out.exists() and not srv.log  # parsing downloads nothing
+        specs = fetch_remote(parsed, out, progress=False)
         assert sorted(s.kind for s in specs) == ["archive", "folder"]
         build(specs, out, BuildOptions(workers=1, dedupe=False, progress=False))
     df = read_manifest(out)

@@ -7,18 +7,27 @@ crawl), :mod:`~inf30.scrape.hf` (Hub / Parquet datasets), :mod:`~inf30.scrape.ro
 :mod:`~inf30.scrape.store` (layout, manifest schema), :mod:`~inf30.scrape.core` (scrape, materialize).
 """
 
-from inf30.scrape.core import ScrapeResult, materialize, scrape
-from inf30.scrape.options import ScrapeOptions, default_user_agent
-from inf30.scrape.remote import is_remote, parse_source
-from inf30.scrape.store import MANIFEST_NAME
+from __future__ import annotations
 
-__all__ = [
-    "MANIFEST_NAME",
-    "ScrapeOptions",
-    "ScrapeResult",
-    "default_user_agent",
-    "is_remote",
-    "materialize",
-    "parse_source",
-    "scrape",
-]
+import importlib
+from typing import Any
+
+# names re-exported here, imported on first use so that ``inf30.scrape.options`` (what the CLI reads its
+# defaults from) stays a light import
+_EXPORTS = {
+    "MANIFEST_NAME": "inf30.scrape.store",
+    "ScrapeOptions": "inf30.scrape.options",
+    "ScrapeResult": "inf30.scrape.core",
+    "default_user_agent": "inf30.scrape.options",
+    "is_remote": "inf30.spec",
+    "materialize": "inf30.scrape.core",
+    "parse_source": "inf30.scrape.remote",
+    "scrape": "inf30.scrape.core",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

@@ -21,7 +21,7 @@ from inf30.manifest import write_table
 from inf30.scrape.download import Downloader, host_of, redact
 from inf30.scrape.magic import Magic, refine
 from inf30.scrape.options import ScrapeOptions
-from inf30.scrape.remote import Task, crawl, is_remote, pattern_verdict, read_url_list, remote_kind
+from inf30.scrape.remote import Task, crawl, pattern_verdict, read_url_list, remote_kind
 from inf30.scrape.robots import Robots
 from inf30.scrape.state import Journal, safe_name, url_key
 from inf30.scrape.store import (
@@ -34,7 +34,7 @@ from inf30.scrape.store import (
     place,
     rows_table,
 )
-from inf30.sources import SourceSpec
+from inf30.spec import SourceSpec, is_remote
 
 #: per-source option keys that only the scraper uses (not passed on to the local specs)
 REMOTE_OPTION_KEYS = {

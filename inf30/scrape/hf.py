@@ -18,10 +18,10 @@ from tqdm import tqdm
 
 from inf30.scrape.magic import sniff
 from inf30.scrape.options import ScrapeOptions
-from inf30.scrape.remote import LICENCE_COLUMNS, _plain
+from inf30.scrape.remote import LICENCE_COLUMNS, plain_value
 from inf30.scrape.state import Journal, url_key
 from inf30.scrape.store import final_path, new_row, write_file
-from inf30.sources import SourceSpec
+from inf30.spec import SourceSpec
 
 IMAGE_NAMES = ("image", "img", "jpg", "jpeg", "png", "picture", "frame")
 
@@ -180,7 +180,7 @@ def scrape_hf(
             )
             lic = lic if isinstance(lic, str) and lic else spec.licence
             meta = {
-                k: _plain(v) for k, v in rec.items() if k != col and not isinstance(v, (dict, list, bytes))
+                k: plain_value(v) for k, v in rec.items() if k != col and not isinstance(v, (dict, list, bytes))
             }
             meta = {k: v for k, v in meta.items() if v is not None}
             row = new_row(

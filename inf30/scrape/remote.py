@@ -1,6 +1,6 @@
 """Remote source kinds: which URLs a ``urls`` list, a ``url``, or a crawled ``page`` stands for.
 
-Planning only: this module turns a :class:`~inf30.sources.SourceSpec` into download tasks (and manifest
+Planning only: this module turns a :class:`~inf30.spec.SourceSpec` into download tasks (and manifest
 rows for URLs that are skipped: off-host, excluded, disallowed by robots.txt, unreadable pages).
 """
 
@@ -20,7 +20,7 @@ from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 from inf30.scrape.download import Downloader, host_of, redact
 from inf30.scrape.options import ScrapeOptions
 from inf30.scrape.robots import Robots
-from inf30.sources import REMOTE_KINDS, SourceSpec
+from inf30.spec import REMOTE_KINDS, SourceSpec, is_http
 
 IMAGE_EXTS = {
     ".png",
@@ -52,15 +52,6 @@ class Task:
     licence: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     found_on: str | None = None  #: the page a crawled link came from
-
-
-def is_http(path: str) -> bool:
-    return path.lower().startswith(("http://", "https://"))
-
-
-def is_remote(spec: SourceSpec) -> bool:
-    """True for the kinds :mod:`inf30.scrape` handles (``urls``, ``page``, ``hf``, ``url``, http paths)."""
-    return spec.kind in REMOTE_KINDS or is_http(str(spec.path)) or str(spec.path).startswith("hf://")
 
 
 def url_ext(url: str) -> str:
@@ -149,7 +140,7 @@ def _rows_from_frame(df, spec: SourceSpec) -> list[Task]:
         if not isinstance(url, str) or not url.strip():
             continue
         lic = rec.get(lcol) if lcol else None
-        meta = {c: _plain(rec.get(c)) for c in extra}
+        meta = {c: plain_value(rec.get(c)) for c in extra}
         meta = {k: v for k, v in meta.items() if v is not None}
         tasks.append(
             Task(
@@ -162,7 +153,7 @@ def _rows_from_frame(df, spec: SourceSpec) -> list[Task]:
     return tasks
 
 
-def _plain(v: Any) -> Any:
+def plain_value(v: Any) -> Any:
     """A JSON-safe scalar (NaN -> None); other values as their string."""
     if v is None:
         return None

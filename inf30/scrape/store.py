@@ -13,6 +13,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from inf30.atomic import write_bytes_atomic
 from inf30.scrape.magic import Magic
 from inf30.scrape.state import safe_name
 
@@ -87,14 +88,8 @@ def place(tmp: Path, dest: Path, fsync: bool = False) -> None:
 
 
 def write_file(dest: Path, data: bytes, fsync: bool = False) -> None:
-    """Write bytes to ``dest`` through a temporary file and a rename."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".tmp-{dest.name}.{os.getpid()}")
-    try:
-        tmp.write_bytes(data)
-        place(tmp, dest, fsync)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Write bytes to ``dest`` atomically (:func:`inf30.atomic.write_bytes_atomic`)."""
+    write_bytes_atomic(dest, data, fsync=fsync)
 
 
 def rows_table(rows: list[dict]) -> pa.Table:

@@ -14,6 +14,11 @@ sorted, YOLO class index order). Ignore classes (DontCare, ...), COCO `iscrowd` 
 become ignore regions: never trained on, neither rewarded nor penalised in evaluation. Boxes are clipped to
 the image; degenerate (under 1 px, non-finite) and outside boxes are dropped; counts in `DetSplit.stats`.
 Images without boxes are kept as negatives.
+
+Instance masks, where they exist, come from COCO polygons / RLE that are more than the box (HIT-UAV's are
+just its corners) or from a pixel mask beside a VOC XML (SIRST's `*_pixels0.png`: each box's mask is the
+mask's pixels inside it). SIRST's XML has one box per image, which for images with several targets encloses
+all of them; such a box is replaced by one box per 8-connected target of the pixel mask inside it.
 """
 
 from __future__ import annotations

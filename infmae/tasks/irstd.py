@@ -85,10 +85,10 @@ def _basic_split_files(data_dir: Path) -> dict[str, Path]:
 def mask_path(data_dir: Path, layout: str, name: str) -> Path | None:
     """The mask of image `name` in a layout, or None when there is none."""
     masks = data_dir / "masks"
-    if layout == "sirst":
-        p = masks / f"{name}_pixels0.png"
-        return p if p.is_file() else None
-    return find_image(masks, name) or (p if (p := masks / f"{name}_pixels0.png").is_file() else None)
+    if layout != "sirst" and (found := find_image(masks, name)) is not None:
+        return found
+    p = masks / f"{name}_pixels0.png"  # NUAA-SIRST's naming (also accepted in the BasicIRSTD layout)
+    return p if p.is_file() else None
 
 
 class IRSTDDataset(torch.utils.data.Dataset):
