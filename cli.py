@@ -89,12 +89,59 @@ def _infmae_main(
 
 
 # ----------------------------------------------------------------------------------------------- inf30
+# The inf30 commands take each option's default and help from its options dataclass field (`opt`); the
+# dataclasses (BuildOptions, ScrapeOptions, PublishOptions, ReportOptions, EntropyOptions, SampleOptions) are
+# the one source of truth, and tests/test_cli_options.py checks that every field is reachable here.
+from inf30.build import BuildOptions  # noqa: E402
+from inf30.entropy import EntropyOptions  # noqa: E402
+from inf30.options import default_of, help_of  # noqa: E402
+from inf30.publish import PublishOptions  # noqa: E402
+from inf30.report import ReportOptions  # noqa: E402
+from inf30.sample import SampleOptions  # noqa: E402
+from inf30.scrape.options import MB, ScrapeOptions  # noqa: E402
+
+
+def opt(cls: type, name: str, *flags: str, to_cli=None, help: str | None = None, **kw):  # noqa: A002
+    """A ``typer.Option`` for field ``name`` of the options dataclass ``cls``: its default (through
+    ``to_cli`` where the CLI shows it in another form, e.g. ``1,99`` for a tuple) and its help."""
+    value = default_of(cls, name)
+    return typer.Option(value if to_cli is None else to_cli(value), *flags, help=help or help_of(cls, name), **kw)
+
+
+def csv_text(values) -> str:
+    """``(1.0, 99.0)`` -> ``"1,99"``, ``("phash",)`` -> ``"phash"``: a tuple option as the CLI shows it."""
+    return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)
+
+
+def csv_items(text: str) -> tuple[str, ...]:
+    """``"phash, dhash"`` -> ``("phash", "dhash")`` (empty items dropped)."""
+    return tuple(x.strip() for x in text.split(",") if x.strip())
+
+
+def no_progress(progress: bool) -> bool:
+    """``progress`` as ``--quiet`` shows it."""
+    return not progress
+
+
+def bytes_to_mb(n: int) -> float:
+    return n / MB
+
+
+def mb_to_bytes(mb: float) -> int | float:
+    """MB (MiB) -> bytes; NaN or infinity pass through for ScrapeOptions.validate to refuse in one line."""
+    return int(mb * MB) if mb * 0 == 0 else mb
+
+
+def none_as_zero(value: float | None) -> float:
+    return value or 0.0
+
+
 @inf30_app.command("sample")
 def sample_cmd(
     out: Annotated[Path, typer.Argument(help="Folder to write the sample source tree into.")],
-    seed: Annotated[int, typer.Option(help="Random seed (the tree is deterministic for a seed).")] = 0,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Write into a non-empty folder that is not an earlier "
-                                            "sample (files of the sample's names are replaced; nothing is deleted).")] = False,
+    seed: int = opt(SampleOptions, "seed"),
+    n_scenes: int = opt(SampleOptions, "n_scenes"),
+    overwrite: bool = opt(SampleOptions, "overwrite", "--overwrite"),
 ) -> None:
     """Write a small deterministic sample source tree (synthetic thermal scenes, a video, an archive,
     planted duplicates, tiny and broken files). OUT must be new, empty or an earlier sample (only the
@@ -104,7 +151,7 @@ def sample_cmd(
     """
     from inf30.sample import write_sample
 
-    info = _guard(write_sample, out, seed=seed, overwrite=overwrite)
+    info = _guard(write_sample, out, seed=seed, n_scenes=n_scenes, overwrite=overwrite)
     typer.echo(f"wrote {info['files']} files to {out}")
 
 
@@ -113,31 +160,28 @@ def build_cmd(
     sources: Annotated[list[str] | None, typer.Argument(help="Folders, globs, archives, videos (or URLs).")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output dataset folder.")] = Path("inf30-out"),
     config: Annotated[Path | None, typer.Option(help="YAML file listing sources (see README).")] = None,
-    workers: Annotated[int, typer.Option(help="Decode processes (0 = all cores).")] = 0,
-    video_every: Annotated[float, typer.Option(help="Seconds between sampled video frames.")] = 1.0,
-    min_size: Annotated[int, typer.Option(help="Drop images whose width AND height are below this.")] = 20,
-    min_side: Annotated[int, typer.Option(help="Also drop images whose shorter side is below this (0 = off).")] = 0,
-    agc: Annotated[str, typer.Option(help="Percentiles for 16-bit/float gain control, LOW,HIGH.")] = "1,99",
-    max_pixels: Annotated[int, typer.Option(help="Decompression-bomb limit in pixels.")] = 300_000_000,
-    shard: Annotated[str | None, typer.Option(help="Build only shard K of N (K from 0 to N-1), as K/N.")] = None,
-    drop_pseudocolor: Annotated[bool, typer.Option(help="Drop pseudo-coloured / visible images.")] = False,
-    dedupe: Annotated[bool, typer.Option("--dedupe/--no-dedupe", help="Run near-duplicate removal after the build.")] = True,
-    hashes: Annotated[str, typer.Option(help="Perceptual hashes to store, comma-separated (phash,dhash,whash,ahash).")] = "phash",
-    part_size: Annotated[int, typer.Option(help="Images per unit of work (and of resumption).")] = 256,
-    max_archive_bytes: Annotated[int, typer.Option(help="Extraction limit per archive, bytes.")] = 64 << 30,
-    max_archive_files: Annotated[int, typer.Option(help="Extraction limit per archive, members.")] = 1_000_000,
-    max_archive_depth: Annotated[
-        int, typer.Option(help="Archives inside archives are extracted up to this many levels (outer one included).")
-    ] = 3,
+    workers: int = opt(BuildOptions, "workers"),
+    video_every: float = opt(BuildOptions, "video_every"),
+    min_size: int = opt(BuildOptions, "min_size"),
+    min_side: int = opt(BuildOptions, "min_side"),
+    agc: str = opt(BuildOptions, "agc_percentiles", "--agc", to_cli=csv_text),
+    max_pixels: int = opt(BuildOptions, "max_pixels"),
+    shard: str | None = opt(BuildOptions, "shard"),
+    drop_pseudocolor: bool = opt(BuildOptions, "drop_pseudocolor"),
+    dedupe: bool = opt(BuildOptions, "dedupe", "--dedupe/--no-dedupe"),
+    hashes: str = opt(BuildOptions, "hashes", to_cli=csv_text),
+    part_size: int = opt(BuildOptions, "part_size"),
+    max_archive_bytes: int = opt(BuildOptions, "max_archive_bytes"),
+    max_archive_files: int = opt(BuildOptions, "max_archive_files"),
+    max_archive_depth: int = opt(BuildOptions, "max_archive_depth"),
     glob_: Annotated[bool, typer.Option("--glob", help="Take every SOURCE as a glob pattern (by default an existing "
                                         "path is a path even when its name holds *, ? or [).")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    quiet: bool = opt(BuildOptions, "progress", "--quiet", "-q", to_cli=no_progress, help="No progress bar."),
 ) -> None:
     """Build a clean, normalized, fully accounted image set with a manifest.
 
     Example: inf30 build data/flir/ videos/*.mp4 archive.tar.gz --out inf30
     """
-    from inf30.build import BuildOptions
     from pipelines.build import build_sources
 
     if not sources and config is None:
@@ -147,12 +191,12 @@ def build_cmd(
         video_every=video_every,
         min_size=min_size,
         min_side=min_side,
-        agc_percentiles=tuple(agc.split(",")),
+        agc_percentiles=csv_items(agc),
         max_pixels=max_pixels,
         shard=shard,
         drop_pseudocolor=drop_pseudocolor,
         dedupe=dedupe,
-        hashes=tuple(h.strip() for h in hashes.split(",") if h.strip()),
+        hashes=csv_items(hashes),
         progress=not quiet,
         part_size=part_size,
         max_archive_bytes=max_archive_bytes,
@@ -181,55 +225,60 @@ def merge_cmd(
     typer.echo(summary.table())
 
 
-def _mb_to_bytes(mb: float) -> int | float:
-    """MB (MiB) -> bytes; NaN or infinity pass through for ScrapeOptions.validate to refuse in one line."""
-    return int(mb * 1024 * 1024) if mb * 0 == 0 else mb
-
-
-# --- inf30 scrape (issue 3) ---
 @inf30_app.command("scrape")
 def scrape_cmd(
     sources: Annotated[list[str] | None, typer.Argument(help="URL lists (.txt/.csv/.parquet), page or file URLs, hf:ID; KIND:LOCATION forces a kind (urls, page, url, hf).")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Download folder (cache, files, scrape_manifest.parquet).")] = Path("inf30-scrape"),
     config: Annotated[Path | None, typer.Option(help="YAML file listing sources (see docs/scrape.md).")] = None,
     licence: Annotated[str | None, typer.Option(help="Licence recorded for SOURCE arguments.")] = None,
-    concurrency: Annotated[int, typer.Option(help="Downloads in flight at once.")] = 16,
-    per_host: Annotated[int, typer.Option(help="Downloads in flight per host.")] = 8,
-    rate: Annotated[float, typer.Option(help="Requests per second over all hosts (0 = unlimited).")] = 0.0,
-    connect_timeout: Annotated[float, typer.Option(help="Seconds to connect.")] = 10.0,
-    read_timeout: Annotated[float, typer.Option(help="Seconds without a byte before a try fails.")] = 30.0,
-    retries: Annotated[int, typer.Option(help="Extra tries on timeouts, connection errors, 429 and 5xx.")] = 4,
-    backoff: Annotated[float, typer.Option(help="First retry backoff in seconds (doubles, with jitter).")] = 0.5,
-    depth: Annotated[int, typer.Option(help="Page crawl: link hops from a page to a file.")] = 1,
-    same_host: Annotated[bool, typer.Option("--same-host/--any-host", help="Page crawl: stay on the pages' hosts.")] = True,
-    include: Annotated[list[str] | None, typer.Option(help="URL glob (or re:REGEX) a file must match; repeatable.")] = None,
-    exclude: Annotated[list[str] | None, typer.Option(help="URL glob (or re:REGEX) to skip; repeatable.")] = None,
-    robots: Annotated[bool, typer.Option("--robots/--no-robots", help="Respect robots.txt.")] = True,
-    max_image_mb: Annotated[float, typer.Option(help="Largest image file, MB.")] = 64.0,
-    max_archive_mb: Annotated[float, typer.Option(help="Largest archive or video file, MB.")] = 512.0,
-    max_redirects: Annotated[int, typer.Option(help="Most redirects followed per URL.")] = 10,
+    concurrency: int = opt(ScrapeOptions, "concurrency"),
+    per_host: int = opt(ScrapeOptions, "per_host"),
+    rate: float = opt(ScrapeOptions, "rate", to_cli=none_as_zero, help="Requests per second over all hosts (0 = unlimited)."),
+    connect_timeout: float = opt(ScrapeOptions, "connect_timeout"),
+    read_timeout: float = opt(ScrapeOptions, "read_timeout"),
+    total_timeout: float = opt(ScrapeOptions, "total_timeout"),
+    retries: int = opt(ScrapeOptions, "retries"),
+    backoff: float = opt(ScrapeOptions, "backoff_base", "--backoff"),
+    backoff_max: float = opt(ScrapeOptions, "backoff_max"),
+    depth: int = opt(ScrapeOptions, "depth"),
+    same_host: bool = opt(ScrapeOptions, "same_host", "--same-host/--any-host"),
+    allow_host: list[str] = opt(ScrapeOptions, "allow_hosts", "--allow-host", help="Page crawl: an extra host a crawl may visit; repeatable."),
+    max_pages: int = opt(ScrapeOptions, "max_pages"),
+    include: list[str] = opt(ScrapeOptions, "include", help="URL glob (or re:REGEX) a file must match; repeatable."),
+    exclude: list[str] = opt(ScrapeOptions, "exclude", help="URL glob (or re:REGEX) to skip; repeatable."),
+    robots: bool = opt(ScrapeOptions, "respect_robots", "--robots/--no-robots"),
+    max_image_mb: float = opt(ScrapeOptions, "max_image_bytes", to_cli=bytes_to_mb, help="Largest image file, MB."),
+    max_archive_mb: float = opt(ScrapeOptions, "max_archive_bytes", to_cli=bytes_to_mb, help="Largest archive or video file, MB."),
+    max_page_mb: float = opt(ScrapeOptions, "max_page_bytes", to_cli=bytes_to_mb, help="Largest HTML page or URL list, MB."),
+    max_redirects: int = opt(ScrapeOptions, "max_redirects"),
+    user_agent: str = opt(ScrapeOptions, "user_agent"),
+    keep_html: bool = opt(ScrapeOptions, "keep_html", "--keep-html"),
+    fsync: bool = opt(ScrapeOptions, "fsync", "--fsync"),
+    chunk_size: int = opt(ScrapeOptions, "chunk_size"),
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Download remote sources (URL lists, pages, remote archives/videos, Hub datasets) for `inf30 build`.
 
     Example: inf30 scrape urls.csv page:https://example.org/data.html hf:org/thermal --out raw
     """
-    from inf30.scrape import ScrapeOptions, parse_source, scrape
+    from inf30.scrape import parse_source, scrape
+    from inf30.sources import load_config
 
     if not sources and config is None:
         fail("give at least one SOURCE or --config sources.yaml")
     specs = [_guard(parse_source, s, licence=licence) for s in sources or []]
     if config is not None:
-        from inf30.sources import load_config
-
         specs += _guard(load_config, config)
     opts = ScrapeOptions(
         concurrency=concurrency, per_host=per_host, rate=rate or None, connect_timeout=connect_timeout,
-        read_timeout=read_timeout, retries=retries, backoff_base=backoff, depth=depth, same_host=same_host,
-        include=list(include or []), exclude=list(exclude or []), respect_robots=robots,
-        max_image_bytes=_mb_to_bytes(max_image_mb), max_archive_bytes=_mb_to_bytes(max_archive_mb),
-        max_redirects=max_redirects,
+        read_timeout=read_timeout, total_timeout=total_timeout, retries=retries, backoff_base=backoff,
+        backoff_max=backoff_max, depth=depth, same_host=same_host, allow_hosts=list(allow_host or []),
+        max_pages=max_pages, include=list(include or []), exclude=list(exclude or []), respect_robots=robots,
+        max_image_bytes=mb_to_bytes(max_image_mb), max_archive_bytes=mb_to_bytes(max_archive_mb),
+        max_page_bytes=mb_to_bytes(max_page_mb), max_redirects=max_redirects, user_agent=user_agent,
+        keep_html=keep_html, fsync=fsync, chunk_size=chunk_size,
     )
+    _guard(opts.validate)  # bad options: exit 2 before any work
     result = _guard(scrape, specs, out, opts, progress=not quiet)
     typer.echo(result.table())
 
@@ -290,16 +339,16 @@ def dedupe_cmd(
     typer.echo(summary.table())
 
 
-# --- inf30 entropy / report (issue 5) ---
 @inf30_app.command("entropy")
 def entropy_cmd(
     paths: Annotated[list[str], typer.Argument(help="Folders, image files, globs or built datasets.")],
     compare: Annotated[list[str] | None, typer.Option(help="Second set to compare with (repeat for several paths).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON (every statistic, all failures).")] = False,
-    workers: Annotated[int, typer.Option(help="Decode processes (0 = all cores).")] = 0,
-    raw: Annotated[bool, typer.Option(help="Also the entropy of 16-bit/float inputs' raw values (256 bins).")] = False,
-    n_boot: Annotated[int, typer.Option(help="Bootstrap resamples for the comparison's interval.")] = 2000,
-    seed: Annotated[int, typer.Option(help="Random seed of the bootstrap.")] = 0,
+    workers: int = opt(EntropyOptions, "workers"),
+    raw: bool = opt(EntropyOptions, "raw"),
+    n_boot: int = opt(EntropyOptions, "n_boot"),
+    ci: float = opt(EntropyOptions, "ci"),
+    seed: int = opt(EntropyOptions, "seed"),
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Entropy statistics (paper Eq. 1) of folders or built datasets, without building; with --compare,
@@ -311,67 +360,71 @@ def entropy_cmd(
 
     from inf30.entropy import analyze
 
-    result = _guard(analyze, paths, compare=compare, workers=workers, raw=raw, n_boot=n_boot, seed=seed, progress=not quiet)
+    result = _guard(analyze, paths, compare=compare, workers=workers, raw=raw, n_boot=n_boot, ci=ci, seed=seed,
+                    progress=not quiet)
     typer.echo(json.dumps(result.to_dict(), indent=2) if json_out else result.table())
 
 
 @inf30_app.command("report")
 def report_cmd(
     dataset: Annotated[Path, typer.Argument(help="A built dataset folder (with manifest.parquet).")],
-    samples: Annotated[int, typer.Option(help="Random sample images per source.")] = 8,
-    embed: Annotated[bool, typer.Option(help="Embed the plots in index.html (one portable file).")] = False,
-    entropy_maps: Annotated[bool, typer.Option("--entropy-maps/--no-entropy-maps", help="Local entropy maps of the extremes.")] = True,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    samples: int = opt(ReportOptions, "samples_per_source", "--samples"),
+    extremes: int = opt(ReportOptions, "extremes"),
+    dup_groups: int = opt(ReportOptions, "dup_groups"),
+    dup_members: int = opt(ReportOptions, "dup_members"),
+    embed: bool = opt(ReportOptions, "embed"),
+    entropy_maps: bool = opt(ReportOptions, "entropy_maps", "--entropy-maps/--no-entropy-maps"),
+    seed: int = opt(ReportOptions, "seed"),
+    workers: int = opt(ReportOptions, "workers"),
+    quiet: bool = opt(ReportOptions, "progress", "--quiet", "-q", to_cli=no_progress, help="No progress bar."),
 ) -> None:
     """Write DIR/report/index.html, report.md and PNG plots: funnel per source, entropy, resolution,
     samples, duplicate groups, licences.
 
     Example: inf30 report inf30-demo
     """
-    from inf30.report import ReportOptions, write_report
+    from inf30.report import write_report
 
-    opts = ReportOptions(samples_per_source=samples, embed=embed, entropy_maps=entropy_maps, progress=not quiet)
+    opts = ReportOptions(samples_per_source=samples, extremes=extremes, dup_groups=dup_groups,
+                         dup_members=dup_members, embed=embed, entropy_maps=entropy_maps, seed=seed, workers=workers,
+                         progress=not quiet)
+    _guard(opts.validate)  # bad options: exit 2 before any work
     rep = _guard(write_report, dataset, opts)
     typer.echo(f"wrote {rep.html} and {rep.markdown} ({len(rep.plots)} plots)")
 
 
-# --- inf30 publish (issue 6) ---
 @inf30_app.command("publish")
 def publish_cmd(
     dataset: Annotated[Path, typer.Argument(help="Built dataset folder (from `inf30 build`), or a published folder to push.")],
     to: Annotated[Path | None, typer.Option("--to", help="Folder to write the Hub-ready dataset repository into.")] = None,
-    repo_id: Annotated[str | None, typer.Option("--repo-id", help="Hub dataset repository USER/NAME.")] = None,
-    push: Annotated[bool, typer.Option("--push", help="Create or update the Hub repo and upload (token: HF_TOKEN or `hf auth login`).")] = False,
-    private: Annotated[bool, typer.Option("--private", help="Create the Hub repo as private.")] = False,
-    max_side: Annotated[int | None, typer.Option("--max-side", help="Also write config max_side_N: images downscaled so the longer side is at most N.")] = None,
-    shard_size: Annotated[str, typer.Option("--shard-size", help="Most image bytes per parquet shard (500MB, 2GB).")] = "500MB",
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing non-empty --to folder.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    repo_id: str | None = opt(PublishOptions, "repo_id", "--repo-id"),
+    push: bool = opt(PublishOptions, "push", "--push"),
+    private: bool = opt(PublishOptions, "private", "--private"),
+    max_side: int | None = opt(PublishOptions, "max_side", "--max-side"),
+    shard_size: str = opt(PublishOptions, "shard_size", "--shard-size"),
+    overwrite: bool = opt(PublishOptions, "overwrite", "--overwrite"),
+    pretty_name: str = opt(PublishOptions, "pretty_name"),
+    endpoint: str | None = opt(PublishOptions, "endpoint"),
+    quiet: bool = opt(PublishOptions, "progress", "--quiet", "-q", to_cli=no_progress, help="No progress bar."),
 ) -> None:
     """Publish a built dataset as a Hugging Face dataset (parquet shards, dataset card, dropped list); push it.
+    The Hub token comes from HF_TOKEN or `hf auth login`, never from the command line.
 
     Example: inf30 publish inf30 --to inf30-hf --max-side 512 --repo-id me/inf30 --push
     """
-    from inf30.publish import PublishOptions, is_published, publish
+    from inf30.publish import is_published, publish
     from inf30.publish import push as push_folder
 
     if push and not repo_id:
         fail("--push needs --repo-id USER/NAME")
     if to is None:
         if push and is_published(dataset):
-            url = _guard(push_folder, dataset, repo_id, private=private)
+            url = _guard(push_folder, dataset, repo_id, private=private, endpoint=endpoint)
             typer.echo(f"pushed: {url}")
             return
         fail("give --to OUT (or push an already published folder: inf30 publish OUT --repo-id USER/NAME --push)")
-    opts = PublishOptions(
-        repo_id=repo_id,
-        push=push,
-        private=private,
-        max_side=max_side,
-        shard_size=shard_size,
-        overwrite=overwrite,
-        progress=not quiet,
-    )
+    opts = PublishOptions(repo_id=repo_id, push=push, private=private, max_side=max_side, shard_size=shard_size,
+                          overwrite=overwrite, pretty_name=pretty_name, endpoint=endpoint, progress=not quiet)
     result = _guard(publish, dataset, to, opts)
     typer.echo(result.table())
 

@@ -294,7 +294,8 @@ def pair_kind(a: dict, b: dict) -> str:
         return "video frames (<=5 apart)"
     if "orig" not in (a["aug"], b["aug"]):
         return "two variants of one image"
-    return b["aug"] if a["aug"] == "orig" else a["aug"]
+    kind = b["aug"] if a["aug"] == "orig" else a["aug"]
+    return f"{kind} ({'HIT-UAV' if a['hit'] else 'SIRST'})" if kind == "curate" else kind
 
 
 def main() -> None:

@@ -9,6 +9,11 @@ img/s and the ratio to the transformers model from the same run.
     python benchmarks/model_throughput.py --steps 5 --no-bf16
     python benchmarks/model_throughput.py --device cuda --compile --batch 128 --precision bf16 \\
         --models infmae_base                                   # what benchmarks/gpu_pretrain.sh runs
+    python benchmarks/model_throughput.py --models infmae_tiny --gray --no-bf16   # gray [B,1,H,W] vs 3-channel
+
+With --gray each of our models is also timed on the gray input [B, 1, H, W] (a second instance, same init,
+same round-robin; `model:gray` rows) and the ratio of gray to 3-channel step rate is printed. The 3-channel
+input is made once, outside the timing, so the ratio leaves out the 3x copy the loader no longer makes.
 
 On CUDA it also prints the model FLOP utilization (MFU): the FLOPs of one training step counted by
 torch.utils.flop_counter (matmuls, convolutions, attention) divided by step time and the GPU's peak dense
@@ -50,7 +55,8 @@ PEAK_BF16 = [
 
 
 def build(name: str, device: torch.device) -> tuple[torch.nn.Module, Callable[[torch.Tensor], torch.Tensor]]:
-    """A model and its loss function imgs -> scalar loss."""
+    """A model and its loss function imgs -> scalar loss (`name:gray`: the same model, fed gray input)."""
+    name = name.removesuffix(":gray")
     if name == HF_NAME:
         from transformers import ViTMAEConfig, ViTMAEForPreTraining
 
@@ -139,10 +145,14 @@ def run(args: argparse.Namespace) -> None:
     # images normalized like the pre-training data (mean .425, std .2 on gray replicated to 3 channels)
     gray = torch.rand(args.batch, 1, args.size, args.size, device=device)
     x = ((gray - 0.425) / 0.2).expand(-1, 3, -1, -1).contiguous()
+    if args.gray:
+        names = [*names, *(f"{n}:gray" for n in names if n != HF_NAME)]
+    inputs = {n: x[:, :1].contiguous() if n.endswith(":gray") else x for n in names}
 
     models = {}
     for name in names:
         try:
+            torch.manual_seed(0)  # a gray twin starts from the same weights
             models[name] = build(name, device)
         except ImportError as e:
             print(f"skipping {name}: {e}")
@@ -153,7 +163,7 @@ def run(args: argparse.Namespace) -> None:
             for name, step in steps.items():
                 sync(device)
                 t0 = time.perf_counter()
-                loss = step(x)
+                loss = step(inputs[name])
                 sync(device)
                 dt = time.perf_counter() - t0
                 if r >= args.warmup:
@@ -169,9 +179,13 @@ def run(args: argparse.Namespace) -> None:
             nparam = sum(p.numel() for p in models[name][0].parameters()) / 1e6
             ratio = f"{ref / med:.2f}x" if ref else "n/a"
             print(f"| {name} | {nparam:.1f} | {med:.3f} | {args.batch / med:.2f} | {ratio} |")
+        for name in (n for n in times if n.endswith(":gray")):
+            base = name.removesuffix(":gray")
+            gain = statistics.median(times[base]) / statistics.median(times[name])
+            print(f"{base}: gray input [B,1,H,W] steps {gain:.3f}x as fast as the 3-channel input")
         if device.type == "cuda":
             for name, (_, loss_fn) in models.items():
-                flops = count_flops(loss_fn, x, precision)
+                flops = count_flops(loss_fn, inputs[name], precision)
                 med = statistics.median(times[name])
                 achieved = flops / med
                 mfu = f"{100 * achieved / peak:.1f} %" if peak else "n/a (unknown peak)"
@@ -195,6 +209,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--precision", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
     ap.add_argument("--no-bf16", dest="precision", action="store_const", const=["fp32"])
     ap.add_argument("--compile", action="store_true", help="torch.compile the forward + loss")
+    ap.add_argument("--gray", action="store_true", help="also time our models on gray [B,1,H,W] input")
     ap.add_argument("--optimizer", choices=["fused", "default"], default="fused",
                     help="AdamW implementation, the same for every model")
     args = ap.parse_args(argv)

@@ -47,6 +47,7 @@ from inf30.files import is_image_name
 from inf30.hashing import HASHES, compute_hashes
 from inf30.lock import lock_folder
 from inf30.manifest import SCHEMA, empty_row, read_manifest, rows_to_table, write_manifest, write_table
+from inf30.options import option
 from inf30.reasons import EXACT_DUPLICATE, reason_kind
 from inf30.sources import Input, SourceSpec, check_agc, check_video_every, enumerate_inputs
 from inf30.video import VideoError, is_video_name, sample_frames
@@ -59,21 +60,21 @@ class BuildOptions:
     """Build settings. Per-source ``options`` in the config override ``video_every``,
     ``drop_pseudocolor`` and ``agc_percentiles`` for that source."""
 
-    workers: int = 0  # 0 = all cores
-    video_every: float = 1.0  # seconds between sampled video frames
-    min_size: int = 20  # drop when width AND height are below this (paper: 20 px)
-    min_side: int = 0  # also drop when the shorter side is below this (0 = off)
-    agc_percentiles: tuple[float, float] = (1.0, 99.0)
-    max_pixels: int = DEFAULT_MAX_PIXELS  # decompression-bomb limit
-    shard: str | None = None  # "K/N", K in 0..N-1
-    drop_pseudocolor: bool = False
-    dedupe: bool = True
-    hashes: tuple[str, ...] = ("phash",)
-    progress: bool = True
-    part_size: int = 256  # images per part (a video is a part of its own)
-    max_archive_bytes: int = 64 << 30
-    max_archive_files: int = 1_000_000
-    max_archive_depth: int = archive_mod.DEFAULT_MAX_DEPTH  # levels of archives inside archives, outer included
+    workers: int = option(0, "Decode processes (0 = all cores).")
+    video_every: float = option(1.0, "Seconds between sampled video frames.")
+    min_size: int = option(20, "Drop images whose width AND height are below this (px; the paper's 20).")
+    min_side: int = option(0, "Also drop images whose shorter side is below this (px; 0 = off).")
+    agc_percentiles: tuple[float, float] = option((1.0, 99.0), "Percentiles LOW,HIGH of the gain control of 16-bit/float images.")
+    max_pixels: int = option(DEFAULT_MAX_PIXELS, "Decompression-bomb limit in pixels.")
+    shard: str | None = option(None, "Build only shard K of N (K from 0 to N-1), as K/N.")
+    drop_pseudocolor: bool = option(False, "Drop pseudo-coloured / visible images.")
+    dedupe: bool = option(True, "Run near-duplicate removal after the build.")
+    hashes: tuple[str, ...] = option(("phash",), "Perceptual hashes to store, comma-separated (phash,dhash,whash,ahash).")
+    progress: bool = option(True, "Show a progress bar.")
+    part_size: int = option(256, "Images per unit of work (and of resumption); a video is a part of its own.")
+    max_archive_bytes: int = option(64 << 30, "Extraction limit per archive, bytes.")
+    max_archive_files: int = option(1_000_000, "Extraction limit per archive, members.")
+    max_archive_depth: int = option(archive_mod.DEFAULT_MAX_DEPTH, "Archives inside archives are extracted up to this many levels (outer one included).")
 
     def validate(self) -> None:
         """Raise :class:`~inf30.errors.UsageError` (one line, exit 2) for any out-of-range option (and

@@ -370,15 +370,18 @@ def verify_candidates(
 
 
 # ------------------------------------------------------------------------------------------ anchors
-def assign_anchors(rank: np.ndarray, edges: pd.DataFrame) -> dict[int, tuple[int, int, str, int]]:
-    """Groups are the connected components of the verified graph (stage 2 and stage 3 edges).
+def assign_anchors(
+    rank: np.ndarray, edges: pd.DataFrame, hops: int = 0
+) -> dict[int, tuple[int, int, str, int]]:
+    """Groups from the verified graph (stage 2 and stage 3 edges).
 
     rank: (N,) int, the visiting position of each image (0 first). edges: columns i, j, stage (2 or 3),
-    evidence (str). Each component keeps its first-ranked image, the anchor, and drops every other image
-    connected to it, so two images of one scene never both stay. Each dropped image records the edge that
-    reaches it on a breadth-first walk from the anchor (neighbours in rank order; a pair linked by both
-    stages counts as stage 2, the stronger evidence). Returns {dropped index: (anchor index, stage, evidence,
-    parent index)}; the parent is the anchor itself for a direct link. Depends only on the edges and ranks.
+    evidence (str). Images are visited by rank; one not yet in a group is an anchor and takes every image not
+    yet in a group that is connected to it through at most ``hops`` edges (0 = any number: the group is the
+    connected component), walking breadth first (neighbours in rank order; a pair linked by both stages
+    counts as stage 2, the stronger evidence). Each taken image records the edge that reached it. Returns
+    {dropped index: (anchor index, stage, evidence, parent index)}; the parent is the anchor itself for a
+    direct link. Depends only on the edges and the ranks.
     """
     if edges.empty:
         return {}
@@ -394,11 +397,14 @@ def assign_anchors(rank: np.ndarray, edges: pd.DataFrame) -> dict[int, tuple[int
         if a in seen:
             continue
         seen.add(a)
-        queue = [a]
+        queue, depth = [a], {a: 0}
         for node in queue:  # breadth first; the list grows while it is walked
+            if hops and depth[node] >= hops:
+                continue
             for _, b, st, ev in sorted(adj[node]):
                 if b not in seen:
                     seen.add(b)
+                    depth[b] = depth[node] + 1
                     dropped[b] = (a, st, ev, node)
                     queue.append(b)
     return dropped

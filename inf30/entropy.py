@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from inf30.files import image_files
+from inf30.options import option
 
 #: Mean entropies the paper reports (Sec. 3.2), drawn as reference lines in reports.
 PAPER_INF30_MEAN = 6.44
@@ -580,11 +581,11 @@ def _text_histogram(sets: list[dict[str, Any]], width: int = 30) -> list[str]:
 class EntropyOptions:
     """Options of :func:`analyze` (``inf30 entropy``)."""
 
-    workers: int = 0  # decode processes, 0 = all cores
-    raw: bool = False
-    n_boot: int = 2000  # bootstrap resamples of the comparison
-    ci: float = 0.95
-    seed: int = 0
+    workers: int = option(0, "Decode processes (0 = all cores).")
+    raw: bool = option(False, "Also the entropy of 16-bit/float inputs' raw values (256 bins).")
+    n_boot: int = option(2000, "Bootstrap resamples for the comparison's interval.")
+    ci: float = option(0.95, "Confidence level of the comparison's interval (0..1).")
+    seed: int = option(0, "Random seed of the bootstrap.")
 
     def validate(self) -> None:
         """UsageError (one line, exit 2) for an out-of-range option, before any work."""
@@ -599,11 +600,11 @@ class EntropyOptions:
 def analyze(
     paths: Sequence[str | os.PathLike],
     compare: Sequence[str | os.PathLike] | None = None,
-    workers: int = 0,
-    raw: bool = False,
-    n_boot: int = 2000,
-    ci: float = 0.95,
-    seed: int = 0,
+    workers: int = EntropyOptions.workers,
+    raw: bool = EntropyOptions.raw,
+    n_boot: int = EntropyOptions.n_boot,
+    ci: float = EntropyOptions.ci,
+    seed: int = EntropyOptions.seed,
     progress: bool = True,
 ) -> EntropyAnalysis:
     """Entropy statistics of ``paths`` (and of ``compare``, with the comparison), without building.

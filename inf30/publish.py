@@ -38,6 +38,7 @@ from inf30.card import CardConfig, CardInputs, card_markdown, licence_front_matt
 from inf30.errors import BusyError, UsageError
 from inf30.lock import lock_folder
 from inf30.manifest import MANIFEST_NAME, frame_to_table, read_manifest, write_table
+from inf30.options import option
 
 HASH_COLUMNS = ("phash", "dhash", "whash", "ahash")
 ROW_GROUP_ROWS = 100
@@ -69,16 +70,16 @@ def parse_size(text: str | int) -> int:
 class PublishOptions:
     """Options of :func:`publish`. ``token``/``endpoint`` default to the standard environment and login."""
 
-    repo_id: str | None = None
-    push: bool = False
-    private: bool = False
-    max_side: int | None = None
-    shard_size: int | str = DEFAULT_SHARD_SIZE
-    overwrite: bool = False
-    pretty_name: str = "Inf30"
-    progress: bool = True
-    token: str | None = None
-    endpoint: str | None = None
+    repo_id: str | None = option(None, "Hub dataset repository USER/NAME.")
+    push: bool = option(False, "Create or update the Hub repo and upload (token: HF_TOKEN or `hf auth login`).")
+    private: bool = option(False, "Create the Hub repo as private.")
+    max_side: int | None = option(None, "Also write config max_side_N: images downscaled so the longer side is at most N.")
+    shard_size: int | str = option(DEFAULT_SHARD_SIZE, "Most image bytes per parquet shard (500MB, 2GB).")
+    overwrite: bool = option(False, "Replace an existing non-empty output folder.")
+    pretty_name: str = option("Inf30", "The dataset's name on its card.")
+    progress: bool = option(True, "Show a progress bar.")
+    token: str | None = option(None, "Hub token (None: HF_TOKEN or the `hf auth login` one).")
+    endpoint: str | None = option(None, "Hub endpoint URL (None: HF_ENDPOINT or huggingface.co).")
 
     def validate(self) -> None:
         """PublishError (a UsageError: one line, exit 2) for a bad option, before any work."""

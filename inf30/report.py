@@ -20,6 +20,7 @@ from inf30.atomic import write_text_atomic
 from inf30.errors import check
 from inf30.lock import lock_folder
 from inf30.manifest import MANIFEST_NAME, read_manifest
+from inf30.options import option
 from inf30.report_tables import (  # noqa: F401 - the tables are part of this module's interface
     DUP_KINDS,
     FUNNEL_COLUMNS,
@@ -50,15 +51,15 @@ REPORT_DIR = "report"
 class ReportOptions:
     """What the report shows. ``embed`` puts the PNGs into index.html as data URIs."""
 
-    samples_per_source: int = 8
-    extremes: int = 6
-    dup_groups: int = 6
-    dup_members: int = 5
-    entropy_maps: bool = True
-    embed: bool = False
-    seed: int = 0
-    workers: int = 0
-    progress: bool = True
+    samples_per_source: int = option(8, "Random sample images per source.")
+    extremes: int = option(6, "Lowest and highest entropy images shown (each).")
+    dup_groups: int = option(6, "Largest duplicate groups shown.")
+    dup_members: int = option(5, "Duplicates shown per group.")
+    entropy_maps: bool = option(True, "Local entropy maps of the extremes.")
+    embed: bool = option(False, "Embed the plots in index.html (one portable file).")
+    seed: int = option(0, "Random seed of the sample images.")
+    workers: int = option(0, "Processes computing missing entropies (0 = all cores).")
+    progress: bool = option(True, "Show a progress bar.")
 
     def validate(self) -> None:
         """UsageError (one line, exit 2) for an out-of-range option, before any work."""

@@ -26,6 +26,7 @@ from PIL import Image
 from inf30.archive import safe_member_name
 from inf30.atomic import write_text_atomic
 from inf30.errors import UsageError, check
+from inf30.options import option
 
 
 def thermal_scene(rng: np.random.Generator, h: int = 192, w: int = 256, objects: int = 4) -> np.ndarray:
@@ -60,9 +61,10 @@ class SampleOptions:
     """Options of :func:`write_sample`. ``overwrite`` allows writing into a non-empty folder that is not an
     earlier sample; even then only the sample's own files are replaced, nothing else is deleted."""
 
-    seed: int = 0
-    n_scenes: int = 40
-    overwrite: bool = False
+    seed: int = option(0, "Random seed (the tree is deterministic for a seed).")
+    n_scenes: int = option(40, "Synthetic scenes to draw (at least 10).")
+    overwrite: bool = option(False, "Write into a non-empty folder that is not an earlier sample (files of the "
+                             "sample's names are replaced; nothing is deleted).")
 
     def validate(self) -> None:
         check(self.seed >= 0, f"--seed must be 0 or more, got {self.seed}")
@@ -79,7 +81,8 @@ def _earlier_files(out: Path) -> list[str] | None:
     return [f for f in files if isinstance(f, str) and safe_member_name(f) == f]
 
 
-def write_sample(out: str | Path, seed: int = 0, n_scenes: int = 40, overwrite: bool = False) -> dict:
+def write_sample(out: str | Path, seed: int = SampleOptions.seed, n_scenes: int = SampleOptions.n_scenes,
+                 overwrite: bool = SampleOptions.overwrite) -> dict:
     """Write the sample tree under ``out``. Returns {"files": count, "root": path}.
 
     ``out`` must be missing, empty or an earlier sample (whose files are replaced: only those); a folder

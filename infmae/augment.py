@@ -1,7 +1,7 @@
 """Batched on-device augmentation of packed uint8 canvases: random resized crop, flip, normalize.
 
 The crop boxes and flips are drawn on the CPU from per-sample seeds with exactly the decode path's rule
-(:func:`infmae.data.random_resized_crop_box` then ``rng.random() < 0.5`` from ``random.Random(seed)``), so
+(:func:`random_resized_crop_box` then ``rng.random() < 0.5`` from ``random.Random(seed)``), so
 a sample's box depends only on its seed and image size, on any device. The resampling is separable
 antialiased bicubic (Keys a = -0.5, the filter of Pillow and of ``F.interpolate(..., antialias=True)``):
 per sample, a row matrix ``Wy [S, H]`` and a column matrix ``Wx [S, W]`` hold the filter taps of the box
@@ -16,13 +16,41 @@ to 3 channels last.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 
-from infmae.data import MEAN, STD, random_resized_crop_box
+MEAN = 0.425  # mean and std of the normalized gray input (0..1 scale), replicated to 3 channels
+STD = 0.200
+
+
+def random_resized_crop_box(
+    width: int, height: int, rng: random.Random, scale=(0.2, 1.0), ratio=(3 / 4, 4 / 3)
+) -> tuple[int, int, int, int]:
+    """Crop box (left, top, right, bottom) with torchvision's RandomResizedCrop rule, drawn from ``rng``."""
+    area = width * height
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        target_area = area * rng.uniform(scale[0], scale[1])
+        aspect = math.exp(rng.uniform(*log_ratio))
+        w = int(round(math.sqrt(target_area * aspect)))
+        h = int(round(math.sqrt(target_area / aspect)))
+        if 0 < w <= width and 0 < h <= height:
+            top = rng.randint(0, height - h)
+            left = rng.randint(0, width - w)
+            return left, top, left + w, top + h
+    in_ratio = width / height  # fallback: central crop clamped to the ratio range
+    if in_ratio < ratio[0]:
+        w, h = width, int(round(width / ratio[0]))
+    elif in_ratio > ratio[1]:
+        h, w = height, int(round(height * ratio[1]))
+    else:
+        w, h = width, height
+    top, left = (height - h) // 2, (width - w) // 2
+    return left, top, left + w, top + h
 
 
 def cubic(x: torch.Tensor, a: float = -0.5) -> torch.Tensor:

@@ -5,8 +5,10 @@
     F3 [B, C3, H/16, W/16]  stage-3 tokens reshaped to a map (768): LayerNorm(blocks + multi-scale fusion)
     F4 [B, C3, ceil(H/32), ceil(W/32)]  F3 through a 3x3 stride-2 convolution (new, trained downstream)
 
-Any input size divisible by 16 (square or not). `InfMAEBackbone.from_pretrained(path)` loads the encoder
-of a pre-training checkpoint (see `infmae.checkpoint`) and reports missing and unexpected keys.
+Any input size divisible by 16 (square or not); gray input [B, 1, H, W] gives exactly the features of its
+3-channel replication, without the copy (`accepts_gray`: the first patch embedding sums its kernel over
+channels). `InfMAEBackbone.from_pretrained(path)` loads the encoder of a pre-training checkpoint (see
+`infmae.checkpoint`) and reports missing and unexpected keys.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class InfMAEBackbone(nn.Module):
     """`InfMAEBackbone(preset)(imgs) -> (F1, F2, F3, F4)`, channels-first maps (see the module docstring)."""
 
     strides = (4, 8, 16, 32)
+    accepts_gray = True  # [B, 1, H, W] is taken as its 3-channel replication
 
     def __init__(
         self,
@@ -64,7 +67,7 @@ class InfMAEBackbone(nn.Module):
         self.load_info: dict[str, list[str]] = {"missing": [], "unexpected": [], "ignored": []}
 
     def forward(self, imgs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """imgs [B, 3, H, W] (H, W divisible by 16) -> (F1, F2, F3, F4), each [B, C, h, w]."""
+        """imgs [B, 3 or 1, H, W] (H, W divisible by 16) -> (F1, F2, F3, F4), each [B, C, h, w]."""
         if imgs.shape[-2] % 16 or imgs.shape[-1] % 16:
             raise ValueError(f"input size {tuple(imgs.shape[-2:])} is not divisible by 16")
         f1, f2, f3 = self.encoder.forward_pyramid(imgs, fuse=self.fuse_multiscale)

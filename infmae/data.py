@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import random
 import re
@@ -38,9 +37,8 @@ from inf30.dataset import is_built
 from inf30.dataset import open as open_dataset
 from inf30.decode import agc
 from inf30.files import IMAGE_SUFFIXES, image_files
+from infmae.augment import MEAN, STD, augment_batch, center_batch, random_resized_crop_box
 
-MEAN = 0.425
-STD = 0.200
 IMAGE_EXTENSIONS = IMAGE_SUFFIXES  # the one list (inf30.files): build, entropy and pretrain see the same files
 DATASET_FILE_EXTENSIONS = (".parquet", ".arrow", ".jsonl", ".csv")
 
@@ -347,32 +345,6 @@ def _check_readable(source: ImageSource, check: int) -> None:
 
 
 # ----------------------------------------------------------------------------------------------- transforms
-def random_resized_crop_box(
-    width: int, height: int, rng: random.Random, scale=(0.2, 1.0), ratio=(3 / 4, 4 / 3)
-) -> tuple[int, int, int, int]:
-    """Crop box (left, top, right, bottom) with torchvision's RandomResizedCrop rule, drawn from ``rng``."""
-    area = width * height
-    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
-    for _ in range(10):
-        target_area = area * rng.uniform(scale[0], scale[1])
-        aspect = math.exp(rng.uniform(*log_ratio))
-        w = int(round(math.sqrt(target_area * aspect)))
-        h = int(round(math.sqrt(target_area / aspect)))
-        if 0 < w <= width and 0 < h <= height:
-            top = rng.randint(0, height - h)
-            left = rng.randint(0, width - w)
-            return left, top, left + w, top + h
-    in_ratio = width / height  # fallback: central crop clamped to the ratio range
-    if in_ratio < ratio[0]:
-        w, h = width, int(round(width / ratio[0]))
-    elif in_ratio > ratio[1]:
-        h, w = height, int(round(height * ratio[1]))
-    else:
-        w, h = width, height
-    top, left = (height - h) // 2, (width - w) // 2
-    return left, top, left + w, top + h
-
-
 def to_tensor(gray: Image.Image) -> torch.Tensor:
     """8-bit gray PIL image -> normalized float tensor [3, H, W] (gray replicated)."""
     # numpy, not torch: no intra-op thread pool here (OpenMP threads spin badly on a busy machine)
@@ -526,23 +498,31 @@ class LoaderInfo:
     sampler: EpochBatchSampler
     dataset: PretrainDataset | PackedDataset
     describe: str = ""
+    channels: int = 3  # input channels handed to the model (1: gray, see `match_model`)
+
+    def match_model(self, model: torch.nn.Module) -> LoaderInfo:
+        """Hand `model` gray [micro, 1, size, size] input when it takes it as its 3-channel replication
+        (``model.accepts_gray``, e.g. InfMAE: same outputs, no 3x copy), else 3 channels; returns self.
+        The packed loader never makes the copy; the decode loader's workers do, and it hands over channel 0."""
+        self.channels = 1 if getattr(model, "accepts_gray", False) else 3
+        return self
 
     def to_input(self, batch, device: torch.device) -> torch.Tensor:
-        """A loader batch -> the model's input on `device` ([micro, 3, size, size] float). The training loop
+        """A loader batch -> the model's input on `device` ([micro, channels, size, size] float). The training loop
         calls this for every batch, so a loader that augments on the device does its work here."""
+        batch = batch[:, : self.channels] if self.channels < batch.shape[1] else batch  # gray: 1/3 of the transfer
         return batch.to(device, non_blocking=True)
 
 
 @dataclass
 class PackedLoaderInfo(LoaderInfo):
     """The packed loader: batches are ``(uint8 canvas [B,1,H,W], sizes [B,2], seeds [B])``; ``to_input``
-    moves them to the device and crops, flips and normalizes there (:func:`infmae.augment.augment_batch`)."""
+    moves them to the device and crops, flips and normalizes there (:func:`infmae.augment.augment_batch`),
+    into [micro, channels, size, size]: gray (1) after :meth:`match_model` with a model that accepts it."""
 
     def to_input(self, batch, device: torch.device) -> torch.Tensor:
-        from infmae.augment import augment_batch
-
         canvas, sizes, seeds = batch
-        return augment_batch(canvas, sizes, seeds, self.dataset.size, device)
+        return augment_batch(canvas, sizes, seeds, self.dataset.size, device, self.channels)
 
 
 def _worker_init(worker_id: int) -> None:
@@ -681,8 +661,6 @@ class PackedImages:
     ) -> torch.Tensor:
         """Gathered, randomly cropped (scale 0.2-1, ratio 3/4-4/3), flipped and normalized on ``device``:
         float [B, 3, S, S]. Per-sample seeds are drawn from ``generator`` (torch's global one when None)."""
-        from infmae.augment import augment_batch
-
         canvas, sizes = self.gather(indices)
         seeds = torch.randint(0, 2**62, (len(sizes),), generator=generator)
         return augment_batch(canvas, sizes, seeds, input_size, device)
@@ -739,8 +717,6 @@ class PackedDataset(torch.utils.data.Dataset):
 
     def fixed_views(self, count: int) -> torch.Tensor:
         """``count`` images spread over the pack, central square view: [count, 3, size, size]."""
-        from infmae.augment import center_batch
-
         n = len(self.packed)
         canvas, sizes = self.packed.gather([int(k * n / count) for k in range(min(count, n))])
         return center_batch(canvas, sizes, self.size)

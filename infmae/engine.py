@@ -1,12 +1,13 @@
 """The training engine pre-training and fine-tuning share (facebookresearch/mae `main_*.py` + `engine_*.py`).
 
     setup(cfg)            process group (elastic launch / torchrun), device, threads, determinism, precision
-    make_optimizer(...)   AdamW (betas 0.9, 0.95; fused) over the model's param groups, with layer-wise lr decay
-                          through each group's `lr_scale`
+    make_optimizer(...)   AdamW (betas 0.9, 0.95; fused) over the model's param groups, with ConvMAE's
+                          layer-wise lr decay through each group's `lr_scale`
     lr_at(...)            linear warm-up, then half-cycle cosine or poly to min_lr (set every optimizer step)
     wrap_model(...)       DDP (gradient layout matched first, no stride-mismatch copies) and torch.compile
     Engine                train_one_epoch(), fit() with epoch-end hooks, atomic checkpoints with mid-epoch
                           resume (running sums included), metrics.jsonl + TensorBoard, a progress bar
+    run_locked(...)       validate the options, lock the run folder, run here or in --nproc launched workers
 
 `RunConfig` holds every option both trainers take and checks them all in one place (`validate()`), before
 any work or any folder is created. Checkpoint files and RNG state: the "training checkpoints" section of
@@ -153,6 +154,9 @@ class RunConfig:
         check(self.max_steps is None or self.max_steps >= 1, f"--max-steps must be >= 1, got {self.max_steps}")
         check(self.max_minutes is None or self.max_minutes > 0, f"--max-minutes must be > 0, got {self.max_minutes}")
         check_device(self.device)
+        if self.device in ("auto", "cuda") and torch.cuda.is_available():
+            check(self.nproc <= torch.cuda.device_count(),
+                  f"--nproc {self.nproc} but {torch.cuda.device_count()} visible GPU(s); lower --nproc or use --device cpu")
         check(not (self.precision == "fp16" and self.device == "cpu"),
               "--precision fp16 needs a GPU; use bf16 or fp32 on the CPU")
         if self.precision == "fp16" and self.device == "auto":
@@ -223,11 +227,47 @@ def make_adamw(params: Iterable[Any], lr: float, **kw: Any) -> torch.optim.AdamW
         return torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.95), **kw)
 
 
+def convmae_layer_id(name: str, depth: int) -> int:
+    """Layer of an `InfMAEBackbone` parameter for layer-wise lr decay, as ConvMAE / InfMAE fine-tune: the patch
+    embeddings and both convolutional stages are layer 0, Transformer block i is i + 1, and the rest (fusion,
+    final norm, the F4 convolution) is ``depth + 1``, at the head's full lr."""
+    parts = name.split(".")
+    if parts[0] == "encoder" and len(parts) > 1:
+        if parts[1] in ("embed1", "stage1", "embed2", "stage2", "embed3", "embed3_linear"):
+            return 0
+        if parts[1] == "blocks":
+            return int(parts[2]) + 1
+    return depth + 1
+
+
+def layer_decay_groups(model: nn.Module, groups: list[dict[str, Any]], layer_decay: float) -> list[dict[str, Any]]:
+    """Re-scale the backbone parameters of ``groups`` (the model's own AdamW groups: its weight-decay choices
+    are kept) to ``layer_decay ** (depth + 1 - convmae_layer_id)``; parameters outside the `InfMAEBackbone`
+    keep their group's ``lr_scale`` (the head: 1.0). Groups are merged by (weight decay, lr scale)."""
+    from infmae.backbone import InfMAEBackbone
+
+    backbone = next((m for m in model.modules() if isinstance(m, InfMAEBackbone)), None)
+    if backbone is None:
+        return groups
+    depth = backbone.encoder.depths[-1]
+    names = {id(p): n for n, p in backbone.named_parameters()}
+    merged: dict[tuple[float, float], dict[str, Any]] = {}
+    for g in groups:
+        for p in g["params"]:
+            scale = g.get("lr_scale", 1.0)
+            if id(p) in names:
+                scale = layer_decay ** (depth + 1 - convmae_layer_id(names[id(p)], depth))
+            key = (g.get("weight_decay", 0.0), scale)
+            merged.setdefault(key, {"params": [], "weight_decay": key[0], "lr_scale": scale})["params"].append(p)
+    return [merged[k] for k in sorted(merged, key=lambda k: (k[1], k[0]))]
+
+
 def make_optimizer(model: nn.Module, cfg: RunConfig) -> torch.optim.AdamW:
-    """AdamW over ``model.param_groups(weight_decay[, layer_decay])``: no decay on biases and norms, and with
-    ``cfg.layer_decay`` a per-group ``lr_scale`` (patch embeddings and conv stages lowest, head 1.0)."""
+    """AdamW over ``model.param_groups(weight_decay[, layer_decay])``: no decay on biases and norms; with
+    ``cfg.layer_decay`` the backbone's groups get ConvMAE's layer-wise lr scales (:func:`layer_decay_groups`:
+    patch embeddings and conv stages lowest, then the Transformer blocks, the head at 1.0)."""
     if cfg.layer_decay is not None:
-        groups = model.param_groups(cfg.weight_decay, cfg.layer_decay)
+        groups = layer_decay_groups(model, model.param_groups(cfg.weight_decay, cfg.layer_decay), cfg.layer_decay)
     else:
         groups = model.param_groups(cfg.weight_decay)
     return make_adamw(groups, lr=cfg.peak_lr())

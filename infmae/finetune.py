@@ -269,6 +269,13 @@ def finetune_worker(cfg_dict: dict[str, Any]) -> dict[str, Any]:
 def _check_resume(saved: dict[str, Any], cfg: FinetuneConfig, run_dir: Path) -> None:
     old = saved.get("train", {})
     for key in RESUME_KEYS:
+        if key == "task_options":  # the task may add what it found in the data (e.g. class names)
+            opts = old.get(key) or {}
+            diff = [k for k, v in cfg.task_options.items() if k not in opts or opts[k] != v]
+            if diff:
+                raise TrainError(f"{run_dir} holds a run with task options {opts!r}, this command has "
+                                 f"{cfg.task_options!r}; use the same settings to resume or a new --out")
+            continue
         if key in old and old[key] != getattr(cfg, key):
             raise TrainError(f"{run_dir} holds a run with {key}={old[key]!r}, this command has "
                              f"{getattr(cfg, key)!r}; use the same settings to resume or a new --out")
@@ -308,8 +315,9 @@ def _finetune(cfg: FinetuneConfig, info: Any, precision: str) -> dict[str, Any]:
         backbone, init_record = load_backbone(cfg.init, cfg.preset, cfg.drop_path)
     model = build_task_model(task, backbone, cfg.task).to(device)
     optimizer = make_optimizer(model, cfg)
+    train_cfg = {**asdict(cfg), "task_options": dict(task.options)}  # with what the task found in the data
     full_config = {
-        "train": asdict(cfg), "model": model.config, "init": init_record, "layout": layout, "world": info.world,
+        "train": train_cfg, "model": model.config, "init": init_record, "layout": layout, "world": info.world,
         "precision": precision, "steps_per_epoch": sampler.steps_per_epoch, "peak_lr": cfg.peak_lr(),
         "n_train": len(train_ds), "eval_split": eval_split, "torch": torch.__version__,
     }
@@ -415,8 +423,9 @@ def predict_run(run_dir: str | Path, images: list[str | Path], out: str | Path, 
     missing = [str(p) for p in images if not Path(p).is_file()]
     if missing:
         raise UsageError(f"no such image: {missing[0]}")
-    Path(out).mkdir(parents=True, exist_ok=True)
-    with torch.no_grad():
+    from inf30.lock import lock_folder
+
+    with lock_folder(out, tool="infmae predict"), torch.no_grad():
         return task.predict(model, [Path(p) for p in images], Path(out), torch.device(config["device"]), **kwargs)
 
 

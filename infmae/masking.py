@@ -18,6 +18,10 @@ Scores:
 
 Random masking (MAE / ConvMAE baselines) keeps ``int(N * (1 - ratio))`` uniformly random patches.
 
+A gray batch [B, 1, H, W] is masked exactly as its replication to the masker's `in_chans` equal channels:
+the gray score averages the channels of an `expand`ed view (bitwise the same mean, no copy), the reference
+stem sums its kernel over the channels.
+
 Visible ids are returned in ascending patch order (row-major); the order of the visible tokens does not
 change the model's mathematics and ascending order makes every gather memory-friendly.
 """
@@ -158,6 +162,7 @@ class MaskGenerator(nn.Module):
         if kind not in MASKING_KINDS:
             raise ValueError(f"unknown masking kind {kind!r}; expected one of {MASKING_KINDS}")
         self.kind, self.stride, self.ratio, self.jitter, self.patch_size = kind, stride, ratio, jitter, patch_size
+        self.in_chans = in_chans
         if kind == "reference" and stem_width > 0:
             # The published code's masking stem itself (loaded from a converted checkpoint): a Conv2d(in_chans,
             # W, p, stride=p) whose W outputs are averaged, computed in the same order as the authors' code so
@@ -176,10 +181,13 @@ class MaskGenerator(nn.Module):
             self.register_buffer("reference_bias", bias.mean().reshape(1))  # [1]
 
     def scores(self, imgs: torch.Tensor) -> torch.Tensor:
-        """imgs [B, C, H, W] -> per-patch score [B, N]."""
-        if self.kind == "gray":
-            return patch_means(imgs, self.patch_size)
+        """imgs [B, C, H, W] (or gray [B, 1, H, W] standing for C equal channels) -> per-patch score [B, N]."""
+        c = self.reference_weight.shape[1] if self.kind == "reference" else self.in_chans
+        if self.kind == "gray":  # the mean over an expanded view is bitwise the mean over C equal channels
+            return patch_means(imgs.expand(-1, c, -1, -1) if imgs.shape[1] == 1 else imgs, self.patch_size)
         w = self.reference_weight.to(torch.float32)
+        if imgs.shape[1] == 1 and c > 1:  # gray: the kernel summed over its (equal) input channels
+            w = w.sum(1, keepdim=True)
         s = nn.functional.conv2d(imgs.float(), w, self.reference_bias.float(), stride=self.patch_size)
         if w.shape[0] > 1:  # the full stem: [B, W, gh, gw] -> [B, N, W] -> mean over W, as the published code
             return s.flatten(2).transpose(1, 2).mean(-1)
@@ -187,7 +195,7 @@ class MaskGenerator(nn.Module):
 
     @torch.no_grad()
     def forward(self, imgs: torch.Tensor, generator: torch.Generator | None = None) -> MaskInfo:
-        """imgs [B, C, H, W] (H, W divisible by the patch size) -> MaskInfo."""
+        """imgs [B, C or 1, H, W] (H, W divisible by the patch size) -> MaskInfo."""
         b, _, h, w = imgs.shape
         p = self.patch_size
         if h % p or w % p:

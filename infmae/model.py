@@ -14,6 +14,12 @@ InfMAE pre-training (`InfMAE.forward`):
              Linear to p*p*3                                                          -> pred [B,N,768]
     loss: MSE on masked patches only (optionally per-patch normalized targets).
 
+Gray input: infrared is gray replicated to 3 equal channels, so every model also takes imgs [B,1,H,W] and
+computes exactly what it computes for the replicated [B,3,H,W] (`accepts_gray`): the first patch embedding
+(and the `reference` masking stem) sums its kernel over the input channels at run time, the gray masking
+score and the loss target see the 3 equal channels through `expand` (no copy). Parameters, checkpoints and
+pred (p*p*3) stay 3-channel.
+
 Sparse stages 1 and 2 (``sparse=True``, the default): a conv block's output at a visible position depends
 only on visible positions (masked positions are zeroed before the only spatial layer, the 5x5 depthwise
 convolution), and the 2x2 / 4x4 patch merges never mix 16x16 patches. So stages 1 and 2 are computed only
@@ -194,10 +200,24 @@ def space_to_depth(x: torch.Tensor, k: int) -> torch.Tensor:
     return x.reshape(*lead, h // k, w // k, k * k * c)
 
 
+def gray_linear(linear: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """`linear` (in_features K*C, inputs ordered (..., channel)) on x [..., K*C], or on a gray x [..., K]
+    standing for C equal channels: then the kernel is summed over its channels at run time, which gives the
+    same output without the C-fold copy (and the same gradient on every channel of the kernel)."""
+    k = x.shape[-1]
+    if k == linear.in_features:
+        return linear(x)
+    c = linear.in_features // k
+    if c * k != linear.in_features:
+        raise ValueError(f"input width {k} fits neither {linear.in_features} nor one channel of it")
+    return F.linear(x, linear.weight.view(linear.out_features, k, c).sum(-1), linear.bias)
+
+
 class PatchMerge(nn.Module):
     """A k x k, stride-k convolution (as a Linear on space-to-depth), optionally + LayerNorm + GELU.
 
-    [..., h, w, Cin] -> [..., h/k, w/k, Cout]; works on a dense map and on sparse [B, Nv, s, s, Cin] alike.
+    [..., h, w, Cin] -> [..., h/k, w/k, Cout]; works on a dense map and on sparse [B, Nv, s, s, Cin] alike,
+    and on a gray [..., h, w, 1] standing for Cin equal channels (see `gray_linear`).
     """
 
     def __init__(self, k: int, cin: int, cout: int, norm_act: bool = True, eps: float = LN_EPS_CONV) -> None:
@@ -208,7 +228,7 @@ class PatchMerge(nn.Module):
         self.act = nn.GELU() if norm_act else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.norm(self.proj(space_to_depth(x, self.k))))
+        return self.act(self.norm(gray_linear(self.proj, space_to_depth(x, self.k))))
 
 
 def dense_spatial(keep: torch.Tensor | None) -> Spatial:
@@ -349,7 +369,7 @@ class MultiScaleEncoder(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The encoder's stage sequence, written once for every layout (sparse, dense masked, unmasked).
 
-        x: pixels, channels-last: [B, H, W, 3] (dense) or [B, Nv, 16, 16, 3] (the visible patches).
+        x: pixels, channels-last: [B, H, W, 3 or 1] (dense) or [B, Nv, 16, 16, 3 or 1] (the visible patches).
         spatial(s, x): the mask + depthwise conv of the stage whose maps hold s x s positions per 16x16
             patch (s = 4 at stage 1, 2 at stage 2), for its input x (its dtype).
         tokens(y): a map at the 16x16-patch stride [..., C3] -> the tokens kept [B, L, C3].
@@ -377,7 +397,7 @@ class MultiScaleEncoder(nn.Module):
         return f1, f2, self.norm(t)
 
     def forward_masked(self, imgs: torch.Tensor, info: MaskInfo, sparse: bool = True) -> torch.Tensor:
-        """imgs [B, 3, H, W] -> visible tokens [B, Nv, C3] (in the order of info.ids_keep)."""
+        """imgs [B, 3 or 1, H, W] -> visible tokens [B, Nv, C3] (in the order of info.ids_keep)."""
         b = imgs.shape[0]
         gh, gw = info.grid
         n, ids = gh * gw, info.ids_keep
@@ -385,7 +405,7 @@ class MultiScaleEncoder(nn.Module):
         pos = sincos_2d(gh, gw, c3, imgs.device, imgs.dtype)[ids]  # [B, Nv, C3]
         if sparse:  # stages 1-2 only inside the visible 16x16 patches
             patches = patch_grid(imgs, 16).reshape(b * n, 16, 16, imgs.shape[1])
-            x = patches.index_select(0, _flat_ids(ids, n)).view(b, -1, 16, 16, imgs.shape[1])  # [B, Nv, 16, 16, 3]
+            x = patches.index_select(0, _flat_ids(ids, n)).view(b, -1, 16, 16, imgs.shape[1])  # [B, Nv, 16, 16, C]
             sparse_sp = sparse_spatial(ids, info.grid)  # one halo-index cache for both stages
             _, _, t = self._stages(x, lambda s, y: sparse_sp, lambda y: y.reshape(b, -1, c3), lambda t: pos)
             return t
@@ -401,7 +421,8 @@ class MultiScaleEncoder(nn.Module):
     def forward_pyramid(
         self, imgs: torch.Tensor, fuse: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Unmasked features: F1 [B, H/4, W/4, C1], F2 [B, H/8, W/8, C2], F3 [B, H/16, W/16, C3] (channels-last).
+        """imgs [B, 3 or 1, H, W] -> unmasked features: F1 [B, H/4, W/4, C1], F2 [B, H/8, W/8, C2],
+        F3 [B, H/16, W/16, C3] (channels-last).
 
         F3 is the normalized stage-3 output, with the multi-scale fusion added first when `fuse` (as in
         pre-training).
@@ -465,16 +486,16 @@ class ViTEncoder(nn.Module):
         return 1
 
     def forward_masked(self, imgs: torch.Tensor, info: MaskInfo, sparse: bool = True) -> torch.Tensor:
-        """imgs [B, 3, H, W] -> [B, 1 + Nv, C] (class token first)."""
+        """imgs [B, 3 or 1, H, W] -> [B, 1 + Nv, C] (class token first)."""
         b = imgs.shape[0]
         gh, gw = info.grid
         n, p = gh * gw, self.patch_size
-        patches = patch_grid(imgs, p).reshape(b, n, -1)  # [B, N, p*p*3]
+        patches = patch_grid(imgs, p).reshape(b, n, -1)  # [B, N, p*p*C]
         pos = sincos_2d(gh, gw, self.embed_dim, imgs.device, imgs.dtype)
         if sparse:  # embed only the visible patches
-            x = self.patch_embed(gather_tokens(patches, info.ids_keep)) + pos[info.ids_keep]
+            x = gray_linear(self.patch_embed, gather_tokens(patches, info.ids_keep)) + pos[info.ids_keep]
         else:
-            x = gather_tokens(self.patch_embed(patches) + pos, info.ids_keep)
+            x = gather_tokens(gray_linear(self.patch_embed, patches) + pos, info.ids_keep)
         x = torch.cat([self.cls_token.expand(b, -1, -1).to(x.dtype), x], dim=1)
         for blk in self.blocks:
             x = blk(x)
@@ -532,7 +553,8 @@ class InfMAE(nn.Module):
     """Masked autoencoder: InfMAE, or (by options) the MAE and ConvMAE baselines.
 
     `loss, pred, mask = model(imgs, seed=None)`: imgs [B, 3, H, W] (H, W divisible by 16), loss a scalar,
-    pred [B, N, 768] pixel predictions per patch, mask [B, N] float (1 = masked).
+    pred [B, N, 768] pixel predictions per patch, mask [B, N] float (1 = masked). imgs may also be gray
+    [B, 1, H, W]: exactly the outputs of its 3-channel replication, without the copy (`accepts_gray`).
 
     Options (all stored in `model.config`, JSON-serializable):
         encoder: ``multiscale`` (InfMAE / ConvMAE) or ``vit`` (MAE; uses embed_dims[-1], depths[-1]).
@@ -549,6 +571,7 @@ class InfMAE(nn.Module):
     """
 
     patch_size = 16
+    accepts_gray = True  # takes [B, 1, H, W] as its 3-channel replication (loaders read this)
 
     def __init__(
         self,
@@ -708,8 +731,13 @@ class InfMAE(nn.Module):
             gen.manual_seed(int(seed))
         return self.masker(imgs, generator=gen)
 
+    def check_input(self, imgs: torch.Tensor) -> None:
+        """imgs must be [B, in_chans or 1, H, W]."""
+        if imgs.ndim != 4 or imgs.shape[1] not in (1, self.in_chans):
+            raise ValueError(f"expected images [B, {self.in_chans} or 1, H, W], got {tuple(imgs.shape)}")
+
     def forward_encoder(self, imgs: torch.Tensor, info: MaskInfo) -> torch.Tensor:
-        """imgs [B, 3, H, W] -> latent [B, P + Nv, C] (P = 1 class token for the ViT encoder, else 0)."""
+        """imgs [B, 3 or 1, H, W] -> latent [B, P + Nv, C] (P = 1 class token for the ViT encoder, else 0)."""
         return self.encoder.forward_masked(imgs, info, sparse=self.sparse)
 
     def forward_decoder(self, latent: torch.Tensor, info: MaskInfo) -> torch.Tensor:
@@ -717,20 +745,30 @@ class InfMAE(nn.Module):
         return self.decoder(latent, info)
 
     def forward_loss(self, imgs: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Mean squared error over the masked patches only (fp32): pred [B, N, p*p*3], mask [B, N]."""
-        target = self.patchify(imgs).float()
-        if self.norm_pix_loss:
-            mean = target.mean(dim=-1, keepdim=True)
-            var = target.var(dim=-1, keepdim=True)
+        """Mean squared error over the masked patches only (fp32): imgs [B, 3 or 1, H, W], pred [B, N, p*p*3],
+        mask [B, N]. A gray input's target is its 3 equal channels (broadcast, not copied)."""
+        c = self.in_chans
+        target = self.patchify(imgs).float()  # [B, N, p*p*C'] with C' = 3 or 1
+        if imgs.shape[1] != c:  # gray: [B, N, p*p, 1] broadcast against pred's [B, N, p*p, C]
+            target = target.unsqueeze(-1)
+            pred = pred.view(*pred.shape[:2], -1, c)
+        if self.norm_pix_loss:  # statistics over the p*p*C values of the (replicated) patch
+            mean = target.mean(dim=(-2, -1) if target.ndim == 4 else -1, keepdim=True)
+            if target.ndim == 4:  # unbiased variance of p*p*C values, each of the p*p repeated C times
+                n = target.shape[-2] * c
+                var = (target - mean).pow(2).sum(dim=(-2, -1), keepdim=True) * c / (n - 1)
+            else:
+                var = target.var(dim=-1, keepdim=True)
             target = (target - mean) / (var + 1.0e-6) ** 0.5
-        per_patch = (pred.float() - target).pow(2).mean(dim=-1)  # [B, N]
+        per_patch = (pred.float() - target).pow(2).flatten(2).mean(dim=-1)  # [B, N]
         mask = mask.float()
         return (per_patch * mask).sum() / mask.sum().clamp_min(1.0)
 
     def forward(
         self, imgs: torch.Tensor, seed: int | None = None, mask_info: MaskInfo | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """imgs [B, 3, H, W] -> (loss [], pred [B, N, p*p*3], mask [B, N]); `mask_info` overrides masking."""
+        """imgs [B, 3 or 1, H, W] -> (loss [], pred [B, N, p*p*3], mask [B, N]); `mask_info` overrides masking."""
+        self.check_input(imgs)
         info = mask_info if mask_info is not None else self.make_mask(imgs, seed)
         latent = self.forward_encoder(imgs, info)
         pred = self.forward_decoder(latent, info)

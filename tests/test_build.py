@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -679,3 +680,43 @@ def test_an_unwritable_output_stops_the_build_and_a_rerun_resumes(hituav_dir, tm
     b, files_b = _snapshot(clean)
     pd.testing.assert_frame_equal(a, b)
     assert files_a == files_b
+
+
+def test_build_entropy_and_pretrain_see_the_same_files_of_a_mixed_folder(sirst_dir, hituav_dir, tmp_path):
+    """One folder rule (inf30.files) for `inf30 build`, `inf30 entropy` and `infmae pretrain`: real SIRST and
+    HIT-UAV frames under many suffixes (upper case, .jpe, .tga, .ico, .pgm, a TIFF), nested, plus what none
+    of them reads (hidden files and folders, a macOS ``._`` companion, a text file)."""
+    from PIL import Image
+
+    from inf30.entropy import collect
+    from inf30.sources import SourceSpec, enumerate_inputs
+    from infmae.data import open_source
+
+    png = sorted((sirst_dir / "images").glob("*.png"))[:3]
+    jpg = sorted((hituav_dir / "val").glob("*.jpg"))[:2]
+    root = tmp_path / "mixed"
+    (root / "seq" / "deep").mkdir(parents=True)
+    (root / ".cache").mkdir()
+    shutil.copy(png[0], root / "a.png")
+    shutil.copy(png[1], root / "seq" / "B.PNG")
+    shutil.copy(jpg[0], root / "seq" / "c.jpe")
+    shutil.copy(jpg[1], root / "seq" / "deep" / "d.JPG")
+    with Image.open(png[2]) as im:
+        im.convert("L").save(root / "e.tga")
+        im.convert("L").save(root / "seq" / "f.pgm")
+        im.convert("L").resize((64, 64)).save(root / "g.ico")
+        im.convert("L").save(root / "seq" / "deep" / "h.tiff")
+    shutil.copy(png[0], root / ".hidden.png")
+    shutil.copy(png[0], root / ".cache" / "x.png")
+    shutil.copy(jpg[0], root / "seq" / "._c.jpe")
+    (root / "notes.txt").write_text("not an image")
+    expected = {"a.png", "seq/B.PNG", "seq/c.jpe", "seq/deep/d.JPG", "e.tga", "seq/f.pgm", "g.ico", "seq/deep/h.tiff"}
+
+    inputs, skipped = enumerate_inputs(SourceSpec(name="m", path=str(root), kind="folder"))
+    build_set = {i.key.split(":", 1)[1] for i in inputs}
+    entropy_set = {i.name for i in collect([root], workers=1, progress=False).items}
+    pretrain_set = {os.path.relpath(p, root) for p in open_source(root, check=1).paths}
+    assert build_set == expected
+    assert entropy_set == expected
+    assert pretrain_set == expected
+    assert skipped == 1  # notes.txt

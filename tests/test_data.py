@@ -223,3 +223,36 @@ def test_missing_path_fails_at_once_and_only_plausible_ids_ask_the_hub(tmp_path:
     with pytest.raises(DataError, match="did not answer") as info:
         open_source("someone/thermal-set")
     assert "\n" not in str(info.value)
+
+
+def test_16bit_and_float_images_get_the_builds_gain_control(sirst_dir: Path, tmp_path: Path) -> None:
+    """`infmae pretrain` and `inf30 build` turn a 16-bit frame into the same 8-bit pixels (one AGC,
+    inf30.decode.agc: rounded, not truncated); a float frame with NaN pixels maps them to 0 instead of failing."""
+    from inf30.decode import agc, decode_to_gray
+
+    src = sorted((sirst_dir / "images").glob("*.png"))[0]
+    with Image.open(src) as im:
+        gray = np.asarray(im.convert("L"), dtype=np.uint16)
+    raw = gray * 257 + np.arange(gray.size, dtype=np.uint16).reshape(gray.shape) % 97  # a real frame, 16-bit
+    path = tmp_path / "frame16.png"
+    Image.fromarray(raw).save(path)
+    with Image.open(path) as im:
+        assert im.mode.startswith("I")
+    ours = np.asarray(load_gray(path))
+    built = decode_to_gray(path.read_bytes()).gray
+    assert np.array_equal(ours, built)
+    assert np.array_equal(ours, agc(raw)[0])
+    truncated = np.clip((raw.astype(np.float32) - np.percentile(raw, 1)) * 255.0 / np.ptp(np.percentile(raw, [1, 99])), 0, 255).astype(np.uint8)
+    assert not np.array_equal(ours, truncated)  # the old truncating path gave other pixels
+
+    flt = raw.astype(np.float32)
+    flt[:4, :4] = np.nan
+    out = np.asarray(load_gray_from_array(flt))
+    assert out.dtype == np.uint8 and (out[:4, :4] == 0).all()
+    assert np.array_equal(out, agc(flt)[0])
+
+
+def load_gray_from_array(arr: np.ndarray) -> Image.Image:
+    from infmae.data import to_gray8
+
+    return to_gray8(Image.fromarray(arr, mode="F"))

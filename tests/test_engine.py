@@ -287,3 +287,42 @@ def test_cli_defaults_are_the_config_dataclasses_defaults() -> None:
     for name, p in inspect.signature(finetune_cmd).parameters.items():
         if name not in ("task", "data", "out", "init", "compile", "deterministic", "quiet"):
             assert p.default is None, name
+
+
+def test_schedules_and_layer_wise_lr_decay() -> None:
+    """Warm-up then cosine or poly (power 0.9); AdamW groups with ConvMAE's layer-wise decay over the
+    Transformer depth (patch embeddings and conv stages at layer 0) and the head at full lr."""
+    from infmae.backbone import InfMAEBackbone
+    from infmae.engine import RunConfig, lr_at, make_optimizer
+
+    cfg = RunConfig(data="d", out="o", epochs=10, warmup_epochs=2, lr=1.0, min_lr=0.1)
+    assert lr_at(1.0, cfg) == pytest.approx(0.5) and lr_at(2.0, cfg) == pytest.approx(1.0)
+    assert lr_at(6.0, cfg) == pytest.approx(0.55) and lr_at(10.0, cfg) == pytest.approx(0.1)
+    cfg.schedule = "poly"
+    assert lr_at(6.0, cfg) == pytest.approx(0.1 + 0.9 * 0.5 ** 0.9) and lr_at(10.0, cfg) == pytest.approx(0.1)
+
+    class Seg(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.backbone = InfMAEBackbone("infmae_small")  # Transformer depth 11
+            self.head = torch.nn.Conv2d(128, 2, 1)
+
+        def param_groups(self, wd: float, ld: float | None = None) -> list[dict]:
+            return [*self.backbone.param_groups(wd, ld), {"params": list(self.head.parameters()), "weight_decay": wd}]
+
+    model = Seg()
+    opt = make_optimizer(model, RunConfig(data="d", out="o", lr=1e-3, weight_decay=0.05, layer_decay=0.75))
+    scale, decay = {}, {}
+    for g in opt.param_groups:
+        for p in g["params"]:
+            scale[id(p)], decay[id(p)] = g["lr_scale"], g["weight_decay"]
+    named = dict(model.named_parameters())
+    assert len(scale) == len(named)  # every parameter once
+    want = {"backbone.encoder.embed1.proj.weight": 0.75 ** 12, "backbone.encoder.stage1.1.dwconv.weight": 0.75 ** 12,
+            "backbone.encoder.stage2.0.mlp.fc1.weight": 0.75 ** 12, "backbone.encoder.embed3_linear.weight": 0.75 ** 12,
+            "backbone.encoder.blocks.0.attn.qkv.weight": 0.75 ** 11, "backbone.encoder.blocks.10.mlp.fc2.weight": 0.75,
+            "backbone.encoder.norm.weight": 1.0, "backbone.down.weight": 1.0, "head.weight": 1.0}
+    for name, s in want.items():
+        assert scale[id(named[name])] == pytest.approx(s), name
+    assert decay[id(named["backbone.encoder.blocks.0.attn.qkv.bias"])] == 0.0
+    assert decay[id(named["backbone.encoder.blocks.0.attn.qkv.weight"])] == 0.05

@@ -1,4 +1,4 @@
-"""`inf30 publish`: Hub-ready dataset repository, load round trip, dataset card, push (issue 6).
+"""`inf30 publish`: Hub-ready dataset repository, load round trip, dataset card, push.
 
 Real data from ../shared/data throughout. The push tests run huggingface_hub's own upload code against a
 loopback stand-in for the Hub endpoints (tests/hub_standin.py): the real Hub is unreachable here.
@@ -473,3 +473,30 @@ def test_round_trip_of_a_real_build(sirst_dir: Path, tmp_path: Path, cache: str)
     raw = ds.cast_column("image", ImageFeature(decode=False))
     for row, rel in zip(raw, kept["path"], strict=True):
         assert row["image"]["bytes"] == (built / rel).read_bytes()
+
+
+def test_two_published_folders_of_the_same_name_load_their_own_rows(dataset: Path, tmp_path: Path, cache: str):
+    """Two different datasets published into folders both called ``published`` (one datasets cache): each
+    loads its own rows. ``load_dataset(FOLDER)`` keyed its cache by the folder's name and gave the first
+    folder's rows for the second; reading the card's files by content does not."""
+    from inf30 import dataset as inf30_dataset
+
+    loaded = {}
+    for name, keep in (("a", slice(0, 30)), ("b", slice(20, None))):
+        built = tmp_path / name / "built"
+        shutil.copytree(dataset, built)
+        df = read_manifest(built)
+        kept_idx = df.index[df["status"] == "kept"]
+        drop = kept_idx.difference(kept_idx[keep])
+        df.loc[drop, "status"] = "dropped"
+        df.loc[drop, "reason"] = "too_small | test subset"
+        write_manifest(built, df)
+        out = tmp_path / name / "published"
+        publish(built, out, PublishOptions(progress=False))
+        want = _kept(built)["id"].tolist()
+        ds = load_published(out, cache_dir=cache)
+        assert ds["id"] == want
+        opened = inf30_dataset.open(out)
+        assert opened.kind == "published" and opened.table["id"] == want
+        loaded[name] = want
+    assert loaded["a"] != loaded["b"] and len(loaded["a"]) == 30 and len(loaded["b"]) == 30

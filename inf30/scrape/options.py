@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
+
+from inf30.options import option
 
 MB = 1024 * 1024
 
@@ -32,32 +34,30 @@ class ScrapeOptions:
     """How to download. Per-source ``options`` in the YAML (``depth``, ``same_host``, ``allow_hosts``,
     ``respect_robots``, ``max_pages``) override the crawl settings for that source."""
 
-    concurrency: int = 16  #: downloads in flight at once (threads)
-    per_host: int = 8  #: downloads in flight per host
-    rate: float | None = None  #: requests per second over all hosts (None = unlimited)
-    connect_timeout: float = 10.0  #: seconds to connect
-    read_timeout: float = 30.0  #: seconds without receiving a byte
-    total_timeout: float = 600.0  #: seconds for one whole file (against servers that trickle)
-    retries: int = 4  #: extra tries after the first, on timeouts, connection errors, 429 and 5xx
-    backoff_base: float = 0.5  #: first backoff in seconds; doubles each try, with jitter
-    backoff_max: float = 30.0  #: longest backoff, also the cap on a server's Retry-After
-    max_image_bytes: int = 64 * MB  #: largest image file
-    max_archive_bytes: int = 512 * MB  #: largest archive or video file
-    max_page_bytes: int = 8 * MB  #: largest HTML page or URL list fetched into memory
-    max_redirects: int = 10
-    user_agent: str = field(default_factory=default_user_agent)
-    depth: int = 1  #: page crawl: link hops from a seed page to a file (1 = files linked from the page)
-    same_host: bool = True  #: page crawl: stay on the seed pages' hosts
-    allow_hosts: list[str] = field(default_factory=list)  #: extra hosts a crawl may visit
-    max_pages: int = 1000  #: page crawl: most HTML pages fetched per source
-    include: list[str] = field(default_factory=list)  #: URL globs (or ``re:REGEX``) a file must match
-    exclude: list[str] = field(default_factory=list)  #: URL globs (or ``re:REGEX``) that drop a file/page
-    respect_robots: bool = True
-    keep_html: bool = False  #: keep non-media downloads (HTML, unknown) instead of deleting them
-    fsync: bool = (
-        False  #: fsync each file before its rename (power-loss safety; a killed process is safe anyway)
-    )
-    chunk_size: int = 256 * 1024
+    concurrency: int = option(16, "Downloads in flight at once (threads).")
+    per_host: int = option(8, "Downloads in flight per host.")
+    rate: float | None = option(None, "Requests per second over all hosts (None = unlimited).")
+    connect_timeout: float = option(10.0, "Seconds to connect.")
+    read_timeout: float = option(30.0, "Seconds without a byte before a try fails.")
+    total_timeout: float = option(600.0, "Seconds for one whole file (against servers that trickle).")
+    retries: int = option(4, "Extra tries on timeouts, connection errors, 429 and 5xx.")
+    backoff_base: float = option(0.5, "First retry backoff in seconds (doubles each try, with jitter).")
+    backoff_max: float = option(30.0, "Longest backoff in seconds, also the cap on a server's Retry-After.")
+    max_image_bytes: int = option(64 * MB, "Largest image file, bytes.")
+    max_archive_bytes: int = option(512 * MB, "Largest archive or video file, bytes.")
+    max_page_bytes: int = option(8 * MB, "Largest HTML page or URL list fetched into memory, bytes.")
+    max_redirects: int = option(10, "Most redirects followed per URL.")
+    user_agent: str = option(help="User-Agent header of every request.", factory=default_user_agent)
+    depth: int = option(1, "Page crawl: link hops from a seed page to a file (1 = files linked from the page).")
+    same_host: bool = option(True, "Page crawl: stay on the seed pages' hosts.")
+    allow_hosts: list[str] = option(help="Page crawl: extra hosts a crawl may visit.", factory=list)
+    max_pages: int = option(1000, "Page crawl: most HTML pages fetched per source.")
+    include: list[str] = option(help="URL glob (or re:REGEX) a file must match.", factory=list)
+    exclude: list[str] = option(help="URL glob (or re:REGEX) that drops a file or page.", factory=list)
+    respect_robots: bool = option(True, "Respect robots.txt.")
+    keep_html: bool = option(False, "Keep non-media downloads (HTML, unknown types) instead of deleting them.")
+    fsync: bool = option(False, "fsync each file before its rename (power-loss safety; a killed process is safe anyway).")
+    chunk_size: int = option(256 * 1024, "Bytes read from the network at a time.")
 
     def validate(self, where: str = "") -> None:
         """Raise :class:`~inf30.errors.UsageError` (one line, exit 2) for an out-of-range option; called by

@@ -17,27 +17,15 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 
+from inf30.files import IMAGE_SUFFIXES
 from inf30.scrape.download import Downloader, host_of, redact
 from inf30.scrape.options import ScrapeOptions
 from inf30.scrape.robots import Robots
 from inf30.spec import REMOTE_KINDS, SourceSpec, is_http
 
-IMAGE_EXTS = {
-    ".png",
-    ".jpg",
-    ".jpeg",
-    ".bmp",
-    ".tif",
-    ".tiff",
-    ".gif",
-    ".webp",
-    ".pgm",
-    ".ppm",
-    ".pnm",
-    ".jp2",
-    ".avif",
-    ".heic",
-}
+# a URL ending in one of these is a file to download, not a page (its type then comes from its bytes):
+# the build's image suffixes, plus formats some sites serve
+IMAGE_EXTS = set(IMAGE_SUFFIXES) | {".avif", ".heic"}
 ARCHIVE_EXTS = {".zip", ".tar", ".gz", ".tgz", ".bz2", ".tbz2", ".xz", ".txz", ".7z", ".rar", ".zst"}
 VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".mpg", ".mpeg", ".ts", ".wmv", ".flv", ".m4v"}
 MEDIA_EXTS = IMAGE_EXTS | ARCHIVE_EXTS | VIDEO_EXTS
