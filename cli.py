@@ -284,56 +284,55 @@ def scrape_cmd(
 
 
 # --- inf30 dedupe (issues 4, 17) ---
-# Every DedupeOptions / SceneParams field is an option here; None means "the dataclass default", so the
-# dataclasses stay the one source of truth for defaults (docs/dedupe.md lists them).
-_DEDUPE_SCENE_FIELDS = ("side", "nfeatures", "fast_threshold", "min_keypoints", "ratio", "ransac_px", "min_inliers",
-                        "min_inlier_ratio", "max_scale", "clahe")
+# Every DedupeOptions field and every SceneParams field (scene_params) is an option, declared from the field
+# (cli.opt: the dataclass holds the default and the help).
+from inf30.dedupe import DedupeOptions  # noqa: E402
+from inf30.scene import SceneParams  # noqa: E402
 
 
 @inf30_app.command("dedupe")
 def dedupe_cmd(
     dataset: Annotated[Path, typer.Argument(help="A built dataset folder (with manifest.parquet).")],
-    hashes: Annotated[str | None, typer.Option(help="Stage 2 hashes, comma-separated (phash,dhash,whash,ahash). [default: phash]")] = None,
-    hash_threshold: Annotated[int | None, typer.Option(help="Stage 2: max Hamming distance per 64-bit hash. [default: 8]")] = None,
-    scene: Annotated[bool | None, typer.Option("--scene/--no-scene", help="Run stage 3 (scene-level, ORB + RANSAC). [default: on]")] = None,
-    neighbors: Annotated[int | None, typer.Option(help="Stage 3 candidates per image: nearest by whole-image descriptor. [default: 40]")] = None,
-    votes: Annotated[int | None, typer.Option(help="Stage 3 candidates per image by local-descriptor votes: its crops and source frame (0 = off). [default: 10]")] = None,
-    vote_keypoints: Annotated[int | None, typer.Option(help="Stage 3: strongest descriptors per image that vote. [default: 128]")] = None,
-    window: Annotated[int | None, typer.Option(help="Stage 3 candidates per image: the next N in source order (0 = off). [default: 8]")] = None,
-    min_similarity: Annotated[float | None, typer.Option(help="Stage 3: index candidates below this cosine are not verified. [default: 0.3]")] = None,
-    vocab_size: Annotated[int | None, typer.Option(help="Stage 3: visual words of the whole-image descriptor. [default: 256]")] = None,
-    side: Annotated[int | None, typer.Option(help="Stage 3: long side (px) of the working copy for ORB. [default: 320]")] = None,
-    nfeatures: Annotated[int | None, typer.Option(help="Stage 3: ORB keypoints per image. [default: 500]")] = None,
-    fast_threshold: Annotated[int | None, typer.Option(help="Stage 3: FAST corner threshold. [default: 10]")] = None,
-    min_keypoints: Annotated[int | None, typer.Option(help="Stage 3: fewer keypoints = no scene features. [default: 12]")] = None,
-    ratio: Annotated[float | None, typer.Option(help="Stage 3: Lowe ratio test. [default: 0.8]")] = None,
-    ransac_px: Annotated[float | None, typer.Option(help="Stage 3: RANSAC threshold, working-copy px. [default: 4]")] = None,
-    min_inliers: Annotated[int | None, typer.Option(help="Stage 3: RANSAC inliers to call a pair the same scene. [default: 25]")] = None,
-    min_inlier_ratio: Annotated[float | None, typer.Option(help="Stage 3: and this share of the matches. [default: 0.35]")] = None,
-    max_scale: Annotated[float | None, typer.Option(help="Stage 3: largest plausible scale between the two. [default: 3]")] = None,
-    clahe: Annotated[float | None, typer.Option(help="Stage 3: CLAHE clip limit instead of global equalization (0 = off). [default: 0]")] = None,
-    order: Annotated[str | None, typer.Option(help="Anchor order keys, descending, comma-separated (size,entropy). [default: size,entropy]")] = None,
-    workers: Annotated[int | None, typer.Option(help="Processes (0 = all cores); never changes the result. [default: 0]")] = None,
-    sheet_groups: Annotated[int | None, typer.Option(help="Groups shown in dedupe/groups.png. [default: 8]")] = None,
+    hashes: str = opt(DedupeOptions, "hashes", to_cli=csv_text),
+    hash_threshold: int = opt(DedupeOptions, "hash_threshold"),
+    scene: bool = opt(DedupeOptions, "scene", "--scene/--no-scene"),
+    neighbors: int = opt(DedupeOptions, "neighbors"),
+    votes: int = opt(DedupeOptions, "votes"),
+    vote_keypoints: int = opt(DedupeOptions, "vote_keypoints"),
+    window: int = opt(DedupeOptions, "window"),
+    min_similarity: float = opt(DedupeOptions, "min_similarity"),
+    hops: int = opt(DedupeOptions, "hops"),
+    vocab_size: int = opt(DedupeOptions, "vocab_size"),
+    order: str = opt(DedupeOptions, "order", to_cli=csv_text),
+    workers: int = opt(DedupeOptions, "workers"),
+    sheet_groups: int = opt(DedupeOptions, "sheet_groups"),
+    side: int = opt(SceneParams, "side"),
+    nfeatures: int = opt(SceneParams, "nfeatures"),
+    fast_threshold: int = opt(SceneParams, "fast_threshold"),
+    min_keypoints: int = opt(SceneParams, "min_keypoints"),
+    ratio: float = opt(SceneParams, "ratio"),
+    ransac_px: float = opt(SceneParams, "ransac_px"),
+    min_inliers: int = opt(SceneParams, "min_inliers"),
+    min_inlier_ratio: float = opt(SceneParams, "min_inlier_ratio"),
+    max_scale: float = opt(SceneParams, "max_scale"),
+    clahe: float = opt(SceneParams, "clahe"),
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Drop near-copies (perceptual hash) and scene-level near-duplicates (local features): each group of
-    images connected by verified links keeps one anchor; writes DATASET/dedupe/groups.parquet and groups.png.
-    Safe to re-run; takes the dataset folder's lock.
+    images connected by verified links (within --hops of its anchor) keeps the anchor; writes
+    DATASET/dedupe/groups.parquet and groups.png. Safe to re-run; takes the dataset folder's lock.
 
     Example: inf30 dedupe inf30 --hash-threshold 6 --min-inliers 30 --window 0
     """
-    given = {k: v for k, v in locals().items() if v is not None and k not in ("dataset", "quiet")}
-    from dataclasses import replace
+    import dataclasses
 
-    from inf30.dedupe import DedupeOptions, dedupe_dataset
+    from inf30.dedupe import dedupe_dataset
 
-    for key in ("hashes", "order"):
-        if key in given:
-            given[key] = tuple(x.strip() for x in given[key].split(",") if x.strip())
-    base = DedupeOptions()
-    scene_kw = {k: given.pop(k) for k in _DEDUPE_SCENE_FIELDS if k in given}
-    opts = replace(base, scene_params=replace(base.scene_params, **scene_kw), **given)
+    given = dict(locals())
+    scene_params = SceneParams(**{f.name: given[f.name] for f in dataclasses.fields(SceneParams)})
+    fields = {f.name for f in dataclasses.fields(DedupeOptions)} - {"scene_params"}
+    kw = {k: (csv_items(given[k]) if k in ("hashes", "order") else given[k]) for k in fields}
+    opts = DedupeOptions(scene_params=scene_params, **kw)
     _guard(opts.validate)  # bad options: exit 2 before any work
     summary = _guard(dedupe_dataset, dataset, opts, progress=not quiet)
     typer.echo(summary.table())

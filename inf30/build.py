@@ -50,6 +50,7 @@ from inf30.manifest import SCHEMA, empty_row, read_manifest, rows_to_table, writ
 from inf30.options import option
 from inf30.reasons import EXACT_DUPLICATE, reason_kind
 from inf30.sources import Input, SourceSpec, check_agc, check_video_every, enumerate_inputs
+from inf30.spec import is_remote
 from inf30.video import VideoError, is_video_name, sample_frames
 
 __all__ = ["BuildOptions", "BuildSummary", "build", "parse_shard", "summarize"]
@@ -593,12 +594,16 @@ def summarize(df: pd.DataFrame, out_dir: Path, skipped: int = 0) -> BuildSummary
 
 
 def build(specs: list[SourceSpec], out_dir: str | Path, opts: BuildOptions | None = None) -> BuildSummary:
-    """Build (or resume building) a dataset from local sources into ``out_dir``."""
+    """Build (or resume building) a dataset from local sources into ``out_dir`` (a remote source is refused:
+    :func:`pipelines.build.fetch_remote` scrapes it first)."""
     opts = opts or BuildOptions()
     opts.validate()
     out_dir = Path(out_dir)
     if not specs:
         raise UsageError("no sources given")
+    remote = [s.name for s in specs if is_remote(s)]
+    check(not remote, f"source {', '.join(map(repr, remote))} is remote: bring it to disk first "
+                      "(`inf30 build` does, through pipelines.build.fetch_remote)")
     with lock_folder(out_dir):
         _clean_temporaries(out_dir)
         plan = make_plan(specs, out_dir, opts)

@@ -27,7 +27,7 @@ import os
 import time
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -41,6 +41,7 @@ from inf30.errors import UsageError
 from inf30.hashing import HASHES, compute_hashes
 from inf30.lock import lock_folder
 from inf30.manifest import MANIFEST_NAME, read_manifest, write_manifest, write_table
+from inf30.options import option
 from inf30.scene import EMPTY, LocalFeatures, SceneParams, Vocabulary, extract_features, verify_pair
 
 DEDUPE_DIR = "dedupe"
@@ -57,39 +58,29 @@ _MP = multiprocessing.get_context("spawn")
 
 @dataclass
 class DedupeOptions:
-    """Options of :func:`dedupe_dataset` (defaults tuned on real infrared data, see docs/dedupe.md).
+    """Options of :func:`dedupe_dataset` (defaults tuned on real infrared data, see docs/dedupe.md); each
+    field's help is the CLI's (``inf30 dedupe``). ``scene_params`` holds the ORB feature and verification
+    parameters (:class:`inf30.scene.SceneParams`, each one a CLI option of its own too)."""
 
-    hashes: perceptual hashes for stage 2 (each 64 bits); several are concatenated.
-    hash_threshold: Hamming distance per 64-bit hash at or below which two images are near-copies (with k
-        hashes the threshold on the concatenated code is k * hash_threshold).
-    scene: run stage 3.
-    scene_params: ORB feature and verification parameters (min_inliers etc.).
-    neighbors: stage 3 candidates per image: its nearest images by whole-image descriptor.
-    votes: stage 3 candidates per image: the images whose local descriptors most often are nearest to its
-        own (so that a crop of 20 to 60 % of a frame and the frame find each other; 0 = off).
-    vote_keypoints: descriptors per image (the strongest) that vote and are voted for.
-    window: each image is also a candidate with the next ``window`` images in source order (item key: folder,
-        file name, video time), where sequences and video frames lie side by side (0 = off).
-    min_similarity: candidates below this cosine similarity of the descriptors are not verified.
-    vocab_size: visual words of the global descriptor (trained on the dataset itself, deterministically).
-    order: anchor order keys, each descending: ``size`` (pixels), ``entropy``; ties by id.
-    workers: processes for features and verification (0 = all cores); never changes the result.
-    sheet_groups: groups shown in ``groups.png`` (largest first).
-    """
-
-    hashes: tuple[str, ...] = ("phash",)
-    hash_threshold: int = 8
-    scene: bool = True
-    scene_params: SceneParams = field(default_factory=SceneParams)
-    neighbors: int = 40
-    votes: int = 10
-    vote_keypoints: int = 128
-    window: int = 8
-    min_similarity: float = 0.3
-    vocab_size: int = 256
-    order: tuple[str, ...] = ("size", "entropy")
-    workers: int = 0
-    sheet_groups: int = 8
+    hashes: tuple[str, ...] = option(("phash",), "Stage 2 hashes, comma-separated (phash, dhash, whash, ahash); "
+                                     "several are concatenated.")
+    hash_threshold: int = option(8, "Stage 2: max Hamming distance per 64-bit hash (k hashes: k times it).")
+    scene: bool = option(True, "Run stage 3 (scene-level near-duplicates: ORB + RANSAC).")
+    scene_params: SceneParams = option(help="ORB feature and verification parameters.", factory=SceneParams)
+    neighbors: int = option(40, "Stage 3 candidates per image: its nearest images by whole-image descriptor.")
+    votes: int = option(10, "Stage 3 candidates per image: the images whose local descriptors are most often "
+                            "nearest to its own (finds its crops and its source frame; 0 = off).")
+    vote_keypoints: int = option(128, "Stage 3: descriptors per image (the strongest) that vote and are voted for.")
+    window: int = option(8, "Stage 3 candidates per image: the next N images in source order (item key: "
+                            "folder, file name, video time; 0 = off).")
+    min_similarity: float = option(0.3, "Stage 3: index candidates below this cosine similarity are not verified.")
+    hops: int = option(2, "Groups: an anchor takes the images within N verified links (0 = the whole connected "
+                          "component, verified lazily; N > 0: every candidate is verified).")
+    vocab_size: int = option(256, "Stage 3: visual words of the whole-image descriptor (trained on the dataset).")
+    order: tuple[str, ...] = option(("size", "entropy"), "Anchor order keys, each descending, comma-separated "
+                                    "(size = pixels, entropy); ties by id.")
+    workers: int = option(0, "Processes for features and verification (0 = all cores); never changes the result.")
+    sheet_groups: int = option(8, "Groups shown in dedupe/groups.png (largest first).")
 
     def validate(self) -> None:
         for h in self.hashes:
@@ -104,6 +95,8 @@ class DedupeOptions:
             raise UsageError(f"hash threshold must be in 0..64, got {self.hash_threshold}")
         if self.neighbors < 1:
             raise UsageError("neighbors must be at least 1")
+        if self.hops < 0:
+            raise UsageError(f"hops must be 0 (connected components) or more, got {self.hops}")
         if self.votes < 0:
             raise UsageError("votes must be 0 (off) or more")
         if not 1 <= self.vote_keypoints <= 10_000:
@@ -497,9 +490,11 @@ def verify_lazily(
     pair whose two images are already in one group (``uf``: the stage 2 links and the pairs verified in
     earlier rounds) is skipped, since its verification could not change any drop. The rest of the round is
     verified (in parallel) and the duplicates join their groups. Returns the verified pairs with their
-    inlier counts (columns i, j, similarity, inliers). The groups are those a verification of every
-    candidate would give; the result depends on the candidates only, never on the worker count.
+    inlier counts (columns i, j, similarity, inliers). The connected components are those a verification of
+    every candidate would give; the result depends on the candidates only, never on the worker count. An
+    empty ``uf`` (``UnionFind(0)``) verifies every candidate (for groups limited to a number of hops).
     """
+    lazy = len(uf.parent) > 0  # an empty UnionFind: verify every candidate
     order = np.lexsort((cand["j"].to_numpy(), cand["i"].to_numpy(), -cand["similarity"].to_numpy()))
     c = cand.iloc[order].reset_index(drop=True)
     ci, cj = c["i"].to_numpy(np.int64), c["j"].to_numpy(np.int64)
@@ -508,13 +503,14 @@ def verify_lazily(
     ex = ProcessPoolExecutor(workers, mp_context=_MP) if workers > 1 and len(c) > 256 else None
     try:
         for start in range(0, len(c), LAZY_BATCH):
-            sel = [k for k in range(start, min(start + LAZY_BATCH, len(c))) if uf.find(ci[k]) != uf.find(cj[k])]
+            rows = range(start, min(start + LAZY_BATCH, len(c)))
+            sel = [k for k in rows if not lazy or uf.find(ci[k]) != uf.find(cj[k])]
             if sel:
                 part = c.iloc[sel]
                 inl = verify_candidates(feats, part, params, workers, executor=ex)
                 done.append(part.assign(inliers=inl))
                 for a, b, n in zip(ci[sel], cj[sel], inl, strict=True):
-                    if n >= params.min_inliers:
+                    if lazy and n >= params.min_inliers:
                         uf.union(int(a), int(b))
             bar.update(min(LAZY_BATCH, len(c) - start))
     finally:
@@ -600,7 +596,7 @@ def find_edges(
     if opts.scene and feats is not None and len(feats) > 1:
         cand = scene_candidates(feats, opts, train_ids, order_keys)
         workers = opts.workers or os.cpu_count() or 1
-        v = verify_lazily(feats, cand, opts.scene_params, uf, workers, progress)
+        v = verify_lazily(feats, cand, opts.scene_params, uf if opts.hops == 0 else UnionFind(0), workers, progress)
         if trace is not None:
             key = v["i"].to_numpy(np.int64) * n + v["j"].to_numpy(np.int64)
             inl = pd.Series(v["inliers"].to_numpy(), index=key)
@@ -940,7 +936,7 @@ def _dedupe_locked(ddir: Path, opts: DedupeOptions, progress: bool) -> DedupeSum
     )
 
     rank = anchor_rank(work, opts.order)
-    dropped = assign_anchors(rank, edges)
+    dropped = assign_anchors(rank, edges, opts.hops)
     g_rows = []
     for member, (anchor, stage, ev, parent) in sorted(dropped.items(), key=lambda kv: rank[kv[0]]):
         a_id, m_id = ids[anchor], ids[member]

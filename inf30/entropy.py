@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from inf30.files import image_files
+from inf30.files import image_files, is_glob_pattern
 from inf30.options import option
 
 #: Mean entropies the paper reports (Sec. 3.2), drawn as reference lines in reports.
@@ -232,7 +232,7 @@ def _is_dataset(path: Path) -> bool:
 
 
 def _expand(spec: str) -> list[Path]:
-    if any(ch in spec for ch in "*?[") and not Path(spec).exists():
+    if is_glob_pattern(spec):
         hits = sorted(Path(p) for p in glob.glob(spec, recursive=True))
         if not hits:
             raise FileNotFoundError(f"no files match {spec!r}")

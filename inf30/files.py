@@ -24,6 +24,12 @@ def is_image_name(name: str) -> bool:
     return name.lower().endswith(IMAGE_SUFFIXES)
 
 
+def is_glob_pattern(path: str) -> bool:
+    """Whether a command-line path is a glob pattern: it holds ``*``, ``?`` or ``[`` and no such file or
+    folder (or symlink) exists. An existing path is a path even when its name holds those (``cam[1]/``)."""
+    return any(c in path for c in "*?[") and not (os.path.exists(path) or os.path.islink(path))
+
+
 def is_hidden(rel: str) -> bool:
     """Whether a ``/``-separated relative path has a hidden component (a name starting with ``.``)."""
     return any(part.startswith(".") for part in rel.split("/"))

@@ -5,7 +5,8 @@ Writes ``DIR/report/index.html`` (plots beside it, or embedded with ``embed=True
 paper's reference means, resolution and aspect ratios, sample grids per source, the lowest and highest
 entropy images with local entropy maps, the largest duplicate groups and the licences per source.
 Everything is read from ``DIR/manifest.parquet``, ``DIR/images``, ``DIR/build.json`` and
-``DIR/dedupe/groups.parquet`` (see docs/architecture.md); nothing is rebuilt.
+``DIR/dedupe/groups.parquet`` (see docs/architecture.md); nothing is rebuilt. The numbers come from
+:mod:`inf30.report_tables` (re-exported here), the figures and documents from :mod:`inf30.report_render`.
 """
 
 from __future__ import annotations

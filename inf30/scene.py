@@ -22,35 +22,25 @@ import faiss
 import numpy as np
 
 from inf30.errors import UsageError
+from inf30.options import option
 
 
 @dataclass(frozen=True)
 class SceneParams:
-    """Parameters of the scene features and of the pair verification.
+    """Parameters of the scene features and of the pair verification; each field's help is the CLI's."""
 
-    side: long side (px) of the working copy features are computed on (smaller images are not upscaled).
-    nfeatures: at most this many ORB keypoints per image.
-    fast_threshold: FAST corner threshold on the equalized working copy (low: infrared is low-contrast).
-    min_keypoints: an image with fewer keypoints has no scene features (too small/flat: stage 2 only).
-    ratio: Lowe ratio test for descriptor matches.
-    ransac_px: RANSAC reprojection threshold in working-copy pixels.
-    min_inliers: a candidate pair is a scene duplicate with at least this many RANSAC inliers ...
-    min_inlier_ratio: ... and at least this fraction of the ratio-test matches being inliers.
-    max_scale: the fitted similarity transform must scale by at most this factor (and at least its inverse).
-    clahe: contrast-limited adaptive equalization (this clip limit, 8 x 8 tiles) of the working copy instead
-        of global histogram equalization (0 = global; see docs/dedupe.md for the measurement).
-    """
-
-    side: int = 320
-    nfeatures: int = 500
-    fast_threshold: int = 10
-    min_keypoints: int = 12
-    ratio: float = 0.8
-    ransac_px: float = 4.0
-    min_inliers: int = 25
-    min_inlier_ratio: float = 0.35
-    max_scale: float = 3.0
-    clahe: float = 0.0
+    side: int = option(320, "Stage 3: long side (px) of the working copy ORB runs on (smaller images are not "
+                            "upscaled).")
+    nfeatures: int = option(500, "Stage 3: at most this many ORB keypoints per image.")
+    fast_threshold: int = option(10, "Stage 3: FAST corner threshold on the equalized working copy.")
+    min_keypoints: int = option(12, "Stage 3: an image with fewer keypoints has no scene features (stage 2 only).")
+    ratio: float = option(0.8, "Stage 3: Lowe ratio test for descriptor matches.")
+    ransac_px: float = option(4.0, "Stage 3: RANSAC reprojection threshold in working-copy pixels.")
+    min_inliers: int = option(25, "Stage 3: RANSAC inliers to call a pair the same scene ...")
+    min_inlier_ratio: float = option(0.35, "Stage 3: ... forming at least this share of the ratio-test matches.")
+    max_scale: float = option(3.0, "Stage 3: the fitted similarity may scale by at most this (or its inverse).")
+    clahe: float = option(0.0, "Stage 3: CLAHE clip limit (8 x 8 tiles) instead of global equalization "
+                               "(0 = global; measured worse, docs/dedupe.md).")
 
     def validate(self) -> None:
         """:class:`inf30.errors.UsageError` (a ValueError) with a one-line message for a parameter out of range."""

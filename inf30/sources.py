@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from inf30.errors import UsageError, check
-from inf30.files import IMAGE_SUFFIXES, is_hidden, is_image_name, walk_files
+from inf30.files import IMAGE_SUFFIXES, is_glob_pattern, is_hidden, is_image_name, walk_files
 from inf30.spec import LOCAL_KINDS, REMOTE_KINDS, SourceSpec, is_remote
 
 __all__ = ["IMAGE_SUFFIXES", "LOCAL_KINDS", "REMOTE_KINDS", "SourceSpec", "is_remote"]  # re-exported
@@ -50,7 +50,6 @@ def check_video_every(every: object, where: str = "--video-every") -> float:
     return value
 
 
-_GLOB_CHARS = set("*?[")
 
 
 def guess_kind(path: str) -> str:
@@ -63,7 +62,7 @@ def guess_kind(path: str) -> str:
     p = Path(path)
     # an existing path is a path, even when its name holds glob characters (`cam[1]`, `frame[1].png`);
     # a pattern is a pattern only when no such path exists (or with an explicit kind `glob`, `--glob`)
-    if any(c in path for c in _GLOB_CHARS) and not (p.exists() or p.is_symlink()):
+    if is_glob_pattern(path):
         return "glob"
     if p.is_dir():
         return "folder"

@@ -609,6 +609,16 @@ class Engine:
 
 
 # ----------------------------------------------------------------------------------------------- entry
+def _remove_if_only_lock(folder: Path) -> None:
+    """Remove `folder` when all it holds is the lock file this run created (nothing else was written)."""
+    from inf30.lock import LOCK_NAME
+
+    with contextlib.suppress(OSError):
+        if [p.name for p in folder.iterdir()] == [LOCK_NAME]:
+            (folder / LOCK_NAME).unlink()
+            folder.rmdir()
+
+
 def run_locked(cfg: RunConfig, worker: Callable[[dict[str, Any]], dict[str, Any]],
                launched: Callable[[dict[str, Any]], dict[str, Any]], tool: str) -> dict[str, Any]:
     """Validate ``cfg``, lock ``cfg.out`` (the launching process holds it for the whole job), clear temporary
@@ -619,15 +629,22 @@ def run_locked(cfg: RunConfig, worker: Callable[[dict[str, Any]], dict[str, Any]
     nproc = cfg.nproc or default_nproc(cfg.device)
     in_launcher = inside_launcher()
     rank = env_world()[0] if in_launcher else 0
-    lock = lock_folder(cfg.out, tool=tool) if (rank == 0 and cfg.node_rank == 0) else contextlib.nullcontext()
-    with lock:
-        if rank == 0 and cfg.node_rank == 0:
-            for stale in Path(cfg.out).glob(".tmp-checkpoint-*"):  # ours to remove: we hold the lock
-                shutil.rmtree(stale, ignore_errors=True)
-        if in_launcher or (nproc == 1 and cfg.nnodes == 1):
-            return worker(asdict(cfg))
-        results = launch(launched, (asdict(cfg),), nproc, cfg.nnodes, cfg.node_rank, cfg.master_addr,
-                         cfg.master_port)
+    main = rank == 0 and cfg.node_rank == 0
+    created = main and not Path(cfg.out).exists()
+    lock = lock_folder(cfg.out, tool=tool) if main else contextlib.nullcontext()
+    try:
+        with lock:
+            if main:
+                for stale in Path(cfg.out).glob(".tmp-checkpoint-*"):  # ours to remove: we hold the lock
+                    shutil.rmtree(stale, ignore_errors=True)
+            if in_launcher or (nproc == 1 and cfg.nnodes == 1):
+                return worker(asdict(cfg))
+            results = launch(launched, (asdict(cfg),), nproc, cfg.nnodes, cfg.node_rank, cfg.master_addr,
+                             cfg.master_port)
+    except BaseException:
+        if created:  # a run that failed before writing anything leaves no folder behind (only our lock file)
+            _remove_if_only_lock(Path(cfg.out))
+        raise
     for r in sorted(results):
         if isinstance(results[r], dict) and "error" in results[r]:
             raise (UsageError if results[r].get("usage") else TrainError)(results[r]["error"])

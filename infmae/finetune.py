@@ -113,6 +113,12 @@ class FinetuneConfig(RunConfig):
         check(cfg.input_size % 32 == 0, f"--input-size must be a multiple of 32 (F4 is 1/32), got {cfg.input_size}")
         check(Path(cfg.data).is_dir(), f"--data {cfg.data}: no such folder")
         init_kind(cfg.init)  # UsageError for a missing path that is not a Hub id
+        from infmae.tasks import DataLayoutError
+
+        try:  # the data's layout is part of the usage: checked before the run folder is made
+            task_class(cfg.task).detect_layout(Path(cfg.data))
+        except DataLayoutError as exc:
+            raise UsageError(str(exc)) from None
 
 
 def task_class(name: str) -> Any:

@@ -157,6 +157,7 @@ def _pretrain(cfg: PretrainConfig, info: Any, precision: str) -> dict[str, Any]:
     if cfg.drop_path:
         overrides["drop_path"] = cfg.drop_path
     model = create_model(cfg.preset, **overrides).to(device)
+    li.match_model(model)  # gray [B, 1, H, W] batches for a model that accepts them (no 3x copy)
     optimizer = make_optimizer(model, cfg)
     seeded_masking = model.config.get("masking") == "random" or bool(model.config.get("jitter"))
     spe = li.sampler.steps_per_epoch

@@ -13,10 +13,12 @@ from PIL import Image
 
 from inf30.dedupe import (
     DedupeOptions,
+    DedupeSummary,
     UnionFind,
     assign_anchors,
     candidate_pairs,
     dedupe_dataset,
+    find_edges,
     global_descriptors,
     merge_caches,
     near_copy_pairs,
@@ -226,6 +228,12 @@ def test_groups_follow_the_graph_not_only_direct_links() -> None:
     got = assign_anchors(rank, edges)
     assert set(got) == {A, B, b} and {v[0] for v in got.values()} == {a}
     assert got[B][3] == A  # B is reached through A
+    rank = np.array([0, 1, 2, 3])
+    assert assign_anchors(rank, edges, hops=2) == assign_anchors(rank, edges)  # b is two links from A: taken
+    assert assign_anchors(rank, edges, hops=1) == {B: (A, 3, "AB", A), a: (A, 3, "Aa", A)}  # star: b stays
+    chain = pd.DataFrame({"i": [0, 1, 2], "j": [1, 2, 3], "stage": 3, "evidence": ["01", "12", "23"]})
+    assert set(assign_anchors(rank, chain, hops=2)) == {1, 2}  # 3 is three links from anchor 0: its own group
+    assert set(assign_anchors(rank, chain, hops=0)) == {1, 2, 3}  # components: the whole chain
     # a pair linked by both stages counts as stage 2; no edges, no drops
     both = pd.DataFrame({"i": [0, 0], "j": [1, 1], "stage": [3, 2], "evidence": ["scene", "hash"]})
     assert assign_anchors(np.array([0, 1]), both) == {1: (0, 2, "hash", 0)}
@@ -244,13 +252,19 @@ def test_lazy_verification_gives_the_groups_of_full_verification(hituav_dir: Pat
     cand = candidate_pairs(global_descriptors(feats, opts), np.ones(len(feats), bool), 13, -1.0)
     full = verify_candidates(feats, cand, opts.scene_params)
     uf_full = UnionFind(len(feats))
-    for i, j in zip(cand["i"][full >= 25], cand["j"][full >= 25], strict=True):
+    dup = full >= opts.scene_params.min_inliers
+    for i, j in zip(cand["i"][dup], cand["j"][dup], strict=True):
         uf_full.union(int(i), int(j))
     uf = UnionFind(len(feats))
     lazy = verify_lazily(feats, cand, opts.scene_params, uf)
     assert len(lazy) < len(cand) / 2
     assert [uf.find(k) for k in range(len(feats))] == [uf_full.find(k) for k in range(len(feats))]
-    assert (full >= 25).sum() > 5
+    assert dup.sum() > 5
+    # in a dedupe run: lazy for components (hops 0); every candidate verified for groups limited in hops
+    for hops, fewer in ((0, True), (2, False)):
+        stats = DedupeSummary()
+        find_edges(None, None, feats, DedupeOptions(workers=1, hops=hops), stats=stats)
+        assert (stats.checked_pairs < stats.candidate_pairs) == fewer, (hops, stats)
 
 
 # --------------------------------------------------------------------------------- anchors, outputs
@@ -340,28 +354,47 @@ def test_cli_dedupe(tmp_path: Path, sirst: list[np.ndarray]) -> None:
 
 
 def test_cli_exposes_every_option_with_the_dataclass_defaults() -> None:
-    """Every DedupeOptions field (and every SceneParams field) is a CLI option; the CLI's own default is None
-    (so the dataclass decides), and a default shown in --help is the dataclass's."""
+    """Every DedupeOptions field (and every SceneParams field, for scene_params) is an `inf30 dedupe` option
+    whose default and help are the field's (the dataclasses are the one source of truth)."""
     import dataclasses
-    import re
 
     import typer
 
+    from cli import csv_items, inf30_app
+    from inf30.options import default_of, help_of
+
+    params = {p.name: p for p in typer.main.get_command(inf30_app).commands["dedupe"].params}
+    fields = [(DedupeOptions, f.name) for f in dataclasses.fields(DedupeOptions) if f.name != "scene_params"]
+    fields += [(SceneParams, f.name) for f in dataclasses.fields(SceneParams)]
+    assert len(fields) >= 23
+    for cls, name in fields:
+        assert name in params, f"{cls.__name__}.{name} is not reachable from `inf30 dedupe`"
+        value = params[name].default
+        assert (csv_items(value) if name in ("hashes", "order") else value) == default_of(cls, name), name
+        assert help_of(cls, name) and params[name].help == help_of(cls, name), name
+
+
+def test_cli_passes_every_option_to_the_library(tmp_path: Path, monkeypatch, sirst: list[np.ndarray]) -> None:
+    """Each flag reaches its field: non-default values for all of them arrive in the DedupeOptions."""
+    from typer.testing import CliRunner
+
+    import inf30.dedupe as dd
     from cli import inf30_app
 
-    cmd = typer.main.get_command(inf30_app).commands["dedupe"]
-    params = {p.name: p for p in cmd.params}
-    opts = DedupeOptions()
-    fields = {f.name: getattr(opts, f.name) for f in dataclasses.fields(DedupeOptions) if f.name != "scene_params"}
-    fields |= {f.name: getattr(opts.scene_params, f.name) for f in dataclasses.fields(SceneParams)}
-    for name, default in fields.items():
-        assert name in params, f"--{name.replace('_', '-')} missing from inf30 dedupe"
-        assert params[name].default is None, name
-        shown = re.search(r"\[default: ([^\]]+)\]", params[name].help or "")
-        if shown:
-            want = ",".join(default) if isinstance(default, tuple) else ("on" if default is True else f"{default:g}"
-                                                                           if isinstance(default, float) else str(default))
-            assert shown.group(1) == want, (name, shown.group(1), want)
+    seen = {}
+    monkeypatch.setattr(dd, "dedupe_dataset", lambda ds, opts, progress: seen.setdefault("opts", opts) and dd.DedupeSummary())
+    args = ["--hashes", "phash,dhash", "--hash-threshold", "5", "--no-scene", "--neighbors", "7", "--votes", "3",
+            "--vote-keypoints", "64", "--window", "2", "--min-similarity", "0.2", "--hops", "0", "--vocab-size", "64",
+            "--order", "entropy", "--workers", "1", "--sheet-groups", "2", "--side", "256", "--nfeatures", "300",
+            "--fast-threshold", "7", "--min-keypoints", "20", "--ratio", "0.7", "--ransac-px", "3", "--min-inliers",
+            "30", "--min-inlier-ratio", "0.4", "--max-scale", "2", "--clahe", "1.5"]
+    res = CliRunner().invoke(inf30_app, ["dedupe", str(tmp_path), *args, "-q"])
+    assert res.exit_code == 0, res.output
+    o = seen["opts"]
+    assert (o.hashes, o.hash_threshold, o.scene, o.neighbors, o.votes, o.vote_keypoints, o.window, o.min_similarity,
+            o.hops, o.vocab_size, o.order, o.workers, o.sheet_groups) == (
+        ("phash", "dhash"), 5, False, 7, 3, 64, 2, 0.2, 0, 64, ("entropy",), 1, 2)
+    assert o.scene_params == SceneParams(256, 300, 7, 20, 0.7, 3.0, 30, 0.4, 2.0, 1.5)
 
 
 def test_cli_bad_options_and_missing_folder_exit_2_before_any_work(tmp_path: Path) -> None:

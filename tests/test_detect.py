@@ -355,3 +355,31 @@ def test_mask_rcnn_on_sirst_pixel_masks(sirst_dir: Path, tmp_path: Path):
     assert {"mask_map", "mask_map50", "mask_ap50/Target"} <= set(result) and "mask_map" in task.table_columns()
     out = task.predict(model, [test.split.samples[0].image], tmp_path, torch.device("cpu"), draw_thresh=0.0)
     assert out[0].is_file()
+
+
+def test_cascade_head_trains_and_predicts(hituav_dir: Path):
+    """`head="cascade"` (`infmae finetune detect --head cascade`): three box stages at IoU 0.5 / 0.6 / 0.7."""
+    torch.manual_seed(0)
+    task = get_task("detect")({"fpn_channels": 64, "box_head_dim": 128, "head": "cascade"})
+    train = task.dataset(hituav_dir, "train", True, 256)
+    model = task.build_model(InfMAEBackbone("infmae_tiny"))
+    heads = model.roi_heads
+    assert [m.high_threshold for m in heads.matchers] == [0.5, 0.6, 0.7] and len(heads.heads) == 3
+    assert not any(k.startswith(("roi_heads.box_head.", "roi_heads.box_predictor.")) for k in model.state_dict())
+    opt = torch.optim.AdamW(model.param_groups(0.1, 0.75), lr=1e-4)
+    batch = task.collate([train[0], train[1]])
+    model.train()
+    totals = []
+    for _ in range(3):
+        loss, logs = task.loss(model, batch, torch.device("cpu"))
+        totals.append(float(loss.detach()))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert {f"loss_classifier_{t}" for t in range(3)} <= set(logs) and totals[-1] < totals[0]
+    assert all(p.grad is not None for p in heads.heads[2].parameters())
+    val = task.dataset(hituav_dir, "val", False, 256)
+    result = task.evaluate(model, torch.utils.data.Subset(val, range(2)), torch.device("cpu"))
+    assert result["detections"] > 0 and 0.0 <= result["map50"] <= 1.0
+    with pytest.raises(ValueError, match="unknown head"):
+        get_task("detect")({"head": "retinanet"})

@@ -325,8 +325,17 @@ def test_bad_finetune_options_exit_2_before_any_work(sirst_dir: Path, tmp_path: 
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and words in lines[0], r.stderr
     assert not run.exists()
+
+
+def test_unknown_task_and_foreign_data_layout_exit_2_before_any_work(sirst_dir: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
     r = runner.invoke(infmae_app, ["finetune", "nope", "--data", str(sirst_dir), "--out", str(run)])
     assert r.exit_code == 2 and "unknown task 'nope'" in r.stderr and not run.exists()
+    r = runner.invoke(infmae_app, ft_args(sirst_dir / "images", run))  # a folder of images, no masks or splits
+    assert r.exit_code == 2, r.output
+    assert r.stderr.strip().splitlines() == [f"error: {sirst_dir / 'images'}: expected the NUAA-SIRST layout "
+                                             "(images/, masks/, idx_427/)"]
+    assert not run.exists()
 
 
 # the 3rd checkpoint write dies (SIGKILL) after the weights and state are written: mid-epoch, mid-write
@@ -453,3 +462,22 @@ def test_cli_finetune_irstd_end_to_end_on_sirst(sirst_dir: Path, tmp_path: Path)
     assert r.exit_code == 0, r.output
     again = json.loads(r.stdout)
     assert all(again[k] == pytest.approx(res["test"][k]) for k in ("iou", "niou", "pd", "fa", "f1", "auc"))
+
+
+def test_cli_finetune_irstd_two_gloo_processes(sirst_dir: Path, tmp_path: Path) -> None:
+    """`infmae finetune irstd --nproc 2` (torch's elastic launcher, a real gloo group, DDP): both ranks train,
+    rank 0 evaluates while the other waits, one set of outputs, and no gradient-stride warning."""
+    data = mini_sirst(sirst_dir, tmp_path / "sirst", n_train=8, n_val=2, n_test=0)
+    run = tmp_path / "run"
+    r = subprocess.run([INFMAE, "finetune", "irstd", "--data", str(data), "--out", str(run), "--preset", "infmae_tiny",
+                        "--input-size", "64", "--batch", "4", "--epochs", "1", "--workers", "0", "--device", "cpu",
+                        "--nproc", "2", "--vis-count", "0", "--log-every", "1", "-q"],
+                       capture_output=True, text=True, env=ENV, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "on 2 x cpu" in r.stderr and "Grad strides do not match" not in r.stderr
+    recs = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in recs if x["kind"] == "step"] == [1, 2]
+    assert [x["epoch"] for x in recs if x["kind"] == "eval"] == [1]
+    res = json.loads((run / "results.json").read_text())
+    assert res["best"]["epoch"] == 1 and res["val"]["iou"] == pytest.approx(res["best"]["value"])
+    assert json.loads((run / "checkpoint-latest" / "train_config.json").read_text())["world"] == 2

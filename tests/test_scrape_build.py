@@ -7,9 +7,11 @@ import io
 import zipfile
 from pathlib import Path
 
+import pytest
 from http_fixtures import LoopbackServer
 
 from inf30.build import BuildOptions, build
+from inf30.errors import UsageError
 from inf30.manifest import read_manifest
 from inf30.sources import load_sources
 from pipelines.build import fetch_remote
@@ -31,6 +33,9 @@ def test_build_takes_a_remote_page(sirst_dir: Path, hituav_dir: Path, tmp_path: 
         out = tmp_path / "inf30"
         parsed = load_sources([srv.url("/index.html")])
         assert not out.exists() and not srv.log  # parsing downloads nothing
+        with pytest.raises(UsageError, match="is remote"):  # the build reads local sources only
+            build(parsed, out, BuildOptions(workers=1, dedupe=False, progress=False))
+        assert not out.exists()
         specs = fetch_remote(parsed, out, progress=False)
         assert sorted(s.kind for s in specs) == ["archive", "folder"]
         build(specs, out, BuildOptions(workers=1, dedupe=False, progress=False))

@@ -1,13 +1,15 @@
-"""Infrared object detection (paper section 5.3): torchvision's Faster / Mask R-CNN on the InfMAE pyramid.
+"""Infrared object detection (paper section 5.3): Faster / Mask / Cascade R-CNN on the InfMAE pyramid.
 
     images (list of [3, h, w], 0-1) -> PadTransform (normalize with the model's mean/std, pad to 32)
       -> InfMAEBackbone F1..F4 (strides 4..32) -> torchvision FeaturePyramidNetwork (+ max-pool P6)
       -> RPN (anchors 8-192 px, small infrared targets) -> MultiScaleRoIAlign -> TwoMLPHead -> boxes, labels
       [-> 14x14 RoIs -> MaskRCNNHeads -> masks, when the data has instance masks]
+      [head="cascade": CascadeRoIHeads, three box stages at IoU 0.5 / 0.6 / 0.7 on torchvision's RoIHeads]
 
-Sizing and scale jitter happen in the dataset (`detect_data.DetectionDataset`), so boxes come back in the
-input's pixels; `evaluate` maps them to the original image before COCO evaluation. Not built: a Cascade
-R-CNN head (torchvision's RoIHeads has one box stage; a cascade needs our own multi-stage RoI head).
+All torchvision's pieces except `PyramidFPN` (the backbone's maps into the FPN), `PadTransform` (its
+transform without resizing) and the cascade's stage loop, which torchvision does not have. Sizing and scale
+jitter happen in the dataset (`detect_data.DetectionDataset`), so boxes come back in the input's pixels;
+`evaluate` maps them to the original image before COCO evaluation.
 """
 
 from __future__ import annotations
@@ -24,11 +26,14 @@ import torch
 from PIL import Image, ImageDraw
 from torch import nn
 from torchvision.models.detection import FasterRCNN, MaskRCNN
+from torchvision.models.detection import _utils as det_utils
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign
+from torchvision.ops import boxes as box_ops
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from ..data import MEAN, STD, load_gray
@@ -133,21 +138,94 @@ class InfMAEMaskRCNN(_ParamGroups, MaskRCNN):
         self.transform = PadTransform(kw["image_mean"], kw["image_std"])
 
 
+class CascadePredictor(nn.Module):
+    """Class scores [N, C] and one class-agnostic box delta [N, 4] (torchvision's predictor is per class)."""
+
+    def __init__(self, in_channels: int, num_classes: int) -> None:
+        super().__init__()
+        self.cls_score = nn.Linear(in_channels, num_classes)
+        self.bbox_pred = nn.Linear(in_channels, 4)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = x.flatten(1)
+        return self.cls_score(x), self.bbox_pred(x)
+
+
+class CascadeRoIHeads(RoIHeads):
+    """Cascade R-CNN (Cai & Vasconcelos, CVPR 2018) on torchvision's RoIHeads: box stages trained at rising IoU
+    (0.5, 0.6, 0.7) with tighter box-coder weights, each refining the previous stage's boxes; at inference the
+    class scores are averaged over the stages and the last stage's boxes kept. Boxes only (no mask head)."""
+
+    def __init__(self, box_roi_pool: nn.Module, heads: Sequence[nn.Module], predictors: Sequence[nn.Module],
+                 ious: Sequence[float] = (0.5, 0.6, 0.7),
+                 weights: Sequence[Sequence[float]] = ((10, 10, 5, 5), (20, 20, 10, 10), (30, 30, 15, 15)),
+                 stage_loss: Sequence[float] = (1.0, 0.5, 0.25), score_thresh: float = 0.01,
+                 nms_thresh: float = 0.5, detections_per_img: int = 100) -> None:
+        super().__init__(box_roi_pool, heads[0], predictors[0], ious[0], ious[0], 512, 0.25, tuple(weights[0]),
+                         score_thresh, nms_thresh, detections_per_img)
+        del self.box_head, self.box_predictor  # the stages' own, below (no shared tensors in the state dict)
+        self.heads, self.predictors = nn.ModuleList(heads), nn.ModuleList(predictors)
+        self.matchers = [det_utils.Matcher(t, t, allow_low_quality_matches=False) for t in ious]
+        self.coders = [det_utils.BoxCoder(tuple(float(v) for v in w)) for w in weights]
+        self.stage_loss = tuple(stage_loss)
+
+    def forward(self, features: dict[str, torch.Tensor], proposals: list[torch.Tensor],
+                image_shapes: list[tuple[int, int]], targets: list[dict[str, torch.Tensor]] | None = None,
+                ) -> tuple[list[dict[str, torch.Tensor]], dict[str, torch.Tensor]]:
+        """torchvision's RoIHeads contract: (detections, {}) in eval mode, ([], stage losses) in training."""
+        losses: dict[str, torch.Tensor] = {}
+        probs = []
+        for t, (head, predictor) in enumerate(zip(self.heads, self.predictors, strict=True)):
+            self.proposal_matcher, self.box_coder = self.matchers[t], self.coders[t]
+            if self.training:
+                proposals, _, labels, reg_targets = self.select_training_samples(proposals, targets)
+            logits, deltas = predictor(head(self.box_roi_pool(features, proposals, image_shapes)))
+            if self.training:
+                labels_all, reg_all = torch.cat(labels), torch.cat(reg_targets)
+                pos = torch.where(labels_all > 0)[0]
+                box_loss = nn.functional.smooth_l1_loss(deltas[pos], reg_all[pos], beta=1 / 9, reduction="sum")
+                losses[f"loss_classifier_{t}"] = self.stage_loss[t] * nn.functional.cross_entropy(logits, labels_all)
+                losses[f"loss_box_reg_{t}"] = self.stage_loss[t] * box_loss / max(1, labels_all.numel())
+            else:
+                probs.append(nn.functional.softmax(logits, -1))
+            boxes = self.box_coder.decode(deltas, proposals).reshape(-1, 4).detach()
+            proposals = [box_ops.clip_boxes_to_image(b, shape)
+                         for b, shape in zip(boxes.split([len(p) for p in proposals]), image_shapes, strict=True)]
+        if self.training:
+            return [], losses
+        mean = torch.stack(probs).mean(0)  # zero deltas on the final boxes: torchvision's per-class NMS and top-k
+        zeros = torch.zeros(len(mean), 4 * mean.shape[1], device=mean.device, dtype=mean.dtype)
+        boxes, scores, labels = self.postprocess_detections(mean.log(), zeros, proposals, image_shapes)
+        return [{"boxes": b, "scores": s, "labels": c} for b, s, c in zip(boxes, scores, labels, strict=True)], {}
+
+
+class InfMAECascadeRCNN(InfMAEFasterRCNN):
+    """`InfMAEFasterRCNN` with `CascadeRoIHeads` (three box stages)."""
+
+    def __init__(self, body: nn.Module, num_classes: int, fpn_channels: int = 256, box_head_dim: int = 1024,
+                 anchor_sizes: Sequence[Sequence[int]] = ANCHOR_SIZES, score_thresh: float = 0.01,
+                 detections_per_img: int = 100) -> None:
+        super().__init__(body, num_classes, fpn_channels, box_head_dim, anchor_sizes, score_thresh, detections_per_img)
+        self.roi_heads = CascadeRoIHeads(
+            self.roi_heads.box_roi_pool, [TwoMLPHead(fpn_channels * 7 * 7, box_head_dim) for _ in range(3)],
+            [CascadePredictor(box_head_dim, num_classes + 1) for _ in range(3)], score_thresh=score_thresh,
+            detections_per_img=detections_per_img)
+
+
 class DetectTask(DownstreamTask):
-    """Object detection. Options: `classes` (set from the training data, kept in the run config), `masks`
-    ("auto": Mask R-CNN when the data has instance masks, else Faster R-CNN; or true / false), `fpn_channels`
+    """Object detection. Options: `classes` (set from the training data, kept in the run config), `head`
+    ("faster_rcnn" or "cascade"), `masks` ("auto": Mask R-CNN when the data has instance masks, else Faster
+    R-CNN; or true / false), `fpn_channels`
     (256), `box_head_dim` (1024), `mask_dim` (256), `anchor_sizes`, `score_thresh` (0.01), `input_size`."""
 
     name = "detect"
     # paper 5.3: AdamW lr 1e-4, weight decay 0.1; a "1x" schedule of 12 epochs; input_size = the shorter side
     defaults = {"lr": 1e-4, "weight_decay": 0.1, "input_size": 512, "epochs": 12, "schedule": "cosine", "batch": 8}
     primary_metric = "map"
-    heads = ("faster_rcnn",)
+    heads = ("faster_rcnn", "cascade")
 
     def __init__(self, options: dict[str, Any] | None = None) -> None:
-        super().__init__(options)
-        if options is not None:  # settings found in the data (classes, ...) go into the caller's dict too, so
-            self.options = options  # a run config stored after dataset() can rebuild the same model
+        super().__init__(options)  # dataset() adds what it finds in the data (classes, masks, ...) to options
         head = self.options.get("head") or "faster_rcnn"
         if head not in self.heads:
             raise ValueError(f"detect: unknown head {head!r}; expected one of {', '.join(self.heads)}")
@@ -195,6 +273,10 @@ class DetectTask(DownstreamTask):
         o = self.options
         args = (backbone, len(classes), int(o.get("fpn_channels", 256)), int(o.get("box_head_dim", 1024)),
                 o.get("anchor_sizes", ANCHOR_SIZES), float(o.get("score_thresh", 0.01)))
+        if o.get("head") == "cascade":
+            if o.get("masks") is True:
+                raise ValueError("detect: the cascade head predicts boxes only; pass masks=false with it")
+            return InfMAECascadeRCNN(*args)
         if o.get("masks") is True:
             return InfMAEMaskRCNN(*args, mask_dim=int(o.get("mask_dim", 256)))
         return InfMAEFasterRCNN(*args)
