@@ -174,6 +174,8 @@ def build_cmd(
     max_archive_bytes: int = opt(BuildOptions, "max_archive_bytes"),
     max_archive_files: int = opt(BuildOptions, "max_archive_files"),
     max_archive_depth: int = opt(BuildOptions, "max_archive_depth"),
+    distributor: str = opt(BuildOptions, "distributor"),
+    ray_address: str | None = opt(BuildOptions, "ray_address"),
     glob_: Annotated[bool, typer.Option("--glob", help="Take every SOURCE as a glob pattern (by default an existing "
                                         "path is a path even when its name holds *, ? or [).")] = False,
     quiet: bool = opt(BuildOptions, "progress", "--quiet", "-q", to_cli=no_progress, help="No progress bar."),
@@ -202,6 +204,8 @@ def build_cmd(
         max_archive_bytes=max_archive_bytes,
         max_archive_files=max_archive_files,
         max_archive_depth=max_archive_depth,
+        distributor=distributor,
+        ray_address=ray_address,
     )
     _guard(opts.validate)  # bad options: exit 2 before any work, before --out exists
     summary = _guard(build_sources, list(sources or []), out, opts, config=config, patterns=glob_)
@@ -219,9 +223,9 @@ def merge_cmd(
 
     Example: inf30 merge shards/0 shards/1 shards/2 --out inf30
     """
-    from inf30.merge import merge
+    from pipelines.build import merge_shards
 
-    summary = _guard(merge, dirs, out, dedupe=dedupe, progress=not quiet)
+    summary = _guard(merge_shards, dirs, out, dedupe=dedupe, progress=not quiet)
     typer.echo(summary.table())
 
 
@@ -344,6 +348,8 @@ def entropy_cmd(
     compare: Annotated[list[str] | None, typer.Option(help="Second set to compare with (repeat for several paths).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON (every statistic, all failures).")] = False,
     workers: int = opt(EntropyOptions, "workers"),
+    distributor: str = opt(EntropyOptions, "distributor"),
+    ray_address: str | None = opt(EntropyOptions, "ray_address"),
     raw: bool = opt(EntropyOptions, "raw"),
     n_boot: int = opt(EntropyOptions, "n_boot"),
     ci: float = opt(EntropyOptions, "ci"),
@@ -360,7 +366,7 @@ def entropy_cmd(
     from inf30.entropy import analyze
 
     result = _guard(analyze, paths, compare=compare, workers=workers, raw=raw, n_boot=n_boot, ci=ci, seed=seed,
-                    progress=not quiet)
+                    progress=not quiet, distributor=distributor, ray_address=ray_address)
     typer.echo(json.dumps(result.to_dict(), indent=2) if json_out else result.table())
 
 
@@ -430,62 +436,88 @@ def publish_cmd(
 
 
 # ---------------------------------------------------------------------------------------------- infmae
-# --- infmae pretrain / visualize / export (issue 8) ---
+# The infmae commands take each option's default and help from its options dataclass field (`opt`), as the
+# inf30 commands do: PretrainConfig, FinetuneConfig, VisualizeOptions, ExportOptions and ConvertOptions
+# (infmae.options, which imports no torch) are the one source of truth; tests/test_cli_options.py checks
+# that every field is reachable here with its default.
+import dataclasses  # noqa: E402
+from typing import Any  # noqa: E402
+
+from infmae.options import (  # noqa: E402
+    ConvertOptions,
+    ExportOptions,
+    FinetuneConfig,
+    PretrainConfig,
+    VisualizeOptions,
+    format_assignments,
+    parse_assignments,
+)
+
+
+def config_from(cls: type, params: dict[str, Any], **given: Any) -> Any:
+    """``cls`` from a command's parameters named as its fields (``locals()``), plus ``given``: the fields the
+    command renames or converts (``--quiet`` -> ``progress``, ``--model-override`` -> ``model_overrides``)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in params.items() if k in names and k not in given}, **given)
+
+
+# --- infmae pretrain / visualize / export ---
+_P = PretrainConfig
+
+
 @infmae_app.command("pretrain")
 def pretrain_cmd(
-    data: Annotated[str, typer.Option(help="Built Inf30 folder, published dataset / datasets path / Hub id, image folder, or a pack (`infmae pack`).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder (checkpoints, metrics, PNGs); re-run to resume.")],
-    preset: Annotated[str, typer.Option(help="Model preset (infmae_tiny, infmae_small, infmae_base, ...).")] = "infmae_base",
-    epochs: Annotated[int, typer.Option(help="Epochs of the cosine schedule.")] = 400,
-    warmup_epochs: Annotated[float, typer.Option(help="Linear warm-up epochs (per-iteration).")] = 40.0,
-    batch: Annotated[int, typer.Option(help="Effective batch per optimizer step, over all processes and --accum.")] = 256,
-    blr: Annotated[float, typer.Option(help="Base learning rate; lr = blr x batch / 256.")] = 1.5e-4,
-    lr: Annotated[float | None, typer.Option(help="Absolute peak learning rate (overrides --blr).")] = None,
-    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay (weights only).")] = 0.05,
-    accum: Annotated[int, typer.Option(help="Gradient accumulation steps.")] = 1,
-    input_size: Annotated[int, typer.Option(help="Square crop size, a multiple of 16.")] = 224,
-    mask_stride: Annotated[int, typer.Option(help="Information-aware masking stride S (1 - 1/S masked).")] = 4,
-    norm_pix_loss: Annotated[bool, typer.Option(help="Per-patch normalized targets.")] = False,
-    precision: Annotated[str, typer.Option(help="auto (bf16 on GPU, fp32 on CPU), bf16, fp16 or fp32.")] = "auto",
-    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model.")] = False,
-    workers: Annotated[int, typer.Option(help="DataLoader worker processes per training process.")] = 8,
-    threads: Annotated[int, typer.Option(help="Torch CPU threads per process (0 = torch's default).")] = 0,
-    device: Annotated[str, typer.Option(help="auto, cuda or cpu.")] = "auto",
-    nproc: Annotated[int, typer.Option(help="Processes per node (0 = number of GPUs, 1 on CPU).")] = 0,
-    nnodes: Annotated[int, typer.Option(help="Number of nodes.")] = 1,
-    node_rank: Annotated[int, typer.Option(help="This node's rank (multi-node).")] = 0,
-    master_addr: Annotated[str, typer.Option(help="Rendezvous host (multi-node).")] = "127.0.0.1",
-    master_port: Annotated[int | None, typer.Option(help="Rendezvous port (multi-node; free port on one node).")] = None,
-    seed: Annotated[int, typer.Option(help="Seed of initialization, sample order and augmentation.")] = 0,
-    save_every: Annotated[int, typer.Option(help="Epochs between checkpoint-EPOCH folders (0 = only after the last epoch).")] = 40,
-    latest_every: Annotated[int, typer.Option(help="Optimizer steps between checkpoint-latest updates (0 = only at the end).")] = 200,
-    vis_every: Annotated[int, typer.Option(help="Epochs between reconstruction PNGs (0 = only at the end).")] = 5,
-    log_every: Annotated[int, typer.Option(help="Optimizer steps between metrics lines (>= 1).")] = 10,
-    max_steps: Annotated[int | None, typer.Option(help="Stop after this many optimizer steps in total (>= 1).")] = None,
-    max_minutes: Annotated[float | None, typer.Option(help="Stop (with a checkpoint) after this many minutes.")] = None,
-    deterministic: Annotated[bool, typer.Option("--deterministic", help="Deterministic algorithms (slower on GPU).")] = False,
-    loader: Annotated[str, typer.Option(help="auto (the packed loader for a pack, else decode), packed or decode.")] = "auto",
-    schedule: Annotated[str, typer.Option(help="After warm-up: cosine or poly (power 0.9).")] = "cosine",
-    min_lr: Annotated[float, typer.Option(help="Final learning rate of the schedule.")] = 0.0,
-    drop_path: Annotated[float, typer.Option(help="Stochastic depth rate of the encoder.")] = 0.0,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    data: Annotated[str, typer.Option(help=help_of(_P, "data"))],
+    out: Annotated[Path, typer.Option("--out", "-o", help=help_of(_P, "out"))],
+    preset: str = opt(_P, "preset"),
+    epochs: int = opt(_P, "epochs"),
+    warmup_epochs: float = opt(_P, "warmup_epochs"),
+    batch: int = opt(_P, "batch"),
+    blr: float = opt(_P, "blr"),
+    lr: float | None = opt(_P, "lr"),
+    weight_decay: float = opt(_P, "weight_decay"),
+    layer_decay: float | None = opt(_P, "layer_decay"),
+    accum: int = opt(_P, "accum"),
+    input_size: int = opt(_P, "input_size"),
+    mask_stride: int = opt(_P, "mask_stride"),
+    norm_pix_loss: bool = opt(_P, "norm_pix_loss"),
+    model_override: list[str] = opt(_P, "model_overrides", "--model-override", to_cli=format_assignments),
+    precision: str = opt(_P, "precision"),
+    compile: bool = opt(_P, "compile", "--compile"),
+    workers: int = opt(_P, "workers"),
+    threads: int = opt(_P, "threads"),
+    device: str = opt(_P, "device"),
+    nproc: int = opt(_P, "nproc"),
+    nnodes: int = opt(_P, "nnodes"),
+    node_rank: int = opt(_P, "node_rank"),
+    master_addr: str = opt(_P, "master_addr"),
+    master_port: int | None = opt(_P, "master_port"),
+    seed: int = opt(_P, "seed"),
+    save_every: int = opt(_P, "save_every"),
+    latest_every: int = opt(_P, "latest_every"),
+    vis_every: int = opt(_P, "vis_every"),
+    vis_count: int = opt(_P, "vis_count"),
+    log_every: int = opt(_P, "log_every"),
+    max_steps: int | None = opt(_P, "max_steps"),
+    max_minutes: float | None = opt(_P, "max_minutes"),
+    deterministic: bool = opt(_P, "deterministic", "--deterministic"),
+    loader: str = opt(_P, "loader"),
+    schedule: str = opt(_P, "schedule"),
+    min_lr: float = opt(_P, "min_lr"),
+    drop_path: float = opt(_P, "drop_path"),
+    tensorboard: bool = opt(_P, "tensorboard", "--tensorboard/--no-tensorboard"),
+    quiet: bool = opt(_P, "progress", "--quiet", "-q", to_cli=no_progress, help="No progress bar."),
 ) -> None:
     """Pre-train InfMAE on a dataset (paper recipe); launches one worker per GPU; re-run to resume.
 
     Example: infmae pretrain --data inf30-demo --out runs/tiny --preset infmae_tiny --epochs 2 --batch 32 --input-size 96
     """
+    params = dict(locals())
     from infmae.distributed import LaunchError
-    from infmae.train import PretrainConfig, pretrain
+    from infmae.train import pretrain
 
-    cfg = PretrainConfig(
-        data=data, out=str(out), preset=preset, epochs=epochs, warmup_epochs=warmup_epochs, batch=batch, blr=blr,
-        lr=lr, weight_decay=weight_decay, accum=accum, input_size=input_size, mask_stride=mask_stride,
-        norm_pix_loss=norm_pix_loss, precision=precision, compile=compile, workers=workers, threads=threads, device=device,
-        nproc=nproc, nnodes=nnodes, node_rank=node_rank, master_addr=master_addr, master_port=master_port,
-        seed=seed, save_every=save_every, latest_every=latest_every, vis_every=vis_every, log_every=log_every,
-        max_steps=max_steps, max_minutes=max_minutes, deterministic=deterministic, progress=not quiet,
-        loader=loader, schedule=schedule, min_lr=min_lr, drop_path=drop_path,
-    )
+    overrides = _guard(parse_assignments, model_override, "--model-override")
+    cfg = config_from(PretrainConfig, params, out=str(out), model_overrides=overrides, progress=not quiet)
     try:
         result = _guard(pretrain, cfg)
     except LaunchError as exc:
@@ -502,8 +534,8 @@ def visualize_cmd(
     ckpt: Annotated[Path, typer.Argument(help="Checkpoint folder (e.g. RUN_DIR/checkpoint-latest) or model.safetensors.")],
     images: Annotated[list[Path], typer.Argument(help="Image files (any size and mode).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Image to write; its extension sets the format (.png, .jpg, ...).")] = Path("reconstruction.png"),
-    input_size: Annotated[int | None, typer.Option(help="View size, a positive multiple of 16 (default: the checkpoint's training size, else its preprocessing input size).")] = None,
-    device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")] = "cpu",
+    input_size: int | None = opt(VisualizeOptions, "input_size"),
+    device: str = opt(VisualizeOptions, "device"),
 ) -> None:
     """Reconstruct images with a checkpoint: original | visible patches | reconstruction | pasted.
 
@@ -511,7 +543,8 @@ def visualize_cmd(
     """
     from infmae.visualize import visualize_images
 
-    path = _guard(visualize_images, ckpt, [str(p) for p in images], out, input_size=input_size, device=device)
+    opts = config_from(VisualizeOptions, locals())
+    path = _guard(visualize_images, ckpt, [str(p) for p in images], out, **dataclasses.asdict(opts))
     typer.echo(f"wrote {path}")
 
 
@@ -519,7 +552,7 @@ def visualize_cmd(
 def export_cmd(
     ckpt: Annotated[Path, typer.Argument(help="Checkpoint folder (e.g. RUN_DIR/checkpoint-latest).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the encoder (model.safetensors + config.json + README.md); other files in it are kept.")],
-    push: Annotated[str | None, typer.Option("--push", help="Also upload the folder to this Hub model repo (ORG/NAME; token from HF_TOKEN or `hf auth login`).")] = None,
+    push: str | None = opt(ExportOptions, "push", "--push"),
 ) -> None:
     """Write the pre-trained encoder alone (no decoder, no optimizer) for downstream use.
 
@@ -527,21 +560,22 @@ def export_cmd(
     """
     from infmae.export import export_encoder
 
-    info = _guard(export_encoder, ckpt, out, push=push)
+    opts = config_from(ExportOptions, locals())
+    info = _guard(export_encoder, ckpt, out, **dataclasses.asdict(opts))
     typer.echo(f"wrote {info['path']} ({info['params']:,} encoder parameters)")
     if info.get("url"):
         typer.echo(f"pushed to {info['url']}")
 
 
-# --- infmae convert (issue 14) ---
+# --- infmae convert ---
 @infmae_app.command("convert")
 def convert_cmd(
     ckpt: Annotated[Path, typer.Argument(help="The authors' InfMAE or ConvMAE checkpoint (.pth), e.g. checkpoint-399.pth.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write (model.safetensors + config.json + README.md + conversion.json).")],
-    num_heads: Annotated[int | None, typer.Option(help="Encoder attention heads (stored nowhere; default: the preset with the same widths).")] = None,
-    decoder_heads: Annotated[int | None, typer.Option(help="Decoder attention heads (default: the preset with the same decoder width).")] = None,
-    allow_unknown: Annotated[bool, typer.Option("--allow-unknown", help="Drop keys that are not part of the format instead of failing.")] = False,
-    push: Annotated[str | None, typer.Option("--push", help="Also upload the folder to this Hub model repo (ORG/NAME).")] = None,
+    num_heads: int | None = opt(ConvertOptions, "num_heads"),
+    decoder_heads: int | None = opt(ConvertOptions, "decoder_heads"),
+    allow_unknown: bool = opt(ConvertOptions, "allow_unknown", "--allow-unknown"),
+    push: str | None = opt(ConvertOptions, "push", "--push"),
 ) -> None:
     """Convert the published InfMAE (or ConvMAE) weights to this toolkit's format, loaded safely.
 
@@ -549,8 +583,8 @@ def convert_cmd(
     """
     from infmae.convert import convert_checkpoint
 
-    report = _guard(convert_checkpoint, ckpt, out, num_heads=num_heads, decoder_heads=decoder_heads,
-                    allow_unknown=allow_unknown, push=push)
+    opts = config_from(ConvertOptions, locals())
+    report = _guard(convert_checkpoint, ckpt, out, **dataclasses.asdict(opts))
     what = "encoder" if report.encoder_only else "model"
     typer.echo(f"wrote {out} ({report.kind} {what}, preset {report.config['preset']}; {len(report.mapped)} keys mapped, "
                f"{len(report.ignored)} ignored, {len(report.unknown)} unknown)")
@@ -560,7 +594,7 @@ def convert_cmd(
         typer.echo(f"pushed to {report.url}")
 
 
-# --- infmae pack (issue 19) ---
+# --- infmae pack ---
 @infmae_app.command("pack")
 def pack_cmd(
     src: Annotated[str, typer.Argument(help="Any --data source of `infmae pretrain`: built Inf30 folder, published dataset, Hub id, image folder.")],
@@ -589,67 +623,67 @@ def pack_cmd(
     typer.echo(summary.table())
 
 
-# --- infmae finetune / evaluate / predict / compare (issue 15) ---
-_FT = "[default: the task's]"
+# --- infmae finetune / evaluate / predict / compare ---
+_F = FinetuneConfig
 
 
 @infmae_app.command("finetune")
 def finetune_cmd(
-    task: Annotated[str, typer.Argument(help="Downstream task: irstd, segment or detect.")],
-    data: Annotated[str, typer.Option(help="The task's data folder (e.g. NUAA-SIRST, MSRS, a COCO folder).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder (checkpoints, metrics, results.json); re-run to resume.")],
-    init: Annotated[str, typer.Option(help="scratch, an `infmae pretrain` run folder or checkpoint, an export/convert folder, or a Hub id.")] = "scratch",
-    head: Annotated[str | None, typer.Option(help="Task head (segment: fcn or upernet).")] = None,
-    preset: Annotated[str | None, typer.Option(help="Backbone preset for --init scratch. [default: infmae_base]")] = None,
-    epochs: Annotated[int | None, typer.Option(help=f"Epochs of the schedule. {_FT}")] = None,
-    warmup_epochs: Annotated[float | None, typer.Option(help="Linear warm-up epochs. [default: 1]")] = None,
-    batch: Annotated[int | None, typer.Option(help=f"Effective batch per optimizer step, over all processes. {_FT}")] = None,
-    lr: Annotated[float | None, typer.Option(help=f"Peak learning rate. {_FT}")] = None,
-    min_lr: Annotated[float | None, typer.Option(help="Final learning rate. [default: 0]")] = None,
-    weight_decay: Annotated[float | None, typer.Option(help=f"AdamW weight decay (weights only). {_FT}")] = None,
-    layer_decay: Annotated[float | None, typer.Option(help="Layer-wise lr decay over the backbone depth (1 = none). [default: 0.75]")] = None,
-    drop_path: Annotated[float | None, typer.Option(help="Stochastic depth rate of the backbone. [default: 0]")] = None,
-    schedule: Annotated[str | None, typer.Option(help=f"cosine or poly (power 0.9). {_FT}")] = None,
-    accum: Annotated[int | None, typer.Option(help="Gradient accumulation steps. [default: 1]")] = None,
-    input_size: Annotated[int | None, typer.Option(help=f"Training crop size, a multiple of 32. {_FT}")] = None,
-    precision: Annotated[str | None, typer.Option(help="auto (bf16 on GPU, fp32 on CPU), bf16, fp16 or fp32.")] = None,
-    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model.")] = False,
-    workers: Annotated[int | None, typer.Option(help="DataLoader worker processes per process. [default: 4]")] = None,
-    threads: Annotated[int | None, typer.Option(help="Torch CPU threads per process (0 = torch's default).")] = None,
-    device: Annotated[str | None, typer.Option(help="auto, cuda or cpu.")] = None,
-    nproc: Annotated[int | None, typer.Option(help="Processes per node (0 = number of GPUs, 1 on CPU).")] = None,
-    nnodes: Annotated[int | None, typer.Option(help="Number of nodes.")] = None,
-    node_rank: Annotated[int | None, typer.Option(help="This node's rank (multi-node).")] = None,
-    master_addr: Annotated[str | None, typer.Option(help="Rendezvous host (multi-node).")] = None,
-    master_port: Annotated[int | None, typer.Option(help="Rendezvous port (multi-node).")] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed of the head's initialization, order and augmentation.")] = None,
-    save_every: Annotated[int | None, typer.Option(help="Epochs between checkpoint-EPOCH folders (0 = none). [default: 0]")] = None,
-    latest_every: Annotated[int | None, typer.Option(help="Optimizer steps between checkpoint-latest updates (0 = only at the end). [default: 100]")] = None,
-    log_every: Annotated[int | None, typer.Option(help="Optimizer steps between metrics lines (>= 1). [default: 10]")] = None,
-    eval_every: Annotated[int | None, typer.Option(help="Epochs between evaluations (the best checkpoint is kept). [default: 1]")] = None,
-    vis_count: Annotated[int | None, typer.Option(help="Images of the fixed prediction sample drawn at the end. [default: 4]")] = None,
-    max_steps: Annotated[int | None, typer.Option(help="Stop after this many optimizer steps in total (>= 1).")] = None,
-    max_minutes: Annotated[float | None, typer.Option(help="Stop (with a checkpoint) after this many minutes.")] = None,
-    deterministic: Annotated[bool, typer.Option("--deterministic", help="Deterministic algorithms (slower on GPU).")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    task: Annotated[str, typer.Argument(help=help_of(_F, "task"))],
+    data: Annotated[str, typer.Option(help=help_of(_F, "data"))],
+    out: Annotated[Path, typer.Option("--out", "-o", help=help_of(_F, "out"))],
+    init: str = opt(_F, "init"),
+    head: Annotated[str | None, typer.Option(help="Task head (segment: fcn or upernet; detect: faster_rcnn or cascade); the same as --task-option head=NAME.")] = None,
+    task_option: list[str] = opt(_F, "task_options", "--task-option", to_cli=format_assignments),
+    preset: str = opt(_F, "preset"),
+    epochs: int | None = opt(_F, "epochs"),
+    warmup_epochs: float = opt(_F, "warmup_epochs"),
+    batch: int | None = opt(_F, "batch"),
+    lr: float | None = opt(_F, "lr"),
+    min_lr: float = opt(_F, "min_lr"),
+    weight_decay: float | None = opt(_F, "weight_decay"),
+    layer_decay: float | None = opt(_F, "layer_decay"),
+    drop_path: float = opt(_F, "drop_path"),
+    schedule: str | None = opt(_F, "schedule"),
+    accum: int = opt(_F, "accum"),
+    input_size: int | None = opt(_F, "input_size"),
+    precision: str = opt(_F, "precision"),
+    compile: bool = opt(_F, "compile", "--compile"),
+    workers: int = opt(_F, "workers"),
+    threads: int = opt(_F, "threads"),
+    device: str = opt(_F, "device"),
+    nproc: int = opt(_F, "nproc"),
+    nnodes: int = opt(_F, "nnodes"),
+    node_rank: int = opt(_F, "node_rank"),
+    master_addr: str = opt(_F, "master_addr"),
+    master_port: int | None = opt(_F, "master_port"),
+    seed: int = opt(_F, "seed"),
+    save_every: int = opt(_F, "save_every"),
+    latest_every: int = opt(_F, "latest_every"),
+    log_every: int = opt(_F, "log_every"),
+    eval_every: int = opt(_F, "eval_every"),
+    vis_count: int = opt(_F, "vis_count"),
+    max_steps: int | None = opt(_F, "max_steps"),
+    max_minutes: float | None = opt(_F, "max_minutes"),
+    deterministic: bool = opt(_F, "deterministic", "--deterministic"),
+    tensorboard: bool = opt(_F, "tensorboard", "--tensorboard/--no-tensorboard"),
+    quiet: bool = opt(_F, "progress", "--quiet", "-q", to_cli=no_progress, help="No progress bar."),
 ) -> None:
     """Fine-tune InfMAE on a downstream task; evaluates every epoch, keeps the best checkpoint, writes
     results.json; re-run the same command to resume.
 
     Example: infmae finetune irstd --data ../shared/data/sirst --init runs/tiny --out runs/sirst-tiny --epochs 20
     """
+    params = dict(locals())
     from infmae.distributed import LaunchError
-    from infmae.finetune import FinetuneConfig, finetune
+    from infmae.finetune import finetune
 
-    given = {k: v for k, v in dict(
-        init=init, preset=preset, epochs=epochs, warmup_epochs=warmup_epochs, batch=batch, lr=lr, min_lr=min_lr,
-        weight_decay=weight_decay, layer_decay=layer_decay, drop_path=drop_path, schedule=schedule, accum=accum,
-        input_size=input_size, precision=precision, workers=workers, threads=threads, device=device, nproc=nproc,
-        nnodes=nnodes, node_rank=node_rank, master_addr=master_addr, master_port=master_port, seed=seed,
-        save_every=save_every, latest_every=latest_every, log_every=log_every, eval_every=eval_every,
-        vis_count=vis_count, max_steps=max_steps, max_minutes=max_minutes).items() if v is not None}
-    cfg = FinetuneConfig(data=data, out=str(out), task=task, task_options={"head": head} if head else {},
-                         compile=compile, deterministic=deterministic, progress=not quiet, **given)
+    task_options = _guard(parse_assignments, task_option, "--task-option")
+    if head is not None:
+        if task_options.get("head", head) != head:
+            fail(f"--head {head} and --task-option head={task_options['head']} disagree; give one")
+        task_options["head"] = head
+    cfg = config_from(FinetuneConfig, params, out=str(out), task_options=task_options, progress=not quiet)
     try:
         result = _guard(finetune, cfg)
     except LaunchError as exc:

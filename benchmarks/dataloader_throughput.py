@@ -11,7 +11,7 @@ has to exceed what the model consumes. This script measures both on this machine
 Usage: python benchmarks/dataloader_throughput.py [--size 224] [--batch 32] [--workers 0,1,2] [--models infmae_tiny,infmae_base]
 The load average is printed: figures measured while other work shared the machine are lower than idle ones.
 
-Packed path (issue 19), in the same run on the same frames: ``infmae.pack.pack`` builds a pack of them
+Packed path, in the same run on the same frames: ``infmae.pack.pack`` builds a pack of them
 (build img/s, bytes per image), then one process with one thread measures, alternating rounds with the
 decode path so that both see the same machine load:
 

@@ -1,4 +1,4 @@
-"""Dedupe speed and scale (issue 4).
+"""Dedupe speed and scale.
 
 1. Hashing: our ``compute_hashes`` (pHash) vs imagededup's PHash on the same real files in the same run,
    end to end from the file (decode + hash) and hash-only from already decoded arrays (the build's case: it

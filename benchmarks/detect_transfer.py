@@ -1,4 +1,4 @@
-"""Detection transfer on HIT-UAV (issue 16), and the detection fine-tuning step's throughput.
+"""Detection transfer on HIT-UAV, and the detection fine-tuning step's throughput.
 
 `transfer` (default): the budgeted comparison of the small-target experiment, for detection. Three starting
 points for infmae_tiny, each pre-trained (or not) with the same budget (steps x batch; optionally capped in

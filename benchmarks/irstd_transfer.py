@@ -1,4 +1,4 @@
-"""Infrared small-target transfer on SIRST (issue 15, paper Table 3 / Table 4's direction), and the irstd
+"""Infrared small-target transfer on SIRST (paper Table 3 / Table 4's direction), and the irstd
 fine-tuning step's throughput.
 
 `transfer` (default): four starting points for one preset (infmae_tiny on CPU), each pre-trained (or not)

@@ -4,8 +4,13 @@ Architecture (as img2dataset): a reader plans the work (enumerate sources, extra
 split items into parts), a per-part worker decodes, normalizes, hashes and stores images, and a writer
 commits each part's rows atomically to ``DIR/.work/parts``. The part is the unit of work, of resumption
 and of distribution: a killed build re-run with the same command skips committed parts and ends with the
-same manifest and files as an uninterrupted one. ``--shard K/N`` builds a deterministic 1/N of the
-inputs; :mod:`inf30.merge` combines shard outputs.
+same manifest and files as an uninterrupted one. The parts run through :class:`inf30.distribute.Distributor`
+(local processes, or a Ray cluster with ``distributor="ray"``); the driver alone commits them, so a killed
+driver resumes whichever backend ran the parts. ``--shard K/N`` builds a deterministic 1/N of the inputs;
+:mod:`inf30.merge` combines shard outputs.
+
+This stage does not start others: the near-duplicate stage (:mod:`inf30.dedupe`) and the download of
+remote sources are run around it by :mod:`pipelines.build` (what ``inf30 build`` calls).
 """
 
 from __future__ import annotations
@@ -13,11 +18,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import multiprocessing as mp
 import os
 import re
 import shutil
-import signal
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -41,6 +44,7 @@ from inf30.decode import (
     pixel_id,
     rgb_to_gray,
 )
+from inf30.distribute import Distributor, check_distributor
 from inf30.entropy import entropy8
 from inf30.errors import JobFailed, OutputError, UsageError, check
 from inf30.files import is_image_name
@@ -53,7 +57,8 @@ from inf30.sources import Input, SourceSpec, check_agc, check_video_every, enume
 from inf30.spec import is_remote
 from inf30.video import VideoError, is_video_name, sample_frames
 
-__all__ = ["BuildOptions", "BuildSummary", "build", "parse_shard", "summarize"]
+__all__ = ["BuildOptions", "BuildSummary", "build", "finish", "mark_exact_duplicates",
+           "parse_shard", "resummarize", "summarize"]
 
 
 @dataclass
@@ -69,13 +74,15 @@ class BuildOptions:
     max_pixels: int = option(DEFAULT_MAX_PIXELS, "Decompression-bomb limit in pixels.")
     shard: str | None = option(None, "Build only shard K of N (K from 0 to N-1), as K/N.")
     drop_pseudocolor: bool = option(False, "Drop pseudo-coloured / visible images.")
-    dedupe: bool = option(True, "Run near-duplicate removal after the build.")
+    dedupe: bool = option(True, "Run near-duplicate removal after the build (pipelines.build; build() alone never does).")
     hashes: tuple[str, ...] = option(("phash",), "Perceptual hashes to store, comma-separated (phash,dhash,whash,ahash).")
     progress: bool = option(True, "Show a progress bar.")
     part_size: int = option(256, "Images per unit of work (and of resumption); a video is a part of its own.")
     max_archive_bytes: int = option(64 << 30, "Extraction limit per archive, bytes.")
     max_archive_files: int = option(1_000_000, "Extraction limit per archive, members.")
     max_archive_depth: int = option(archive_mod.DEFAULT_MAX_DEPTH, "Archives inside archives are extracted up to this many levels (outer one included).")
+    distributor: str = option("local", "Where the parts run: local (processes) or ray (a Ray cluster).")
+    ray_address: str | None = option(None, "Ray cluster to join (HEAD:6379, or auto on a cluster node); default: a local Ray for the run. Needs --distributor ray.")
 
     def validate(self) -> None:
         """Raise :class:`~inf30.errors.UsageError` (one line, exit 2) for any out-of-range option (and
@@ -99,6 +106,7 @@ class BuildOptions:
         check(self.max_archive_bytes >= 1, f"--max-archive-bytes must be at least 1, got {self.max_archive_bytes}")
         check(self.max_archive_files >= 1, f"--max-archive-files must be at least 1, got {self.max_archive_files}")
         check(self.max_archive_depth >= 1, f"--max-archive-depth must be at least 1 (the outer archive), got {self.max_archive_depth}")
+        check_distributor(self.distributor, self.ray_address)
 
 
 @dataclass
@@ -485,6 +493,12 @@ def process_part(args: tuple[str, list[WorkItem], BuildOptions, str]) -> tuple[s
     return name, rows
 
 
+def worker_failed_rows(items: list[WorkItem], error: str | None) -> list[dict]:
+    """The rows of items whose worker failed on every attempt (``error``: the distributor's one line)."""
+    return [{**_base_row(item), "status": "dropped", "reason": f"corrupt | the worker building it failed: {error}"}
+            for item in items]
+
+
 # --------------------------------------------------------------------------------------------- writer
 _TMP_IMAGE = re.compile(r"\.tmp-[0-9a-f]{64}\.[A-Za-z0-9]+\.[A-Za-z0-9_]+")  # temporaries of stored images
 _TMP_TOP = re.compile(r"\.tmp-(manifest\.parquet|build\.json)\..+")  # atomic_path's, for DIR's own files
@@ -499,20 +513,6 @@ def _clean_temporaries(out_dir: Path) -> None:
     for tmp in doomed:
         with contextlib.suppress(OSError):
             tmp.unlink()
-
-
-def _pool_context():
-    """Worker processes come from a fork server: a clean process that imported the build's modules once,
-    so workers start fast and never inherit the threads (faiss, torch) of a long-lived caller, which can
-    deadlock a plain fork."""
-    ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["inf30.build"])
-    return ctx
-
-
-def _worker_init() -> None:
-    """Pool workers ignore Ctrl-C: the parent alone handles it (terminates the pool, prints one line)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 STALE_DEDUPE_OUTPUTS = ("dedupe/groups.parquet", "dedupe/groups.png")  # rewritten by each dedupe run
@@ -553,20 +553,24 @@ def write_build_json(out_dir: Path, record: dict) -> None:
     write_text_atomic(out_dir / "build.json", json.dumps(record, indent=2, default=str))
 
 
-def finish(out_dir: Path, df: pd.DataFrame, dedupe: bool, progress: bool, skipped: int, record: dict) -> BuildSummary:
-    """Write the manifest, run the dedupe stage (or drop an earlier run's stale groups), remove stored images
-    nothing points to, and write ``build.json`` whose summary is the final manifest's. Caller holds the lock."""
+def finish(out_dir: Path, df: pd.DataFrame, skipped: int, record: dict) -> BuildSummary:
+    """Write the manifest, drop an earlier dedupe run's stale groups, remove stored images nothing points
+    to, and write ``build.json`` whose summary is the manifest's. Caller holds the lock."""
     write_manifest(out_dir, df)
     remove_stale_dedupe_outputs(out_dir)
     summary = summarize(df, out_dir, skipped)
-    write_build_json(out_dir, {**record, "summary": asdict(summary)})  # agrees with the manifest written above
-    dedupe_text = None
-    if dedupe and summary.kept:
-        dedupe_text = run_dedupe(out_dir, progress)
-        df = read_manifest(out_dir)
-        summary = summarize(df, out_dir, skipped)
-    summary.dedupe = dedupe_text
     summary.pruned_images = prune_unreferenced_images(out_dir, df)
+    write_build_json(out_dir, {**record, "summary": asdict(summary)})  # agrees with the manifest written above
+    return summary
+
+
+def resummarize(out_dir: Path, before: BuildSummary, dedupe_text: str | None) -> BuildSummary:
+    """After a later stage rewrote ``out_dir``'s manifest (the dedupe stage): the summary of the manifest
+    as it is now, with ``dedupe_text``, also written into ``build.json``. Caller holds the lock."""
+    summary = summarize(read_manifest(out_dir), out_dir, before.skipped_files)
+    summary.pruned_images, summary.dedupe = before.pruned_images, dedupe_text
+    path = out_dir / "build.json"
+    record = json.loads(path.read_text()) if path.is_file() else {}
     write_build_json(out_dir, {**record, "summary": asdict(summary)})
     return summary
 
@@ -594,8 +598,11 @@ def summarize(df: pd.DataFrame, out_dir: Path, skipped: int = 0) -> BuildSummary
 
 
 def build(specs: list[SourceSpec], out_dir: str | Path, opts: BuildOptions | None = None) -> BuildSummary:
-    """Build (or resume building) a dataset from local sources into ``out_dir`` (a remote source is refused:
-    :func:`pipelines.build.fetch_remote` scrapes it first)."""
+    """Build (or resume building) a dataset from local sources into ``out_dir``: the manifest, the stored
+    images and ``build.json``, without near-duplicate removal (``opts.dedupe`` is the pipeline's:
+    :func:`pipelines.build.build_sources` runs the dedupe stage after this). A remote source is refused:
+    :func:`pipelines.build.fetch_remote` scrapes it first. A part whose worker dies on every attempt is redone
+    item by item; an item that still kills its worker is a dropped row that says so."""
     opts = opts or BuildOptions()
     opts.validate()
     out_dir = Path(out_dir)
@@ -612,7 +619,6 @@ def build(specs: list[SourceSpec], out_dir: str | Path, opts: BuildOptions | Non
         todo = [(n, items) for n, items in plan.parts if not (parts_dir / f"{n}.parquet").exists()]
         total = sum(len(items) for _, items in plan.parts)
         done_items = total - sum(len(items) for _, items in todo)
-        workers = opts.workers or os.cpu_count() or 1
         counts = Counter()
         bar = tqdm(
             total=total,
@@ -623,7 +629,6 @@ def build(specs: list[SourceSpec], out_dir: str | Path, opts: BuildOptions | Non
             dynamic_ncols=True,
         )
         jobs = [(n, items, opts, str(out_dir)) for n, items in todo]
-        sizes = {n: len(items) for n, items in todo}
 
         built: dict[str, pa.Table] = {}  # parts committed by this run, kept to skip reading them back
         seen: set[int] = set()  # 64-bit id prefixes of this run's kept rows, to count exact duplicates live
@@ -641,19 +646,30 @@ def build(specs: list[SourceSpec], out_dir: str | Path, opts: BuildOptions | Non
                     key = int(r["id"][:16], 16)
                     counts["duplicate"] += key in seen
                     seen.add(key)
-            bar.update(sizes[name])
             # which copy of an exact duplicate is kept is decided at the end; the counts are right already
             bar.set_postfix(kept=counts["kept"] - counts["duplicate"], dropped=counts["dropped"] + counts["duplicate"])
 
+        dist = Distributor(backend=opts.distributor, workers=opts.workers, progress=opts.progress,
+                           ray_address=opts.ray_address, preload=("inf30.build",), fatal=(OutputError,))
         try:
-            if workers <= 1 or len(jobs) <= 1:
-                for job in jobs:
-                    commit(*process_part(job))
-            else:
-                # workers ignore SIGINT; on Ctrl-C (or any error) leaving the block terminates them
-                with _pool_context().Pool(min(workers, len(jobs)), initializer=_worker_init) as pool:
-                    for name, rows in pool.imap_unordered(process_part, jobs):
-                        commit(name, rows)
+            # workers ignore SIGINT; on Ctrl-C (or an OutputError) the distributor stops them
+            failed = {}  # part name -> (items, error): its worker died (or it raised) on every attempt
+            for out in dist(process_part, jobs, weight=lambda job: len(job[1]), bar=bar):
+                if out.ok:
+                    commit(*out.value)
+                else:
+                    failed[jobs[out.index][0]] = (jobs[out.index][1], out.error)
+            # a failed part is redone item by item: the item that kills its worker (a decoder crash, out of
+            # memory) becomes a dropped row saying so, the others are built as usual
+            rows = {name: [] for name in failed}
+            singles = [(name, [item], opts, str(out_dir)) for name, (items, _) in failed.items() if len(items) > 1
+                       for item in items]  # fmt: skip
+            errors = {name: error for name, (items, error) in failed.items() if len(items) == 1}
+            for out in dist(process_part, singles, bar=bar, weight=lambda _job: 0):
+                name = singles[out.index][0]
+                rows[name] += out.value[1] if out.ok else worker_failed_rows(singles[out.index][1], out.error)
+            for name, (items, _) in failed.items():
+                commit(name, rows[name] + (worker_failed_rows(items, errors[name]) if name in errors else []))
         finally:
             bar.close()
         frames = [
@@ -672,11 +688,4 @@ def build(specs: list[SourceSpec], out_dir: str | Path, opts: BuildOptions | Non
             "options": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(opts).items()},
             "sources": [asdict(s) for s in specs],
         }
-        return finish(out_dir, df, opts.dedupe, opts.progress, plan.skipped_files, record)
-
-
-def run_dedupe(out_dir: Path, progress: bool) -> str | None:
-    """The near-duplicate stage (inf30.dedupe), run after the build; returns its summary text."""
-    from inf30.dedupe import dedupe_dataset  # here, not at the top: dedupe imports this module
-
-    return dedupe_dataset(out_dir, progress=progress).table()
+        return finish(out_dir, df, plan.skipped_files, record)

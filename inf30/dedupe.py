@@ -1,5 +1,6 @@
-"""Near-duplicate removal (issue 4): stage 2 near-copies by perceptual hash, stage 3 scene-level
-near-duplicates by ORB features, with anchors chosen in a deterministic order (paper section 3.1).
+"""Near-duplicate removal (issues 4, 17): stage 2 near-copies by perceptual hash, stage 3 scene-level
+near-duplicates (crops, shifts, video frames, curation crops) by ORB features, grouped along the verified
+links with anchors chosen in a deterministic order (paper section 3.1).
 
 Stage 1 (exact duplicates by pixel hash) happens in the build. This module:
 
@@ -8,10 +9,12 @@ Stage 1 (exact duplicates by pixel hash) happens in the build. This module:
 - decodes each kept image once to compute its scene features (and any perceptual hash the manifest lacks),
   cached under ``DIR/dedupe/cache/`` in chunk files keyed by image id (resumable, mergeable across shards);
 - stage 2: faiss binary index, range search under a Hamming threshold on the concatenated hash codes;
-- stage 3: faiss index over a bag-of-visual-words descriptor -> k nearest candidates -> each candidate pair
-  verified geometrically (:func:`inf30.scene.verify_pair`);
-- anchors: images visited in order (larger, then higher entropy, then id); an image not yet dropped becomes
-  an anchor and drops every later image linked to it by a stage 2 or stage 3 edge;
+- stage 3 candidates: k nearest images by a bag-of-visual-words descriptor (faiss), images with most
+  local-descriptor votes (faiss binary index: finds crops and their frames) and neighbours in source order;
+  each candidate pair is verified geometrically (:func:`inf30.scene.verify_pair`), lazily when groups are
+  whole connected components (pairs already in one group are skipped);
+- groups: images visited in order (larger, then higher entropy, then id); an image not yet in a group becomes
+  an anchor and takes every image within ``hops`` stage 2 or stage 3 links (0: its connected component);
 - writes the manifest atomically (``status``/``reason`` and ``dup_stage``, ``dup_anchor``, ``dup_evidence``),
   ``DIR/dedupe/groups.parquet`` and the contact sheet ``DIR/dedupe/groups.png``.
 
@@ -432,11 +435,6 @@ def _pair_frame(a: np.ndarray, b: np.ndarray, n: int, exclude: np.ndarray | None
     if exclude is not None:
         key = key[~np.isin(key, exclude)]
     return pd.DataFrame({"i": key // n, "j": key % n})
-
-
-def _pair_keys(pairs: pd.DataFrame, n: int) -> np.ndarray:
-    """Keys i * n + j of a frame of pairs (columns i, j, i < j)."""
-    return pairs["i"].to_numpy(np.int64) * n + pairs["j"].to_numpy(np.int64)
 
 
 def _similarity(desc: np.ndarray, pairs: pd.DataFrame) -> np.ndarray:

@@ -212,6 +212,17 @@ def import_ray() -> Any:
     return ray
 
 
+def check_distributor(backend: str, ray_address: str | None) -> None:
+    """The commands' ``--distributor`` / ``--ray-address``: a :class:`UsageError` for an unknown backend
+    or an address without ``ray``, the one-line install hint when ``ray`` is asked for and Ray is not
+    installed; called by the options' ``validate()``, before any work."""
+    check(backend in BACKENDS, f"--distributor must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    check(ray_address is None or backend == "ray", "--ray-address needs --distributor ray")
+    check(ray_address is None or bool(str(ray_address).strip()), "--ray-address must not be empty")
+    if backend == "ray":
+        import_ray()
+
+
 # ------------------------------------------------------------------------------------------- distributor
 @dataclass
 class Distributor:
@@ -345,4 +356,4 @@ class Distributor:
         return sorted(self(fn, units, **kwargs), key=lambda o: o.index)
 
 
-__all__ = ["BACKENDS", "Distributor", "Outcome", "import_ray", "one_line", "pool_context", "run_batch"]
+__all__ = ["BACKENDS", "Distributor", "Outcome", "check_distributor", "import_ray", "one_line", "pool_context", "run_batch"]

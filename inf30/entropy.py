@@ -284,11 +284,14 @@ def collect(
     workers: int = 0,
     raw: bool = False,
     progress: bool = True,
+    distributor: str = "local",
+    ray_address: str | None = None,
 ) -> EntropySet:
     """Entropies of every image under ``paths``: folders (recursive), image files, globs, or built
     datasets (their kept rows; the stored ``entropy`` column is used, images are decoded only where it
     is missing). Images are decoded the way the build decodes them, in ``workers`` processes
-    (0 = all cores). Undecodable files are recorded as failures, never raised."""
+    (0 = all cores), or as Ray tasks (``distributor="ray"``, on the cluster at ``ray_address``).
+    Undecodable files are recorded as failures, never raised."""
     if not paths:
         raise ValueError("give at least one PATH")
     out = EntropySet(label or " ".join(str(p) for p in paths))
@@ -315,46 +318,34 @@ def collect(
     tasks = unique
     if not out.items and not tasks:
         raise ValueError(f"no images found in {', '.join(str(p) for p in paths)}")
-    out.items += run_tasks(tasks, workers=workers, progress=progress, desc=f"entropy {out.label}"[:40])
+    out.items += run_tasks(tasks, workers=workers, progress=progress, desc=f"entropy {out.label}"[:40],
+                           distributor=distributor, ray_address=ray_address)
     return out
 
 
-def _ignore_sigint() -> None:
-    """Pool workers ignore Ctrl-C: the parent handles it (terminates the pool, one-line message)."""
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
 def run_tasks(
-    tasks: list[FileTask], workers: int = 0, progress: bool = True, desc: str = "entropy"
+    tasks: list[FileTask], workers: int = 0, progress: bool = True, desc: str = "entropy",
+    distributor: str = "local", ray_address: str | None = None,
 ) -> list[ItemEntropy]:
-    """Run :func:`_file_task` over ``tasks`` in a process pool (inline for small jobs or one worker).
+    """Run :func:`_file_task` over ``tasks`` through :class:`inf30.distribute.Distributor` (local processes,
+    inline for fewer than 32 tasks or one worker; or Ray tasks with ``distributor="ray"``).
 
     One result per task, in order, except for tasks that ask for the frames of a multi-frame file."""
     from tqdm import tqdm
 
+    from inf30.distribute import Distributor
+
     if not tasks:
         return []
-    n_workers = workers or os.cpu_count() or 1
-    n_workers = max(1, min(n_workers, len(tasks)))
-    bar = tqdm(total=len(tasks), desc=desc, unit="img", disable=not progress, leave=False)
+    n_workers = max(1, min(workers or os.cpu_count() or 1, len(tasks)))
+    chunk = max(1, min(64, len(tasks) // (n_workers * 8)))
+    dist = Distributor(backend=distributor, workers=workers, chunksize=chunk, ordered=True, inline_below=32,
+                       ray_address=ray_address, preload=("inf30.entropy", "inf30.decode"))
     results: list[ItemEntropy] = []
-    try:
-        if n_workers == 1 or len(tasks) < 32:
-            for task in tasks:
-                results += _file_task(task)
-                bar.update()
-        else:
-            import multiprocessing as mp
-
-            chunk = max(1, min(64, len(tasks) // (n_workers * 8)))
-            with mp.get_context().Pool(n_workers, initializer=_ignore_sigint) as pool:  # Ctrl-C: the parent's
-                for items in pool.imap(_file_task, tasks, chunksize=chunk):
-                    results += items
-                    bar.update()
-    finally:
-        bar.close()
+    with tqdm(total=len(tasks), desc=desc, unit="img", disable=not progress, leave=False) as bar:
+        for out in dist(_file_task, tasks, bar=bar):
+            # _file_task never raises; a worker that died on every attempt leaves the task's failure
+            results += out.value if out.ok else [ItemEntropy(tasks[out.index][1], tasks[out.index][2], error=out.error)]
     return results
 
 
@@ -582,6 +573,8 @@ class EntropyOptions:
     """Options of :func:`analyze` (``inf30 entropy``)."""
 
     workers: int = option(0, "Decode processes (0 = all cores).")
+    distributor: str = option("local", "Where the images are decoded: local (processes) or ray (a Ray cluster).")
+    ray_address: str | None = option(None, "Ray cluster to join (HEAD:6379, or auto on a cluster node); default: a local Ray for the run. Needs --distributor ray.")
     raw: bool = option(False, "Also the entropy of 16-bit/float inputs' raw values (256 bins).")
     n_boot: int = option(2000, "Bootstrap resamples for the comparison's interval.")
     ci: float = option(0.95, "Confidence level of the comparison's interval (0..1).")
@@ -595,6 +588,9 @@ class EntropyOptions:
         check(isinstance(self.n_boot, int) and self.n_boot >= 1, f"--n-boot must be at least 1, got {self.n_boot}")
         check(isinstance(self.ci, (int, float)) and 0 < self.ci < 1, f"ci must be between 0 and 1, got {self.ci}")
         check(isinstance(self.seed, int) and self.seed >= 0, f"--seed must be 0 or more, got {self.seed}")
+        from inf30.distribute import check_distributor
+
+        check_distributor(self.distributor, self.ray_address)
 
 
 def analyze(
@@ -606,6 +602,8 @@ def analyze(
     ci: float = EntropyOptions.ci,
     seed: int = EntropyOptions.seed,
     progress: bool = True,
+    distributor: str = EntropyOptions.distributor,
+    ray_address: str | None = EntropyOptions.ray_address,
 ) -> EntropyAnalysis:
     """Entropy statistics of ``paths`` (and of ``compare``, with the comparison), without building.
 
@@ -613,10 +611,12 @@ def analyze(
     image of a set decodes."""
     from inf30.errors import JobFailed
 
-    EntropyOptions(workers=workers, raw=raw, n_boot=n_boot, ci=ci, seed=seed).validate()
-    sets = [collect(paths, workers=workers, raw=raw, progress=progress)]
+    EntropyOptions(workers=workers, distributor=distributor, ray_address=ray_address, raw=raw, n_boot=n_boot,
+                   ci=ci, seed=seed).validate()
+    run = dict(workers=workers, raw=raw, progress=progress, distributor=distributor, ray_address=ray_address)
+    sets = [collect(paths, **run)]
     if compare:
-        sets.append(collect(compare, workers=workers, raw=raw, progress=progress))
+        sets.append(collect(compare, **run))
     for s in sets:
         if not len(s.values):
             fails = s.failures

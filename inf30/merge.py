@@ -1,8 +1,9 @@
 """`inf30 merge`: combine shard outputs of `inf30 build --shard K/N` into one dataset.
 
-Rows are concatenated, kept images linked (or copied) into the merged folder, cross-shard exact
-duplicates dropped with the same rule as a single build (first in item_key order wins), and the
-near-duplicate stage runs across shards from the shards' feature caches.
+Rows are concatenated, kept images linked (or copied) into the merged folder, and cross-shard exact
+duplicates dropped with the same rule as a single build (first in item_key order wins). This stage does not
+run the near-duplicate stage: :func:`pipelines.build.merge_shards` (what ``inf30 merge`` calls) runs it
+across shards afterwards, from the union of the shards' feature caches.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from inf30.manifest import read_manifest
 from inf30.reasons import DEDUPE_REASONS
 
 
-def merge(shard_dirs: list[str | Path], out_dir: str | Path, dedupe: bool = True, progress: bool = True) -> BuildSummary:
-    """Merge built shard folders into ``out_dir``; returns the merged summary."""
+def check_shards(shard_dirs: list[str | Path], out_dir: str | Path) -> list[Path]:
+    """The shard folders as paths; a one-line error (before anything is written) when there are none, one
+    has no manifest, or one is ``out_dir``."""
     shard_dirs = [Path(d) for d in shard_dirs]
     out_dir = Path(out_dir)
     if not shard_dirs:
@@ -31,6 +33,16 @@ def merge(shard_dirs: list[str | Path], out_dir: str | Path, dedupe: bool = True
             raise FileNotFoundError(f"{d}: no manifest.parquet; is it an `inf30 build --shard K/N` output folder?")
         if d.resolve() == out_dir.resolve():
             raise UsageError(f"--out {out_dir} must differ from the shard folders")
+    return shard_dirs
+
+
+def merge(shard_dirs: list[str | Path], out_dir: str | Path, redo_dedupe: bool = False,
+          progress: bool = True) -> BuildSummary:
+    """Merge built shard folders into ``out_dir``; returns the merged summary. The shards' near-duplicate
+    decisions are kept, unless ``redo_dedupe`` (the dedupe stage will re-make them across shards): then
+    those rows are kept again here."""
+    shard_dirs = check_shards(shard_dirs, out_dir)
+    out_dir = Path(out_dir)
     frames = []
     for d in shard_dirs:
         df = read_manifest(d)
@@ -40,8 +52,7 @@ def merge(shard_dirs: list[str | Path], out_dir: str | Path, dedupe: bool = True
     if df["item_key"].duplicated().any():
         dup = df.loc[df["item_key"].duplicated(), "item_key"].iloc[0]
         raise UsageError(f"item {dup!r} appears in two shard folders: were they built with different --shard N?")
-    # near-duplicate decisions are re-made across shards (when dedupe runs), so undo the shards' ones
-    if dedupe:
+    if redo_dedupe:
         redo = df["reason"].fillna("").str.startswith(DEDUPE_REASONS)
         df.loc[redo, "status"] = "kept"
         df.loc[redo, "reason"] = None
@@ -50,9 +61,5 @@ def merge(shard_dirs: list[str | Path], out_dir: str | Path, dedupe: bool = True
         for path, shard in tqdm(list(zip(kept["path"], kept["_shard_dir"], strict=True)), desc="merge",
                                 unit="img", disable=not progress):
             link_or_copy_atomic(Path(shard) / path, out_dir / path)
-        if dedupe:
-            from inf30.dedupe import merge_caches
-
-            merge_caches(shard_dirs, out_dir)
         df = mark_exact_duplicates(df.drop(columns=["_shard_dir"]))
-        return finish(out_dir, df, dedupe, progress, 0, {"merged_from": [str(d) for d in shard_dirs]})
+        return finish(out_dir, df, 0, {"merged_from": [str(d) for d in shard_dirs]})

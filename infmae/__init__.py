@@ -1,35 +1,44 @@
-"""InfMAE: information-aware masked autoencoder for infrared images (model, masking, backbone, checkpoints)."""
+"""InfMAE: information-aware masked autoencoder for infrared images (model, masking, backbone, checkpoints).
 
-from .backbone import InfMAEBackbone
-from .checkpoint import load_model, save_model
-from .masking import MaskGenerator, MaskInfo, information_aware_masking, random_masking
-from .model import (
-    PRESETS,
-    InfMAE,
-    convmae_base,
-    create_model,
-    infmae_base,
-    infmae_large,
-    infmae_small,
-    infmae_tiny,
-    mae_base,
-)
+The names below are imported on first use (PEP 562), so that ``import infmae.options`` (the CLI's option
+declarations) does not import torch.
+"""
 
-__all__ = [
-    "PRESETS",
-    "InfMAE",
-    "InfMAEBackbone",
-    "MaskGenerator",
-    "MaskInfo",
-    "convmae_base",
-    "create_model",
-    "infmae_base",
-    "infmae_large",
-    "infmae_small",
-    "infmae_tiny",
-    "information_aware_masking",
-    "load_model",
-    "mae_base",
-    "random_masking",
-    "save_model",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+#: public name -> the module that defines it
+_EXPORTS = {
+    "InfMAEBackbone": "backbone",
+    "save_model": "checkpoint",
+    "MaskGenerator": "masking",
+    "MaskInfo": "masking",
+    "information_aware_masking": "masking",
+    "random_masking": "masking",
+    "PRESETS": "model",
+    "InfMAE": "model",
+    "convmae_base": "model",
+    "create_model": "model",
+    "infmae_base": "model",
+    "infmae_large": "model",
+    "infmae_small": "model",
+    "infmae_tiny": "model",
+    "load_model": "model",
+    "mae_base": "model",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'infmae' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

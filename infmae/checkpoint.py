@@ -3,9 +3,9 @@
     DIR/model.safetensors   the state dict (the config is also stored in the safetensors metadata)
     DIR/config.json         `model.config`: the preset name and every option
 
-`save_model(model, DIR)` writes both atomically (temporary file + rename). `load_model(DIR | file)` rebuilds
-the model from the config and loads the weights, reporting missing / unexpected keys as a warning and in
-`model.load_info`. Torch files (.pt / .pth, e.g. a trainer's full checkpoint with {"model": state_dict,
+`save_model(model, DIR)` writes both atomically (temporary file + rename); `read_checkpoint(DIR | file)`
+gives the state dict and the config back (``infmae.model.load_model`` rebuilds the model from them, so this
+module never imports the model). Torch files (.pt / .pth, e.g. a trainer's full checkpoint with {"model": state_dict,
 "config": ...}) are read only with `torch.load(weights_only=True)`.
 """
 
@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -119,39 +118,12 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     return state, config
 
 
-def load_model(
-    path: str | Path, map_location: str | torch.device = "cpu", strict: bool = False
-) -> nn.Module:
-    """Rebuild the model from a checkpoint's config and load its weights.
-
-    Missing and unexpected keys are warned about and stored in `model.load_info`; with `strict` they raise.
-    """
-    from .model import model_from_config
-
-    state, config = read_checkpoint(path)
-    if config is None:
-        raise ValueError(f"{path}: no config.json or embedded config; cannot rebuild the model")
-    model = model_from_config(config)
-    result = model.load_state_dict(state, strict=False)
-    info = {"missing": list(result.missing_keys), "unexpected": list(result.unexpected_keys)}
-    if info["missing"] or info["unexpected"]:
-        msg = (
-            f"load_model({path}): {len(info['missing'])} missing keys {info['missing'][:8]}, "
-            f"{len(info['unexpected'])} unexpected keys {info['unexpected'][:8]}"
-        )
-        if strict:
-            raise RuntimeError(msg)
-        warnings.warn(msg, stacklevel=2)
-    model.load_info = info
-    return model.to(map_location)
-
-
 # ==========================================================================================================
 # Training checkpoints (the engine's; `infmae.engine`, `infmae.train`, `infmae.finetune`)
 # ==========================================================================================================
 #
 #   RUN_DIR/checkpoint-NAME/
-#     model.safetensors, config.json   the model (save_model above; load_model / read_checkpoint read it)
+#     model.safetensors, config.json   the model (save_model above; read_checkpoint reads it)
 #     train_state.pt                   optimizer, grad scaler, step, running sums, RNG states (tensors and
 #                                      primitive containers only: torch.load(weights_only=True))
 #     train_config.json                the full run configuration

@@ -7,7 +7,7 @@ Sources (:func:`open_source` picks the kind):
   Hub id: the first column whose feature type is ``datasets.Image``;
 - a plain folder of images (searched recursively).
 
-Every image is decoded to 8-bit gray (any mode, any size), then (paper recipe, IMPLEMENTATION-NOTES):
+Every image is decoded to 8-bit gray (any mode, any size), then (the paper's recipe):
 random resized crop to the input size (scale 0.2-1.0, aspect 3/4-4/3, bicubic), horizontal flip with p=0.5,
 gray replicated to 3 channels, normalized with mean 0.425 and std 0.200.
 

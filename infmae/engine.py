@@ -24,7 +24,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,9 +43,14 @@ from infmae.checkpoint import (
     write_checkpoint,
 )
 from infmae.distributed import DistInfo, default_nproc, env_world, init_distributed, inside_launcher, launch
+from infmae.options import (  # noqa: F401 - re-exported: the options lived here before infmae.options
+    PRECISIONS,
+    SCHEDULES,
+    RunConfig,
+    check,
+    check_device,
+)
 
-PRECISIONS = ("auto", "bf16", "fp16", "fp32")
-SCHEDULES = ("cosine", "poly")
 POLY_POWER = 0.9  # mmsegmentation's poly schedule
 
 
@@ -55,112 +60,6 @@ class TrainError(JobFailed, ValueError):
 
 class NonFiniteLossError(TrainError):
     """The loss became NaN or infinite; no optimizer step was taken and no checkpoint written after it."""
-
-
-def check(ok: bool, message: str) -> None:
-    """UsageError (exit 2) with ``message`` unless ``ok``."""
-    if not ok:
-        raise UsageError(message)
-
-
-def check_device(device: str) -> None:
-    """``auto``, ``cpu``, ``cuda``, ``cuda:N`` (or another torch device type); UsageError otherwise."""
-    if device == "auto":
-        return
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, ValueError):
-        raise UsageError(f"--device {device!r} is not a device; use auto, cpu, cuda or cuda:N") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"--device {device} asked for, but CUDA is not available; use --device cpu")
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise UsageError(f"--device {device}: only {torch.cuda.device_count()} GPU(s) visible")
-
-
-@dataclass
-class RunConfig:
-    """The options every training run takes (``infmae pretrain`` and ``infmae finetune``)."""
-
-    data: str
-    out: str
-    epochs: int = 100
-    warmup_epochs: float = 5.0  # linear warm-up, per iteration
-    batch: int = 8  # effective batch per optimizer step, over all processes and accumulation steps
-    lr: float | None = None  # peak learning rate (pre-training: default blr x batch / 256)
-    min_lr: float = 0.0
-    weight_decay: float = 0.05
-    layer_decay: float | None = None  # lr_scale = layer_decay ** (depth - layer); None = no decay
-    drop_path: float = 0.0
-    schedule: str = "cosine"  # cosine | poly
-    accum: int = 1
-    input_size: int = 224
-    precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | bf16 | fp16 | fp32
-    compile: bool = False
-    workers: int = 8
-    threads: int = 0  # torch CPU threads per process (0 = torch's default)
-    device: str = "auto"
-    nproc: int = 0  # processes per node; 0 = number of GPUs (1 on CPU)
-    nnodes: int = 1
-    node_rank: int = 0
-    master_addr: str = "127.0.0.1"
-    master_port: int | None = None
-    seed: int = 0
-    save_every: int = 40  # epochs between checkpoint-EPOCH folders (0: only after the last epoch)
-    latest_every: int = 200  # optimizer steps between checkpoint-latest updates (0: only at the end)
-    log_every: int = 10  # optimizer steps between metrics.jsonl lines (>= 1)
-    max_steps: int | None = None  # stop after this many optimizer steps in total (the schedule is unchanged)
-    max_minutes: float | None = None  # stop (with a checkpoint) after this much wall time
-    deterministic: bool = False
-    progress: bool = True
-    tensorboard: bool = True
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Any:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
-
-    def peak_lr(self) -> float:
-        """The schedule's peak learning rate."""
-        return float(self.lr if self.lr is not None else 1e-3)
-
-    def validate(self) -> None:
-        """Every option checked at once, before any work: UsageError (exit 2) with a one-line message."""
-        check(self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}")
-        check(self.warmup_epochs >= 0, f"--warmup-epochs must be >= 0, got {self.warmup_epochs}")
-        check(self.batch >= 1, f"--batch must be >= 1, got {self.batch}")
-        check(self.accum >= 1, f"--accum must be >= 1, got {self.accum}")
-        check(self.lr is None or (math.isfinite(self.lr) and self.lr > 0), f"--lr must be > 0, got {self.lr}")
-        check(math.isfinite(self.min_lr) and self.min_lr >= 0, f"--min-lr must be >= 0, got {self.min_lr}")
-        check(math.isfinite(self.weight_decay) and self.weight_decay >= 0,
-              f"--weight-decay must be >= 0, got {self.weight_decay}")
-        check(self.layer_decay is None or 0 < self.layer_decay <= 1,
-              f"--layer-decay must be in (0, 1], got {self.layer_decay}")
-        check(0 <= self.drop_path < 1, f"--drop-path must be in [0, 1), got {self.drop_path}")
-        check(self.schedule in SCHEDULES, f"--schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
-        check(self.input_size > 0 and self.input_size % 16 == 0,
-              f"--input-size must be a positive multiple of 16, got {self.input_size}")
-        check(self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        check(self.workers >= 0, f"--workers must be >= 0, got {self.workers}")
-        check(self.threads >= 0, f"--threads must be >= 0, got {self.threads}")
-        check(self.nproc >= 0, f"--nproc must be >= 0, got {self.nproc}")
-        check(self.nnodes >= 1, f"--nnodes must be >= 1, got {self.nnodes}")
-        check(0 <= self.node_rank < self.nnodes, f"--node-rank must be in [0, {self.nnodes}), got {self.node_rank}")
-        check(self.master_port is None or 0 < self.master_port < 65536,
-              f"--master-port must be in 1..65535, got {self.master_port}")
-        check(self.nnodes == 1 or self.master_port is not None, "multi-node runs need --master-addr and --master-port")
-        check(self.save_every >= 0, f"--save-every must be >= 0 (0: only after the last epoch), got {self.save_every}")
-        check(self.latest_every >= 0, f"--latest-every must be >= 0 (0: only at the end), got {self.latest_every}")
-        check(self.log_every >= 1, f"--log-every must be >= 1, got {self.log_every}")
-        check(self.max_steps is None or self.max_steps >= 1, f"--max-steps must be >= 1, got {self.max_steps}")
-        check(self.max_minutes is None or self.max_minutes > 0, f"--max-minutes must be > 0, got {self.max_minutes}")
-        check_device(self.device)
-        if self.device in ("auto", "cuda") and torch.cuda.is_available():
-            check(self.nproc <= torch.cuda.device_count(),
-                  f"--nproc {self.nproc} but {torch.cuda.device_count()} visible GPU(s); lower --nproc or use --device cpu")
-        check(not (self.precision == "fp16" and self.device == "cpu"),
-              "--precision fp16 needs a GPU; use bf16 or fp32 on the CPU")
-        if self.precision == "fp16" and self.device == "auto":
-            check(torch.cuda.is_available(), "--precision fp16 needs a GPU; use bf16 or fp32 on the CPU")
 
 
 # ----------------------------------------------------------------------------------------------- setup

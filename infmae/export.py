@@ -32,8 +32,8 @@ def export_encoder(ckpt: str | os.PathLike, out: str | os.PathLike, push: str | 
 
     Returns ``{"path": out, "params": number of encoder parameters, "keys": number of tensors, "url": ...}``.
     """
-    from infmae.checkpoint import load_model
     from infmae.hub import check_push
+    from infmae.model import load_model
 
     ckpt, out = Path(ckpt), Path(out)
     token = check_push(push) if push is not None else None

@@ -25,9 +25,8 @@ import contextlib
 import hashlib
 import json
 import random
-import re
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -48,15 +47,14 @@ from infmae.data import EpochBatchSampler
 from infmae.distributed import barrier, cleanup
 from infmae.engine import (
     Engine,
-    RunConfig,
     TrainError,
-    check,
     make_optimizer,
     note,
     run_locked,
     setup,
     wrap_model,
 )
+from infmae.options import HUB_ID, FinetuneConfig, init_kind, task_class  # noqa: F401 - re-exported
 
 BEST = "checkpoint-best"
 RESULTS = "results.json"
@@ -64,95 +62,9 @@ EVAL_SPLITS = ("val", "test")
 # settings that must not change when a run is resumed
 RESUME_KEYS = ("task", "init", "preset", "task_options", "input_size", "batch", "lr", "seed", "weight_decay",
                "layer_decay", "drop_path", "warmup_epochs", "min_lr", "schedule", "epochs")
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-
-
-@dataclass
-class FinetuneConfig(RunConfig):
-    """Everything that defines a fine-tuning run (stored in every checkpoint as ``train_config.json``).
-    Fields left None take the task's paper defaults (``DownstreamTask.defaults``)."""
-
-    task: str = "irstd"
-    init: str = "scratch"
-    preset: str = "infmae_base"  # the backbone of `--init scratch`
-    task_options: dict[str, Any] = field(default_factory=dict)  # e.g. {"head": "upernet"}
-    epochs: int | None = None  # type: ignore[assignment]
-    batch: int | None = None  # type: ignore[assignment]
-    input_size: int | None = None  # type: ignore[assignment]
-    weight_decay: float | None = None  # type: ignore[assignment]
-    schedule: str | None = None  # type: ignore[assignment]
-    warmup_epochs: float = 1.0
-    layer_decay: float | None = 0.75
-    workers: int = 4
-    save_every: int = 0
-    latest_every: int = 100
-    eval_every: int = 1  # epochs between evaluations (the last epoch is always evaluated)
-    vis_count: int = 4  # images of the fixed prediction sample
-
-    def resolved(self) -> FinetuneConfig:
-        """A copy with the task's defaults filled in (UsageError for an unknown task)."""
-        task_cls = task_class(self.task)
-        d = asdict(self)
-        for key, value in task_cls.defaults.items():
-            if key in d and d[key] is None:
-                d[key] = value
-        for key, value in {"epochs": 100, "batch": 8, "input_size": 256, "weight_decay": 0.05,
-                           "schedule": "cosine", "lr": 1e-3}.items():
-            if d[key] is None:
-                d[key] = value
-        return FinetuneConfig(**d)
-
-    def validate(self) -> None:
-        cfg = self.resolved()
-        RunConfig.validate(cfg)
-        from infmae.model import PRESETS
-
-        check(cfg.preset in PRESETS, f"--preset must be one of {', '.join(sorted(PRESETS))}, got {cfg.preset!r}")
-        check(cfg.eval_every >= 1, f"--eval-every must be >= 1, got {cfg.eval_every}")
-        check(cfg.vis_count >= 0, f"--vis-count must be >= 0, got {cfg.vis_count}")
-        check(cfg.input_size % 32 == 0, f"--input-size must be a multiple of 32 (F4 is 1/32), got {cfg.input_size}")
-        check(Path(cfg.data).is_dir(), f"--data {cfg.data}: no such folder")
-        init_kind(cfg.init)  # UsageError for a missing path that is not a Hub id
-        from infmae.tasks import DataLayoutError
-
-        try:  # the data's layout is part of the usage: checked before the run folder is made
-            task_class(cfg.task).detect_layout(Path(cfg.data))
-        except DataLayoutError as exc:
-            raise UsageError(str(exc)) from None
-
-
-def task_class(name: str) -> Any:
-    """`infmae.tasks.get_task(name)`; UsageError for an unknown name."""
-    from infmae.tasks import get_task
-
-    try:
-        return get_task(name)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
 
 
 # ----------------------------------------------------------------------------------------------- INIT
-def init_kind(init: str) -> str:
-    """``scratch``, ``run`` (a pre-training run folder), ``checkpoint`` (a folder with model.safetensors or
-    a weights file) or ``hub``; UsageError for anything else."""
-    if init == "scratch":
-        return "scratch"
-    p = Path(init)
-    if p.is_dir():
-        if (p / WEIGHTS_NAME).is_file() or any(q.suffix in (".pt", ".pth", ".bin", ".ckpt") for q in p.iterdir()):
-            return "checkpoint"
-        if any(d.name.startswith("checkpoint-") for d in p.iterdir()):
-            return "run"
-        raise UsageError(f"--init {init}: neither a checkpoint folder (model.safetensors) nor a run folder "
-                         "(checkpoint-*/)")
-    if p.is_file():
-        return "checkpoint"
-    if HUB_ID.match(init) and not init.startswith((".", "/", "~")):
-        return "hub"
-    raise UsageError(f"--init {init}: no such file or folder, and not a Hub id (ORG/NAME); use scratch, a run "
-                     "folder or checkpoint of `infmae pretrain`, an export folder or a Hub id")
-
-
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -31,6 +31,7 @@ per-position layer runs on Nv/N of the positions, and the depthwise convolution 
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checkpoint import read_checkpoint
 from .masking import MASKING_KINDS, MaskGenerator, MaskInfo
 from .pos_embed import sincos_2d
 
@@ -678,7 +680,6 @@ class InfMAE(nn.Module):
     ) -> InfMAE:
         """A checkpoint folder / file of ours, or a Hub repo id ("org/name", at `revision`, cached in
         `cache_dir`; offline with `local_files_only` or HF_HUB_OFFLINE=1 when the cache holds it)."""
-        from .checkpoint import load_model
         from .hub import resolve
 
         path = resolve(name_or_path, revision=revision, cache_dir=cache_dir, token=token,
@@ -777,9 +778,20 @@ class InfMAE(nn.Module):
 
     # -- optimisation -------------------------------------------------------------------------------------
 
-    def param_groups(self, weight_decay: float) -> list[dict[str, Any]]:
-        """AdamW groups: decay on weight matrices / conv kernels only; none on biases, norms, tokens."""
-        return param_groups(self, weight_decay)
+    def param_groups(self, weight_decay: float, layer_decay: float | None = None) -> list[dict[str, Any]]:
+        """AdamW groups: decay on weight matrices / conv kernels only; none on biases, norms, tokens. With
+        `layer_decay` (multiscale encoder) a per-group `lr_scale` of layer_decay ** (depth - layer) over the
+        encoder's layers (`MultiScaleEncoder.layer_id`), the decoder at 1.0."""
+        if layer_decay is None:
+            return param_groups(self, weight_decay)
+        if not isinstance(self.encoder, MultiScaleEncoder):
+            raise ValueError("layer_decay needs the multiscale encoder (the ViT encoder has no layer ids)")
+        n = sum(self.encoder.depths) + 1
+
+        def layer_id(name: str) -> int:
+            return self.encoder.layer_id(name[len("encoder.") :]) if name.startswith("encoder.") else n
+
+        return param_groups(self, weight_decay, layer_decay, layer_id, n)
 
 
 def _no_decay(name: str, param: torch.Tensor) -> bool:
@@ -881,6 +893,31 @@ def model_from_config(config: dict[str, Any]) -> InfMAE:
     if preset in PRESETS:
         return create_model(preset, **cfg)
     return InfMAE(preset=preset, **cfg)
+
+
+def load_model(
+    path: str | Path, map_location: str | torch.device = "cpu", strict: bool = False
+) -> InfMAE:
+    """Rebuild the model from a checkpoint's config (``infmae.checkpoint.read_checkpoint``) and load its weights.
+
+    Missing and unexpected keys are warned about and stored in `model.load_info`; with `strict` they raise.
+    """
+    state, config = read_checkpoint(path)
+    if config is None:
+        raise ValueError(f"{path}: no config.json or embedded config; cannot rebuild the model")
+    model = model_from_config(config)
+    result = model.load_state_dict(state, strict=False)
+    info = {"missing": list(result.missing_keys), "unexpected": list(result.unexpected_keys)}
+    if info["missing"] or info["unexpected"]:
+        msg = (
+            f"load_model({path}): {len(info['missing'])} missing keys {info['missing'][:8]}, "
+            f"{len(info['unexpected'])} unexpected keys {info['unexpected'][:8]}"
+        )
+        if strict:
+            raise RuntimeError(msg)
+        warnings.warn(msg, stacklevel=2)
+    model.load_info = info
+    return model.to(map_location)
 
 
 def infmae_tiny(**overrides: Any) -> InfMAE:

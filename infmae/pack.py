@@ -25,6 +25,7 @@ so racing writers are harmless).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -186,39 +187,39 @@ def _build_shard(source: ImageSource, out: Path, s: int, lo: int, hi: int, short
         pq.write_table(pa.table(rows, schema=INDEX_SCHEMA), tmp)
 
 
-_WORKER_SOURCE: ImageSource | None = None
-
-
 class _NoBar:
     def update(self, n: int) -> None:
         pass
 
 
-def _worker_init(src: str) -> None:
-    global _WORKER_SOURCE
+@functools.lru_cache(maxsize=2)
+def _worker_source(src: str) -> ImageSource:
+    """The source as a worker process opens it, once per process (the first shard it builds)."""
     import torch
 
     torch.set_num_threads(1)
-    _WORKER_SOURCE = open_source(src, check=1, packs=False)
+    return open_source(src, check=1, packs=False)
 
 
-def _worker_shard(out: Path, s: int, lo: int, hi: int, short_side: int) -> int:
-    assert _WORKER_SOURCE is not None
-    _build_shard(_WORKER_SOURCE, out, s, lo, hi, short_side, _NoBar())
+def _worker_shard(job: tuple[str, Path, int, int, int, int]) -> int:
+    """Worker: build shard ``s`` (items lo..hi-1) of ``src`` into ``out``; returns how many items."""
+    src, out, s, lo, hi, short_side = job
+    _build_shard(_worker_source(src), out, s, lo, hi, short_side, _NoBar())
     return hi - lo
 
 
 def _build_parallel(src: str, out: Path, jobs: list[tuple[int, int, int]], short_side: int, workers: int,
                     bar) -> None:
-    """Build shards ``(s, lo, hi)`` in ``workers`` spawned processes (each opens the source itself)."""
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    """Build shards ``(s, lo, hi)`` in ``workers`` processes (inf30.distribute: each opens the source itself,
+    once). A shard whose worker died on every attempt is a :class:`PackError` after the others are done."""
+    from inf30.distribute import Distributor
 
-    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_worker_init,
-                             initargs=(src,)) as ex:
-        futures = [ex.submit(_worker_shard, out, s, lo, hi, short_side) for s, lo, hi in jobs]
-        for f in as_completed(futures):
-            bar.update(f.result())
+    dist = Distributor(workers=workers, preload=("infmae.pack",), fatal=(DataError, OSError))
+    units = [(src, out, s, lo, hi, short_side) for s, lo, hi in jobs]
+    failed = [o for o in dist(_worker_shard, units, weight=lambda u: u[4] - u[3], bar=bar) if not o.ok]
+    if failed:
+        raise PackError(f"{len(failed)} shards failed (shard {units[failed[0].index][2]}: {failed[0].error}); "
+                        "re-run the same command to resume")
 
 
 def _finish(out: Path, plan: dict) -> tuple[int, int, int]:

@@ -1,4 +1,4 @@
-"""InfMAE pre-training: the paper's recipe (section 5.1, IMPLEMENTATION-NOTES), resumable and distributed.
+"""InfMAE pre-training: the paper's recipe (section 5.1), resumable and distributed.
 
 Shaped like facebookresearch/mae `main_pretrain.py`: :func:`pretrain` validates the options, locks the run
 folder and launches the workers; :func:`train_worker` sets up (data, model, optimizer, resume) and hands the
@@ -16,7 +16,7 @@ Run directory::
       .lock                  held while a run writes the folder (a second run into it is refused)
       checkpoint-latest/     every --latest-every steps and at the end (plus checkpoint-latest.prev while swapping)
       checkpoint-0040/ ...   every --save-every epochs and after the last epoch
-        model.safetensors, config.json   the model (infmae.checkpoint.load_model reads the folder)
+        model.safetensors, config.json   the model (infmae.model.load_model reads the folder)
         train_state.pt                   optimizer, grad scaler, step, running sums, RNG states
         train_config.json                the full training configuration
         trainer.json                     step, epoch, loss: written last, marks the folder complete
@@ -32,7 +32,7 @@ resumed run is the run that was interrupted (bitwise on CPU; see docs/pretrain.m
 from __future__ import annotations
 
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -65,44 +65,11 @@ from infmae.engine import (  # noqa: F401 - re-exported: the pre-training API be
     wrap_model,
 )
 from infmae.engine import lr_at as _lr_at
+from infmae.options import PretrainConfig  # noqa: F401 - re-exported
 
 # settings that must not change when a run is resumed (they change what a step computes)
 RESUME_KEYS = ("preset", "input_size", "batch", "blr", "lr", "seed", "mask_stride", "norm_pix_loss",
                "model_overrides", "weight_decay", "warmup_epochs", "min_lr", "schedule", "drop_path")
-
-
-@dataclass
-class PretrainConfig(RunConfig):
-    """Everything that defines a pre-training run (stored in every checkpoint as ``train_config.json``)."""
-
-    preset: str = "infmae_base"
-    epochs: int = 400
-    warmup_epochs: float = 40.0
-    batch: int = 256
-    blr: float = 1.5e-4
-    mask_stride: int = 4
-    norm_pix_loss: bool = False
-    model_overrides: dict[str, Any] = field(default_factory=dict)
-    vis_every: int = 5  # epochs between reconstruction PNGs (0 = only at the end)
-    vis_count: int = 4
-    loader: str = "auto"  # auto (packed for a pack, else decode) | packed | decode (infmae.data.make_loader)
-
-    def peak_lr(self) -> float:
-        """``--lr`` when given, else blr x effective batch / 256."""
-        return self.lr if self.lr is not None else self.blr * self.batch / 256
-
-    def validate(self) -> None:
-        super().validate()
-        from infmae.model import PRESETS
-
-        check(self.preset in PRESETS, f"--preset must be one of {', '.join(sorted(PRESETS))}, got {self.preset!r}")
-        check(self.blr > 0, f"--blr must be > 0, got {self.blr}")
-        check(self.mask_stride >= 1, f"--mask-stride must be >= 1, got {self.mask_stride}")
-        check(self.vis_every >= 0, f"--vis-every must be >= 0 (0: only at the end), got {self.vis_every}")
-        check(self.vis_count >= 1, f"vis_count must be >= 1, got {self.vis_count}")
-        check(self.loader in ("auto", "packed", "decode"),
-              f"--loader must be auto, packed or decode, got {self.loader!r}")
-        check(self.batch % self.accum == 0, f"--batch {self.batch} must be divisible by --accum {self.accum}")
 
 
 def base_lr(cfg: PretrainConfig) -> float:

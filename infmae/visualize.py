@@ -34,8 +34,8 @@ def reconstruct(model: torch.nn.Module, imgs: torch.Tensor) -> dict[str, torch.T
     pred = pred.float()
     if getattr(model, "norm_pix_loss", False) or model.config.get("norm_pix_loss"):
         target = model.patchify(imgs.float())  # predictions are per-patch normalized: undo with target stats
-        mean, var = target.mean(-1, keepdim=True), target.var(-1, keepdim=True)
-        pred = pred * (var + 1e-6) ** 0.5 + mean
+        t_mean, t_var = target.mean(-1, keepdim=True), target.var(-1, keepdim=True)  # not the pixel mean above
+        pred = pred * (t_var + 1e-6) ** 0.5 + t_mean
     p2c = pred.shape[-1]
     rec = model.unpatchify(pred, h, w)
     m = model.unpatchify(mask.float().unsqueeze(-1).expand(-1, -1, p2c), h, w)[:, :1]
@@ -127,7 +127,7 @@ def visualize_images(
     """``infmae visualize``: load a checkpoint, take a centered square view of each image at the input size
     (the checkpoint's training size, else the model's preprocessing input size), normalized with the model's
     preprocessing mean / std, and write the reconstruction figure to ``out`` (format of its extension)."""
-    from infmae.checkpoint import load_model
+    from infmae.model import load_model
 
     if input_size is not None and (input_size < 16 or input_size % 16):
         raise ValueError(f"--input-size must be a positive multiple of 16 (e.g. 224), got {input_size}")

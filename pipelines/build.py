@@ -1,16 +1,19 @@
-"""`inf30 build` end to end: sources -> (scrape the remote ones) -> build (with its dedupe stage).
+"""`inf30 build` and `inf30 merge` end to end: the stages in sequence, under one folder lock.
 
-:func:`inf30.sources.load_sources` only parses and checks; this module is where remote sources are
-brought to disk (into ``OUT/.work/scrape/<source>``) before the build reads them, under the output
-folder's lock for the whole sequence.
+build: sources -> (scrape the remote ones) -> :func:`inf30.build.build` -> :func:`inf30.dedupe.dedupe_dataset`;
+merge: shard folders -> :func:`inf30.merge.merge` -> the dedupe stage across shards. Each stage is a library
+function that starts no other stage; this module is where they are chained. The output folder's lock is held
+from the first download to the end of the dedupe stage, and ``build.json`` is rewritten after dedupe so its
+summary is the final manifest's. :func:`inf30.sources.load_sources` only parses and checks.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from inf30.build import BuildOptions, BuildSummary, build
+from inf30.build import BuildOptions, BuildSummary, build, resummarize
 from inf30.lock import lock_folder
+from inf30.merge import check_shards, merge
 from inf30.sources import load_sources
 from inf30.spec import SourceSpec, is_remote
 
@@ -31,14 +34,41 @@ def fetch_remote(specs: list[SourceSpec], out_dir: str | Path, progress: bool = 
     return out
 
 
+def dedupe_stage(out_dir: str | Path, summary: BuildSummary, progress: bool = True) -> BuildSummary:
+    """Run the near-duplicate stage on a folder just built or merged (when it kept anything) and return the
+    summary of the manifest it rewrote (also written into ``build.json``). Caller holds the lock."""
+    if not summary.kept:
+        return summary
+    from inf30.dedupe import dedupe_dataset
+
+    text = dedupe_dataset(out_dir, progress=progress).table()
+    return resummarize(Path(out_dir), summary, text)
+
+
 def build_sources(paths: list[str], out_dir: str | Path, opts: BuildOptions | None = None,
                   config: str | Path | None = None, patterns: bool = False) -> BuildSummary:
-    """Parse ``paths``/``config`` (checked before anything is created), scrape the remote sources, then
-    build ``out_dir``; the folder's lock is held from the first download to the end of the build."""
+    """Parse ``paths``/``config`` (checked before anything is created), scrape the remote sources, build
+    ``out_dir``, then (``opts.dedupe``, the default) remove near-duplicates; one lock for the whole run."""
     opts = opts or BuildOptions()
     opts.validate()
     specs = load_sources(paths, config=config, patterns=patterns)
-    if not any(is_remote(s) for s in specs):
-        return build(specs, out_dir, opts)
+    if not specs:
+        return build(specs, out_dir, opts)  # its one-line "no sources given", before the folder exists
     with lock_folder(out_dir):
-        return build(fetch_remote(specs, out_dir, progress=opts.progress), out_dir, opts)
+        summary = build(fetch_remote(specs, out_dir, progress=opts.progress), out_dir, opts)
+        return dedupe_stage(out_dir, summary, opts.progress) if opts.dedupe else summary
+
+
+def merge_shards(shard_dirs: list[str | Path], out_dir: str | Path, dedupe: bool = True,
+                 progress: bool = True) -> BuildSummary:
+    """Merge shard folders into ``out_dir`` and (``dedupe``) re-make the near-duplicate decisions across
+    shards, from the union of the shards' feature caches; one lock for the whole run."""
+    dirs = check_shards(shard_dirs, out_dir)  # before --out is created
+    with lock_folder(out_dir):
+        summary = merge(dirs, out_dir, redo_dedupe=dedupe, progress=progress)
+        if not dedupe:
+            return summary
+        from inf30.dedupe import merge_caches
+
+        merge_caches(dirs, Path(out_dir))
+        return dedupe_stage(out_dir, summary, progress)

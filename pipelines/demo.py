@@ -1,6 +1,6 @@
 """`make demo`: the main job end to end on a small built-in sample.
 
-sample sources -> `inf30 build` (with dedupe) -> printed summary -> `inf30 report` -> a few minutes of
+sample sources -> `inf30 build` (build, then dedupe: pipelines/build.py) -> printed summary -> `inf30 report` -> a few minutes of
 `infmae_tiny` pre-training on the CPU (pipelines/pretrain.py) -> the reconstruction PNG and the report's path.
 """
 
@@ -9,9 +9,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from inf30.build import BuildOptions, build
+from inf30.build import BuildOptions
 from inf30.sample import write_sample
-from inf30.sources import load_sources
+from pipelines.build import build_sources
 
 
 def run_demo(out: str | Path, workers: int = 0, pretrain_minutes: float = 3.0) -> dict:
@@ -21,7 +21,7 @@ def run_demo(out: str | Path, workers: int = 0, pretrain_minutes: float = 3.0) -
     info = write_sample(src)
     print(f"[1] sample sources: {info['files']} files in {src}")
     dataset = out / "inf30-demo"
-    summary = build(load_sources([str(src)], out_dir=dataset), dataset, BuildOptions(workers=workers))
+    summary = build_sources([str(src)], dataset, BuildOptions(workers=workers))
     print(f"[2] built {dataset}\n{summary.table()}")
     from inf30.report import ReportOptions, write_report
 

@@ -32,3 +32,52 @@ def sirst_dir(data_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def hituav_dir(data_dir: Path) -> Path:
     return data_dir / "hit-uav"
+
+
+# ------------------------------------------------------------------------------------------ real frames
+def mixed_frames(data_dir: Path, n: int) -> list[Path]:
+    """``n`` real frames, a fixed selection: the first ``n // 2`` SIRST images (mixed modes and sizes) and the
+    first ``n - n // 2`` HIT-UAV val frames (640x512 gray JPEG)."""
+    sirst = sorted((data_dir / "sirst" / "images").iterdir())[: n // 2]
+    return sirst + sorted((data_dir / "hit-uav" / "val").iterdir())[: n - n // 2]
+
+
+def link_folder(dst: Path, files: list[Path]) -> Path:
+    """A folder of symlinks to real images (nothing is copied); returns ``dst``."""
+    dst.mkdir(parents=True, exist_ok=True)
+    for f in files:
+        (dst / f.name).symlink_to(f)
+    return dst
+
+
+@pytest.fixture(scope="session")
+def real_frames(data_dir: Path):
+    """``real_frames(n)``: :func:`mixed_frames` of the shared data (a list of paths)."""
+    return lambda n: mixed_frames(data_dir, n)
+
+
+@pytest.fixture(scope="session")
+def frames_folder(data_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """``frames_folder(n)``: a folder of symlinks to :func:`mixed_frames` ``n`` (one per ``n``, shared by the
+    session: read it, never write into it)."""
+    made: dict[int, Path] = {}
+
+    def make(n: int) -> Path:
+        if n not in made:
+            made[n] = link_folder(tmp_path_factory.mktemp(f"frames{n}") / "frames", mixed_frames(data_dir, n))
+        return made[n]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def built_dataset(frames_folder, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A dataset built by ``inf30.build`` (one worker, no dedupe) from ``frames_folder(12)``: 6 SIRST and
+    6 HIT-UAV frames, all kept. Shared by the session: read it, never write into it."""
+    from inf30.build import BuildOptions, build
+    from inf30.sources import load_sources
+
+    src = frames_folder(12)
+    out = tmp_path_factory.mktemp("built") / "inf30"
+    build(load_sources([str(src)], out_dir=out), out, BuildOptions(workers=1, dedupe=False, progress=False))
+    return out

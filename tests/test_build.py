@@ -389,19 +389,20 @@ def test_every_common_format_mode_and_exif_orientation(sirst_dir, tmp_path):
 
 
 def test_sharded_build_and_merge_with_dedupe_equal_a_single_build(tmp_path):
-    """The default path (near-duplicate removal on) gives the same decisions sharded or not."""
-    from inf30.merge import merge
+    """The default path (near-duplicate removal on: the pipeline's build -> dedupe and merge -> dedupe)
+    gives the same decisions sharded or not."""
     from inf30.sample import write_sample
+    from pipelines.build import build_sources, merge_shards
 
     src = tmp_path / "src"
     write_sample(src, n_scenes=16)
     full = tmp_path / "full"
-    run_build([src], full, dedupe=True)
+    build_sources([str(src)], full, BuildOptions(**{**OPTS, "dedupe": True}))
     shards = []
     for k in range(2):
         shards.append(tmp_path / f"s{k}")
-        run_build([src], shards[-1], dedupe=True, shard=f"{k}/2")
-    merge(shards, tmp_path / "merged", progress=False)
+        build_sources([str(src)], shards[-1], BuildOptions(**{**OPTS, "dedupe": True, "shard": f"{k}/2"}))
+    merge_shards(shards, tmp_path / "merged", progress=False)
     a = read_manifest(full).sort_values("item_key").reset_index(drop=True)
     b = read_manifest(tmp_path / "merged").sort_values("item_key").reset_index(drop=True)
     assert a["reason"].fillna("").str.startswith(("near_copy", "near_duplicate")).sum() >= 2

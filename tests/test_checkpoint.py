@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from infmae.checkpoint import load_model, read_checkpoint, save_model
-from infmae.model import infmae_tiny
+from infmae.checkpoint import read_checkpoint, save_model
+from infmae.model import infmae_tiny, load_model
 
 torch.set_num_threads(1)
 

@@ -1,13 +1,13 @@
-"""Every field of the inf30 options dataclasses is reachable from the CLI, with the dataclass's default and
-help (the CLI takes both from the field, ``cli.opt``); a build run with a non-default value for every
-option records exactly those values in build.json."""
+"""Every field of the options dataclasses (inf30's and infmae's) is reachable from the CLI, with the
+dataclass's default and help (the CLI takes both from the field, ``cli.opt``); a build and a pre-training
+run with a non-default value for every option record exactly those values."""
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import operator
-import shutil
 from pathlib import Path
 
 import click
@@ -23,7 +23,18 @@ from inf30.publish import PublishOptions
 from inf30.report import ReportOptions
 from inf30.sample import SampleOptions
 from inf30.scrape.options import ScrapeOptions
+from infmae.convert import convert_checkpoint
+from infmae.export import export_encoder
+from infmae.options import (
+    ConvertOptions,
+    ExportOptions,
+    FinetuneConfig,
+    PretrainConfig,
+    VisualizeOptions,
+    parse_assignments,
+)
 from infmae.pack import PackOptions
+from infmae.visualize import visualize_images
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -103,13 +114,10 @@ def test_pack_options_are_reachable_from_infmae_pack():
             assert params[f.name].default in (None, default_of(PackOptions, f.name)), f.name
 
 
-def test_build_records_every_option_given_on_the_command_line(sirst_dir: Path, tmp_path: Path):
+def test_build_records_every_option_given_on_the_command_line(frames_folder, tmp_path: Path):
     """A real build with a non-default value for every BuildOptions field: build.json's options are those
     values (so each flag reaches its field, not only its default)."""
-    src = tmp_path / "src"
-    src.mkdir()
-    for p in sorted((sirst_dir / "images").glob("*.png"))[:3]:
-        shutil.copy(p, src / p.name)
+    src = frames_folder(4)
     out = tmp_path / "out"
     args = ["build", str(src), "--out", str(out), "--workers", "1", "--video-every", "2.5", "--min-size", "5",
             "--min-side", "3", "--agc", "2,98", "--max-pixels", "123456789", "--shard", "0/1", "--drop-pseudocolor",
@@ -122,7 +130,144 @@ def test_build_records_every_option_given_on_the_command_line(sirst_dir: Path, t
             "max_pixels": 123456789, "shard": "0/1", "drop_pseudocolor": True, "dedupe": False,
             "hashes": ["phash", "dhash"], "progress": False, "part_size": 7, "max_archive_bytes": 1000000,
             "max_archive_files": 99, "max_archive_depth": 2}
-    assert set(want) == {f.name for f in dataclasses.fields(BuildOptions)}  # every field is given above
+    # every field is given above, but the Ray backend's (a Ray cluster: tests/test_distribute.py starts one)
+    assert set(want) | {"distributor", "ray_address"} == {f.name for f in dataclasses.fields(BuildOptions)}
     assert {k: got[k] for k in want} == want
     for k, v in want.items():
         assert v != default_of(BuildOptions, k) and not (isinstance(v, list) and tuple(v) == default_of(BuildOptions, k)), k
+
+
+# ---------------------------------------------------------------------------------------------- infmae
+def _assignments(values: list[str]) -> dict:
+    return parse_assignments(values, "--x")
+
+
+INFMAE_CASES: dict[tuple[str, type], dict[str, tuple[str, object]]] = {
+    ("pretrain", PretrainConfig): {"model_overrides": ("model_override", _assignments),
+                                   "progress": ("quiet", operator.not_)},
+    ("finetune", FinetuneConfig): {"task_options": ("task_option", _assignments),
+                                   "progress": ("quiet", operator.not_)},
+    ("visualize", VisualizeOptions): {},
+    ("export", ExportOptions): {},
+    ("convert", ConvertOptions): {},
+}
+#: Fields with a default in the dataclass that the command line requires anyway, and why.
+REQUIRED_ON_CLI = {(FinetuneConfig, "task"): "the TASK argument: a fine-tuning run names its task"}
+
+
+def _infmae_fields():
+    for (command, cls), renames in INFMAE_CASES.items():
+        for f in dataclasses.fields(cls):
+            yield pytest.param(command, cls, f, renames.get(f.name, (f.name, None)), id=f"{command}-{f.name}")
+
+
+@pytest.mark.parametrize(("command", "cls", "field", "mapping"), list(_infmae_fields()))
+def test_every_infmae_field_is_an_option_with_the_dataclass_default(command, cls, field, mapping):
+    """A field without a default (--data, --out) is a required option; every other one an option whose
+    default is the field's (through the command's conversion) with the field's help."""
+    param_name, convert = mapping
+    params = _params(infmae_app, command)
+    assert param_name in params, f"{cls.__name__}.{field.name} is not reachable from `infmae {command}`"
+    param = params[param_name]
+    assert help_of(cls, field.name), f"{cls.__name__}.{field.name} has no help text"
+    if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
+        assert param.required, f"{cls.__name__}.{field.name} has no default: the option must be required"
+    elif (cls, field.name) in REQUIRED_ON_CLI:
+        assert param.required and param.param_type_name == "argument"
+    else:
+        assert not param.required
+        value = param.default if convert is None else convert(param.default)
+        assert value == default_of(cls, field.name)
+    if convert is None:
+        assert param.help == help_of(cls, field.name)
+
+
+def test_the_library_functions_default_as_their_options_dataclasses():
+    """``infmae visualize/export/convert`` call a library function with the dataclass's fields as keywords:
+    the function's own defaults are the same values (one default, not two that can drift)."""
+    for fn, cls in ((visualize_images, VisualizeOptions), (export_encoder, ExportOptions),
+                    (convert_checkpoint, ConvertOptions)):
+        sig = inspect.signature(fn).parameters
+        for f in dataclasses.fields(cls):
+            assert sig[f.name].default == default_of(cls, f.name), (fn.__name__, f.name)
+
+
+def test_assignments_parse_json_values_and_refuse_malformed_items():
+    assert parse_assignments(["depth=4", "masking=random", "scale=[0.5, 2]", "on=true", "name=a=b"], "--x") == {
+        "depth": 4, "masking": "random", "scale": [0.5, 2], "on": True, "name": "a=b"}
+    from inf30.errors import UsageError
+
+    for bad in (["depth"], ["=4"], ["a b=1"], ["depth=1", "depth=2"]):
+        with pytest.raises(UsageError, match="--x"):
+            parse_assignments(bad, "--x")
+
+
+def _one_line_exit_2(res) -> str:
+    assert res.exit_code == 2, res.output
+    lines = [line for line in res.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in res.output, res.output
+    return lines[0]
+
+
+@pytest.mark.parametrize(("override", "words"), [
+    ("no_such_option=1", "no_such_option: not a model option"),
+    ("depth", "expected KEY=VALUE"),
+    ("masking=bogus", "unknown masking"),
+])
+def test_bad_model_overrides_exit_2_before_any_work(frames_folder, tmp_path: Path, override: str, words: str):
+    run = tmp_path / "run"
+    res = CliRunner().invoke(infmae_app, ["pretrain", "--data", str(frames_folder(4)), "--out", str(run),
+                                          "--preset", "infmae_tiny", "--device", "cpu", "--model-override", override])
+    assert words in _one_line_exit_2(res)
+    assert not run.exists()
+
+
+@pytest.mark.parametrize(("task", "extra", "words"), [
+    ("irstd", ["--task-option", "no_such=1"], "irstd has no such option"),
+    ("segment", ["--task-option", "head=bogus"], "unknown segmentation head"),
+    ("segment", ["--head", "fcn", "--task-option", "head=upernet"], "disagree"),
+    ("irstd", ["--task-option", "channels"], "expected KEY=VALUE"),
+])
+def test_bad_task_options_exit_2_before_any_work(sirst_dir: Path, tmp_path: Path, task: str, extra: list[str],
+                                                 words: str):
+    run = tmp_path / "run"
+    res = CliRunner().invoke(infmae_app, ["finetune", task, "--data", str(sirst_dir), "--out", str(run),
+                                          "--device", "cpu", *extra])
+    assert words in _one_line_exit_2(res)
+    assert not run.exists()
+
+
+#: PretrainConfig fields a one-process CPU run cannot take another value for (the rest are all given below).
+PRETRAIN_LEFT_AT_DEFAULT = {"data", "out", "compile", "nnodes", "node_rank", "master_addr", "master_port"}
+
+
+def test_pretrain_records_every_option_given_on_the_command_line(frames_folder, tmp_path: Path):
+    """A real one-step infmae_tiny run with a non-default value for every other PretrainConfig field: the
+    checkpoint's train_config.json holds exactly those values (each flag reaches its field)."""
+    import torch
+
+    torch.set_num_threads(1)
+    run = tmp_path / "run"
+    want = {"preset": "infmae_tiny", "epochs": 2, "warmup_epochs": 0.5, "batch": 4, "blr": 2e-4, "lr": 1e-3,
+            "weight_decay": 0.01, "layer_decay": 0.9, "accum": 2, "input_size": 32, "mask_stride": 2,
+            "norm_pix_loss": True, "model_overrides": {"decoder_depth": 1}, "precision": "fp32", "workers": 0,
+            "threads": 1, "device": "cpu", "nproc": 1, "seed": 3, "save_every": 0, "latest_every": 0,
+            "vis_every": 0, "vis_count": 2, "log_every": 1, "max_steps": 1, "max_minutes": 30.0,
+            "deterministic": True, "loader": "decode", "schedule": "poly", "min_lr": 1e-6, "drop_path": 0.1,
+            "tensorboard": False, "progress": False}
+    assert set(want) | PRETRAIN_LEFT_AT_DEFAULT == {f.name for f in dataclasses.fields(PretrainConfig)}
+    args = ["pretrain", "--data", str(frames_folder(4)), "--out", str(run), "--preset", "infmae_tiny",
+            "--epochs", "2", "--warmup-epochs", "0.5", "--batch", "4", "--blr", "2e-4", "--lr", "1e-3",
+            "--weight-decay", "0.01", "--layer-decay", "0.9", "--accum", "2", "--input-size", "32",
+            "--mask-stride", "2", "--norm-pix-loss", "--model-override", "decoder_depth=1", "--precision", "fp32",
+            "--workers", "0", "--threads", "1", "--device", "cpu", "--nproc", "1", "--seed", "3",
+            "--save-every", "0", "--latest-every", "0", "--vis-every", "0", "--vis-count", "2", "--log-every", "1",
+            "--max-steps", "1", "--max-minutes", "30", "--deterministic", "--loader", "decode", "--schedule", "poly",
+            "--min-lr", "1e-6", "--drop-path", "0.1", "--no-tensorboard", "--quiet"]
+    res = CliRunner().invoke(infmae_app, args)
+    assert res.exit_code == 0, res.output
+    got = json.loads((run / "checkpoint-latest" / "train_config.json").read_text())["train"]
+    assert {k: got[k] for k in want} == want
+    for k, v in want.items():
+        assert v != default_of(PretrainConfig, k), k
+    assert not (run / "tb").exists()  # --no-tensorboard reached the engine, not only the config

@@ -1,4 +1,4 @@
-"""`infmae convert`: the authors' published checkpoint format -> our model, exactly (issue 14).
+"""`infmae convert`: the authors' published checkpoint format -> our model, exactly.
 
 The reference is ../shared/official: a small checkpoint in the published format, written by the authors' own
 model code, with the outputs their code computed (io.npz). The authors' code itself is not available here, so

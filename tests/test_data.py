@@ -24,38 +24,20 @@ from infmae.data import (
 )
 
 
-def link_images(dst: Path, files: list[Path]) -> Path:
-    """A folder of symlinks to real images (nothing is copied)."""
-    dst.mkdir(parents=True, exist_ok=True)
-    for f in files:
-        (dst / f.name).symlink_to(f)
-    return dst
-
-
 @pytest.fixture(scope="module")
-def real_folder(tmp_path_factory, sirst_dir: Path, hituav_dir: Path) -> Path:
-    files = sorted((sirst_dir / "images").iterdir())[:8] + sorted((hituav_dir / "val").iterdir())[:4]
-    return link_images(tmp_path_factory.mktemp("src") / "imgs", files)
+def real_folder(frames_folder) -> Path:
+    """12 real frames (6 SIRST, 6 HIT-UAV): the folder ``built_dataset`` is built from."""
+    return frames_folder(12)
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory, real_folder: Path) -> Path:
-    from inf30.build import BuildOptions, build
-    from inf30.sources import load_sources
-
-    out = tmp_path_factory.mktemp("built") / "inf30"
-    build(load_sources([str(real_folder)], out_dir=out), out, BuildOptions(workers=1, dedupe=False, progress=False))
-    return out
-
-
-def test_every_source_kind_loads(built: Path, real_folder: Path, tmp_path: Path) -> None:
+def test_every_source_kind_loads(built_dataset: Path, real_folder: Path, tmp_path: Path) -> None:
     from datasets import Dataset, Features, Value
     from datasets import Image as ImageFeature
 
     from inf30.publish import PublishOptions, publish
 
     published = tmp_path / "published"
-    publish(built, published, PublishOptions(progress=False))
+    publish(built_dataset, published, PublishOptions(progress=False))
     # a generic `datasets` folder: parquet with a differently named image column among other columns
     files = sorted(real_folder.iterdir())[:5]
     ds = Dataset.from_dict(
@@ -68,7 +50,7 @@ def test_every_source_kind_loads(built: Path, real_folder: Path, tmp_path: Path)
     on_disk = tmp_path / "saved"
     ds.save_to_disk(str(on_disk))
 
-    expected = {built: ("built dataset", 12), published: ("datasets", 12), real_folder: ("image folder", 12),
+    expected = {built_dataset: ("built dataset", 12), published: ("datasets", 12), real_folder: ("image folder", 12),
                 generic: ("datasets", 5), on_disk: ("datasets", 5)}
     for src, (kind, n) in expected.items():
         source = open_source(src)

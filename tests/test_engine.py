@@ -24,16 +24,6 @@ REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()
 
 
-def frames(data_dir: Path, dst: Path, n: int = 16) -> Path:
-    """A folder of symlinks to n real frames (half SIRST, half HIT-UAV)."""
-    dst.mkdir(parents=True, exist_ok=True)
-    files = sorted((data_dir / "sirst" / "images").iterdir())[: n // 2]
-    files += sorted((data_dir / "hit-uav" / "val").iterdir())[: n - n // 2]
-    for f in files:
-        (dst / f.name).symlink_to(f)
-    return dst
-
-
 def args(data: Path, run: Path, *extra: str) -> list[str]:
     """A tiny CPU pre-training: 16 frames, batch 4 -> 4 steps per epoch."""
     return ["pretrain", "--data", str(data), "--out", str(run), "--preset", "infmae_tiny", "--epochs", "2",
@@ -88,11 +78,11 @@ def test_bad_pretrain_options_exit_2_before_any_work(tmp_path: Path, bad: list[s
     assert not run.exists()
 
 
-def test_zero_intervals_mean_only_at_the_end(data_dir: Path, tmp_path: Path) -> None:
+def test_zero_intervals_mean_only_at_the_end(frames_folder, tmp_path: Path) -> None:
     """--latest-every 0 writes checkpoint-latest only at the end, --save-every 0 only the last epoch's folder
     (before the engine they divided by zero after the first step)."""
     torch.set_num_threads(1)
-    data, run = frames(data_dir, tmp_path / "frames"), tmp_path / "run"
+    data, run = frames_folder(16), tmp_path / "run"
     r = runner.invoke(infmae_app, args(data, run, "--latest-every", "0", "--save-every", "0"))
     assert r.exit_code == 0, r.output
     names = sorted(p.name for p in run.iterdir() if p.name.startswith("checkpoint-"))
@@ -102,10 +92,10 @@ def test_zero_intervals_mean_only_at_the_end(data_dir: Path, tmp_path: Path) -> 
     assert [x["epoch"] for x in epochs if x["kind"] == "epoch"] == [1, 2]
 
 
-def test_mid_epoch_kill_then_resume_logs_the_uninterrupted_epoch_mean(data_dir: Path, tmp_path: Path) -> None:
+def test_mid_epoch_kill_then_resume_logs_the_uninterrupted_epoch_mean(frames_folder, tmp_path: Path) -> None:
     """Killed inside the 3rd checkpoint write (step 3 of a 4-step epoch) and re-run: the same weights and the
     same epoch mean loss in metrics.jsonl as one uninterrupted run (the running sums are checkpointed)."""
-    data = frames(data_dir, tmp_path / "frames")
+    data = frames_folder(16)
     straight, run = tmp_path / "straight", tmp_path / "run"
     extra = ("--latest-every", "1", "--max-steps", "6")
     torch.set_num_threads(1)
@@ -134,10 +124,10 @@ def test_mid_epoch_kill_then_resume_logs_the_uninterrupted_epoch_mean(data_dir: 
     assert wa["running"] == wb["running"] and wa["step"] == wb["step"] == 6
 
 
-def test_a_second_run_into_a_busy_folder_is_refused_and_leaves_the_first_alone(data_dir: Path, tmp_path: Path) -> None:
+def test_a_second_run_into_a_busy_folder_is_refused_and_leaves_the_first_alone(frames_folder, tmp_path: Path) -> None:
     """Two real processes: while the first one is inside a checkpoint write, the same command is refused with
     one line (exit 1), and the first's temporary checkpoint is still there; the first then finishes."""
-    data, run = frames(data_dir, tmp_path / "frames"), tmp_path / "run"
+    data, run = frames_folder(16), tmp_path / "run"
     flag = tmp_path / "go"
     hold = f"(lambda tmp: [time.sleep(0.05) for _ in range(2400) if not os.path.exists({str(flag)!r})])"
     first = subprocess.Popen(patched(hold, *args(data, run, "--max-steps", "1")), stdout=subprocess.PIPE,
@@ -164,11 +154,11 @@ def test_a_second_run_into_a_busy_folder_is_refused_and_leaves_the_first_alone(d
     assert not list(run.glob(".tmp-*"))
 
 
-def test_truncated_latest_falls_back_and_garbage_everywhere_is_one_line(data_dir: Path, tmp_path: Path) -> None:
+def test_truncated_latest_falls_back_and_garbage_everywhere_is_one_line(frames_folder, tmp_path: Path) -> None:
     """A truncated checkpoint-latest: the re-run says so and resumes from the newest complete checkpoint
     (the epoch folder), ending equal to an uninterrupted run. Nothing readable: a one-line error, files kept."""
     torch.set_num_threads(1)
-    data = frames(data_dir, tmp_path / "frames")
+    data = frames_folder(16)
     straight, run = tmp_path / "straight", tmp_path / "run"
     extra = ("--save-every", "1", "--latest-every", "1", "--max-steps", "6")
     assert runner.invoke(infmae_app, args(data, straight, *extra)).exit_code == 0
@@ -195,11 +185,11 @@ def test_truncated_latest_falls_back_and_garbage_everywhere_is_one_line(data_dir
     assert sorted(p.name for p in run.glob("checkpoint-*")) == ["checkpoint-0001", "checkpoint-latest"]
 
 
-def test_a_full_disk_is_one_line_and_keeps_the_last_good_checkpoint(data_dir: Path, tmp_path: Path) -> None:
+def test_a_full_disk_is_one_line_and_keeps_the_last_good_checkpoint(frames_folder, tmp_path: Path) -> None:
     """RLIMIT_FSIZE (EFBIG: the path of a full disk or quota) caps files at 3 MB: infmae_tiny's weights
     (2.1 MB) fit, its optimizer state (4.3 MB) does not. The run stops with one line (exit 1), the previous
     checkpoint-latest is intact and loadable, no partial folder stays, and a re-run with room finishes."""
-    data, run = frames(data_dir, tmp_path / "frames"), tmp_path / "run"
+    data, run = frames_folder(16), tmp_path / "run"
     torch.set_num_threads(1)
     r = runner.invoke(infmae_app, args(data, run, "--max-steps", "2", "--latest-every", "2"))
     assert r.exit_code == 0, r.output
@@ -214,7 +204,8 @@ def test_a_full_disk_is_one_line_and_keeps_the_last_good_checkpoint(data_dir: Pa
     assert line.startswith(f"error: cannot write to {run}: File too large") and "re-run" in line
     assert f"last good checkpoint: {run / 'checkpoint-latest'} (intact)" in line
     assert json.loads((run / "checkpoint-latest" / "trainer.json").read_text())["step"] == 2
-    from infmae.checkpoint import load_model, read_training_checkpoint
+    from infmae.checkpoint import read_training_checkpoint
+    from infmae.model import load_model
 
     read_training_checkpoint(run / "checkpoint-latest")
     load_model(run / "checkpoint-latest")
@@ -245,12 +236,12 @@ for kind in ("pretrain", "backbone"):  # the warning is once per process: a seco
 """
 
 
-def test_ddp_has_no_grad_stride_mismatch(data_dir: Path, tmp_path: Path) -> None:
+def test_ddp_has_no_grad_stride_mismatch(frames_folder, tmp_path: Path) -> None:
     """`infmae pretrain --nproc 2` (real gloo processes) emits no "Grad strides do not match bucket view
     strides" warning. In fresh processes with a 1-rank gloo group (the same DDP reducer; the warning is
     once per process): without the engine's layout matching the warning is there (so the check can fail);
     with it, it is gone for the pre-training model and the fine-tuning backbone."""
-    data = frames(data_dir, tmp_path / "frames")
+    data = frames_folder(16)
     r = subprocess.run([INFMAE, *args(data, tmp_path / "a", "--max-steps", "1", "--nproc", "2")],
                        capture_output=True, text=True, env=ENV, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]

@@ -1,4 +1,4 @@
-"""`infmae export` and `infmae visualize` as a hostile user runs them (issue 13): user files survive a re-export,
+"""`infmae export` and `infmae visualize` as a hostile user runs them: user files survive a re-export,
 the folder lock, broken checkpoints, bad devices, sizes and output formats are one-line errors (exit 2)."""
 
 from __future__ import annotations

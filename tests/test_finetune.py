@@ -244,8 +244,8 @@ def test_init_from_a_pretrain_run_and_a_saved_model_and_wrong_architectures(sirs
     """INIT kinds: a run folder of a real (tiny) `infmae pretrain`, its `infmae export` folder, a `save_model`
     folder; the encoder weights are loaded (sha256 recorded, no missing keys but the F4 conv). A ViT
     checkpoint and a checkpoint whose weights do not fit its config are one-line errors (exit 1)."""
-    from infmae.checkpoint import load_model, save_model
-    from infmae.model import create_model
+    from infmae.checkpoint import save_model
+    from infmae.model import create_model, load_model
 
     data = mini_sirst(sirst_dir, tmp_path / "sirst", n_train=8, n_val=2, n_test=0)
     pre = tmp_path / "pre"

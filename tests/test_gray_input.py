@@ -1,4 +1,4 @@
-"""Gray model input (issue 19): a [B, 1, H, W] batch gives exactly what its 3-channel replication gives.
+"""Gray model input: a [B, 1, H, W] batch gives exactly what its 3-channel replication gives.
 
 Real infrared frames (SIRST, HIT-UAV) and the converted published checkpoint; fp32 on the CPU. The gray path
 sums the first patch embedding's kernel over channels, so it is not bitwise the 3-channel sum: outputs and
@@ -17,10 +17,10 @@ from conftest import shared_data_dir
 from torch import nn
 
 from infmae.backbone import InfMAEBackbone
-from infmae.checkpoint import load_model, save_model
+from infmae.checkpoint import save_model
 from infmae.convert import convert_checkpoint
 from infmae.data import MEAN, STD, load_gray, make_loader, open_source
-from infmae.model import InfMAE, create_model, infmae_tiny
+from infmae.model import InfMAE, create_model, infmae_tiny, load_model
 from infmae.pack import pack
 
 torch.set_num_threads(1)
@@ -39,16 +39,10 @@ CASES = {  # name -> (preset, overrides)
 }
 
 
-def frames(data_dir: Path, n: int) -> list[Path]:
-    """n real frames: half SIRST, half HIT-UAV (640x512)."""
-    files = sorted((data_dir / "sirst" / "images").iterdir())[: n // 2]
-    return files + sorted((data_dir / "hit-uav" / "val").iterdir())[: n - n // 2]
-
-
 @pytest.fixture(scope="module")
-def gray(data_dir: Path) -> torch.Tensor:
+def gray(real_frames) -> torch.Tensor:
     """4 real frames resized to 64x96, normalized: [4, 1, 64, 96]."""
-    arrs = [np.asarray(load_gray(f).resize((96, 64)), dtype=np.float32) for f in frames(data_dir, 4)]
+    arrs = [np.asarray(load_gray(f).resize((96, 64)), dtype=np.float32) for f in real_frames(4)]
     return (torch.from_numpy(np.stack(arrs))[:, None] / 255.0 - MEAN) / STD
 
 
@@ -185,11 +179,8 @@ def test_gray_trained_checkpoint_loads_and_runs_in_3_channel_use(gray: torch.Ten
 
 
 @pytest.fixture(scope="module")
-def packed(tmp_path_factory, data_dir: Path) -> Path:
-    src = tmp_path_factory.mktemp("src") / "frames"
-    src.mkdir()
-    for f in frames(data_dir, 4):
-        (src / f.name).symlink_to(f)
+def packed(tmp_path_factory, frames_folder) -> Path:
+    src = frames_folder(4)
     out = tmp_path_factory.mktemp("pack") / "pack"
     assert pack(src, out, short_side=96, progress=False).complete
     return out

@@ -1,4 +1,4 @@
-"""`from_pretrained`, `push_to_hub`, `infmae convert/export --push` through huggingface_hub (issue 14).
+"""`from_pretrained`, `push_to_hub`, `infmae convert/export --push` through huggingface_hub.
 
 The real Hub is unreachable here: every test runs huggingface_hub's own client code (create_repo,
 upload_folder with Xet uploads, hf_hub_download and its cache) in a real subprocess against the loopback

@@ -245,7 +245,8 @@ def test_checkpoints_without_eps_keys_load_as_they_were(tmp_path) -> None:
     they rebuild exactly that model, not the published eps."""
     from safetensors.torch import load_file, save_file
 
-    from infmae.checkpoint import load_model, save_model
+    from infmae.checkpoint import save_model
+    from infmae.model import load_model
 
     torch.manual_seed(0)
     old = infmae_tiny(norm_eps_conv=1e-6)  # the model an older version built for this config

@@ -22,29 +22,14 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 runner = CliRunner()
 
 
-def real_images(data_dir: Path, n: int = 64) -> list[Path]:
-    """n real frames: half SIRST (mixed modes and sizes), half HIT-UAV (640x512)."""
-    sirst = sorted((data_dir / "sirst" / "images").iterdir())[: n // 2]
-    hit = sorted((data_dir / "hit-uav" / "val").iterdir())[: n - n // 2]
-    return sirst + hit
-
-
-def link_folder(dst: Path, files: list[Path]) -> Path:
-    """A folder of symlinks to the real images (nothing is copied)."""
-    dst.mkdir(parents=True, exist_ok=True)
-    for f in files:
-        (dst / f.name).symlink_to(f)
-    return dst
-
-
-def test_infmae_tiny_overfits_a_fixed_batch_and_draws_it(data_dir: Path, tmp_path: Path) -> None:
+def test_infmae_tiny_overfits_a_fixed_batch_and_draws_it(real_frames, tmp_path: Path) -> None:
     from infmae.data import FileListSource, PretrainDataset
     from infmae.model import infmae_tiny
     from infmae.visualize import save_reconstruction
 
     torch.manual_seed(0)
     torch.set_num_threads(1)
-    files = [str(p) for p in real_images(data_dir, 64)]
+    files = [str(p) for p in real_frames(64)]
     ds = PretrainDataset(FileListSource(files, "image folder", "real"), 64)
     imgs = ds.fixed_views(64)  # [64, 3, 64, 64], one fixed batch
     assert imgs.shape == (64, 3, 64, 64)
@@ -81,13 +66,13 @@ def test_lr_schedule_follows_the_recipe() -> None:
     assert lr_at(400.0, cfg) == pytest.approx(0.0, abs=1e-12)
 
 
-def test_cli_pretrain_visualize_export(data_dir: Path, tmp_path: Path) -> None:
+def test_cli_pretrain_visualize_export(real_frames, frames_folder, tmp_path: Path) -> None:
     from safetensors.torch import load_file
 
-    from infmae.checkpoint import load_model
+    from infmae.model import load_model
 
-    files = real_images(data_dir, 64)
-    data = link_folder(tmp_path / "frames", files)
+    files = real_frames(64)
+    data = frames_folder(64)
     run = tmp_path / "run"
     cmd = [INFMAE, "pretrain", "--data", str(data), "--out", str(run), "--preset", "infmae_tiny", "--epochs", "2",
            "--warmup-epochs", "1", "--batch", "16", "--accum", "2", "--input-size", "64", "--workers", "1",
@@ -154,12 +139,12 @@ def test_bad_data_is_a_one_line_error(tmp_path: Path) -> None:
     assert res.stderr.strip().splitlines() == [f"error: no images in {tmp_path / 'empty'} (image folder)"]
 
 
-def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(data_dir: Path, tmp_path: Path) -> None:
-    from infmae.checkpoint import load_model
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(frames_folder, tmp_path: Path) -> None:
+    from infmae.model import load_model
     from infmae.train import NonFiniteLossError, PretrainConfig, pretrain
 
     torch.set_num_threads(1)
-    data = link_folder(tmp_path / "frames", real_images(data_dir, 16))
+    data = frames_folder(16)
     run = tmp_path / "run"
     # an absurd learning rate: step 1 is taken (finite loss), the weights blow up, step 2's loss is not finite
     cfg = PretrainConfig(data=str(data), out=str(run), preset="infmae_tiny", epochs=1, warmup_epochs=0,

@@ -27,12 +27,8 @@ K = 4  # optimizer steps
 ATOL = 1e-4
 
 
-def test_two_gloo_processes_match_one_process(data_dir: Path, tmp_path: Path) -> None:
-    data = tmp_path / "frames"
-    data.mkdir()
-    files = sorted((data_dir / "sirst" / "images").iterdir())[:16] + sorted((data_dir / "hit-uav" / "val").iterdir())[:16]
-    for f in files:
-        (data / f.name).symlink_to(f)
+def test_two_gloo_processes_match_one_process(frames_folder, tmp_path: Path) -> None:
+    data = frames_folder(32)
 
     args = ["--preset", "infmae_tiny", "--epochs", "2", "--warmup-epochs", "0", "--lr", "1e-3", "--batch", "8",
             "--input-size", "64", "--workers", "0", "--device", "cpu", "--max-steps", str(K), "--latest-every", "2",

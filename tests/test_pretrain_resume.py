@@ -21,16 +21,6 @@ PAUSED_CLI = ("import time, infmae.checkpoint as c; c.before_commit = lambda tmp
 N = 16  # optimizer steps; 64 images / batch 8 = 8 steps per epoch, so the kill lands in epoch 0 or 1
 
 
-def frames(data_dir: Path, dst: Path, n: int = 64) -> Path:
-    """A folder of symlinks to n real frames (half SIRST, half HIT-UAV)."""
-    dst.mkdir(parents=True, exist_ok=True)
-    files = sorted((data_dir / "sirst" / "images").iterdir())[: n // 2]
-    files += sorted((data_dir / "hit-uav" / "val").iterdir())[: n - n // 2]
-    for f in files:
-        (dst / f.name).symlink_to(f)
-    return dst
-
-
 def command(data: Path, run: Path, *extra: str) -> list[str]:
     return [INFMAE, "pretrain", "--data", str(data), "--out", str(run), "--preset", "infmae_tiny",
             "--epochs", "3", "--warmup-epochs", "1", "--batch", "8", "--input-size", "64", "--workers", "0",
@@ -70,12 +60,12 @@ def assert_same_run(a: Path, b: Path) -> None:
         assert all(torch.equal(pa[k], pb[k]) for k in pa)
 
 
-def test_kill_mid_run_and_mid_checkpoint_write_then_resume_bitwise(data_dir: Path, tmp_path: Path) -> None:
+def test_kill_mid_run_and_mid_checkpoint_write_then_resume_bitwise(frames_folder, tmp_path: Path) -> None:
     """N steps in one process == the same command SIGKILLed mid-run, re-run and SIGKILLed inside a checkpoint
     write, then re-run to N: same parameters and optimizer state, bitwise (CPU, --deterministic)."""
-    from infmae.checkpoint import load_model
+    from infmae.model import load_model
 
-    data = frames(data_dir, tmp_path / "frames")
+    data = frames_folder(64)
     straight, run = tmp_path / "straight", tmp_path / "run"
     r = subprocess.run(command(data, straight), capture_output=True, text=True, env=ENV, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]

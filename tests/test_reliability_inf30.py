@@ -217,7 +217,9 @@ def test_no_dedupe_rerun_drops_stale_groups_and_build_json_matches_the_manifest(
     _copy(frames[:3], src)
     # a near copy of the first frame: re-encoded smaller (a different id, the same picture)
     Image.open(frames[0]).resize((480, 384)).save(src / "copy_small.png")
-    _build([str(src)], out, dedupe=True)
+    from pipelines.build import build_sources  # build, then the dedupe stage (build() alone never dedupes)
+
+    build_sources([str(src)], out, BuildOptions(workers=1, progress=False, dedupe=True))
     df = read_manifest(out)
     assert df["reason"].fillna("").str.startswith(("near_copy", "near_duplicate")).sum() == 1
     record = json.loads((out / "build.json").read_text())

@@ -33,6 +33,9 @@ class DownstreamTask(ABC):
     # paper-section defaults the engine uses unless the user overrides them
     defaults: ClassVar[dict[str, Any]] = {"lr": 1e-3, "weight_decay": 0.05, "input_size": 256,
                                           "epochs": 100, "schedule": "cosine", "batch": 8}
+    # the keys of `options` the task reads (`infmae finetune --task-option KEY=VALUE` is checked against them);
+    # None: not declared, any key is accepted
+    option_keys: ClassVar[tuple[str, ...] | None] = None
     # the key of `evaluate()`'s result that decides the "best" checkpoint, and its direction
     primary_metric: ClassVar[str]
     primary_mode: ClassVar[str] = "max"  # "max": higher is better; "min": lower is better

@@ -219,6 +219,8 @@ class DetectTask(DownstreamTask):
     (256), `box_head_dim` (1024), `mask_dim` (256), `anchor_sizes`, `score_thresh` (0.01), `input_size`."""
 
     name = "detect"
+    option_keys = ("head", "masks", "fpn_channels", "box_head_dim", "mask_dim", "anchor_sizes", "score_thresh",
+                   "classes", "category_ids", "input_size")
     # paper 5.3: AdamW lr 1e-4, weight decay 0.1; a "1x" schedule of 12 epochs; input_size = the shorter side
     defaults = {"lr": 1e-4, "weight_decay": 0.1, "input_size": 512, "epochs": 12, "schedule": "cosine", "batch": 8}
     primary_metric = "map"

@@ -137,6 +137,7 @@ class IRSTDTask(DownstreamTask):
     (0.7, 1.4), "mismatch" "skip" (default) or "error" for a mask whose size differs from its image."""
 
     name: ClassVar[str] = "irstd"
+    option_keys = ("mismatch", "scale", "channels")
     defaults: ClassVar[dict[str, Any]] = {"lr": 1e-3, "weight_decay": 0.05, "input_size": 256, "epochs": 100,
                                           "schedule": "cosine", "batch": 8}
     primary_metric: ClassVar[str] = "iou"

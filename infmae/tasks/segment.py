@@ -131,6 +131,7 @@ class SegmentTask(DownstreamTask):
     random scale (0.5, 2.0); "classes" and "num_classes" are filled in from the data by `dataset()`."""
 
     name: ClassVar[str] = "segment"
+    option_keys = ("head", "channels", "scale", "classes", "num_classes", "input_size")
     defaults: ClassVar[dict[str, Any]] = {"lr": 1e-4, "weight_decay": 0.05, "input_size": 512, "epochs": 100,
                                           "schedule": "poly", "batch": 8}
     primary_metric: ClassVar[str] = "miou"
