@@ -50,6 +50,21 @@ def link_folder(dst: Path, files: list[Path]) -> Path:
     return dst
 
 
+def mini_sirst(sirst: Path, dst: Path, n_train: int = 16, n_val: int = 4, n_test: int = 4) -> Path:
+    """A small NUAA-SIRST: symlinks to the first images and masks of each real split."""
+    for sub in ("images", "masks", "idx_427"):
+        (dst / sub).mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", n_train), ("val", n_val), ("test", n_test)):
+        if not n:
+            continue
+        names = (sirst / "idx_427" / f"{split}.txt").read_text().split()[:n]
+        (dst / "idx_427" / f"{split}.txt").write_text("\n".join(names) + "\n")
+        for name in names:
+            (dst / "images" / f"{name}.png").symlink_to(sirst / "images" / f"{name}.png")
+            (dst / "masks" / f"{name}_pixels0.png").symlink_to(sirst / "masks" / f"{name}_pixels0.png")
+    return dst
+
+
 @pytest.fixture(scope="session")
 def real_frames(data_dir: Path):
     """``real_frames(n)``: :func:`mixed_frames` of the shared data (a list of paths)."""

@@ -222,6 +222,14 @@ def test_bad_model_overrides_exit_2_before_any_work(frames_folder, tmp_path: Pat
     assert not run.exists()
 
 
+def test_layer_decay_needs_the_multiscale_encoder(frames_folder, tmp_path: Path):
+    run = tmp_path / "run"
+    res = CliRunner().invoke(infmae_app, ["pretrain", "--data", str(frames_folder(4)), "--out", str(run),
+                                          "--preset", "mae_base", "--device", "cpu", "--layer-decay", "0.9"])
+    assert "--layer-decay needs the multiscale encoder" in _one_line_exit_2(res)
+    assert not run.exists()
+
+
 @pytest.mark.parametrize(("task", "extra", "words"), [
     ("irstd", ["--task-option", "no_such=1"], "irstd has no such option"),
     ("segment", ["--task-option", "head=bogus"], "unknown segmentation head"),
@@ -271,3 +279,40 @@ def test_pretrain_records_every_option_given_on_the_command_line(frames_folder, 
     for k, v in want.items():
         assert v != default_of(PretrainConfig, k), k
     assert not (run / "tb").exists()  # --no-tensorboard reached the engine, not only the config
+
+
+#: FinetuneConfig fields a one-process CPU run from scratch cannot take another value for (the rest: below).
+FINETUNE_LEFT_AT_DEFAULT = {"data", "out", "task", "init", "compile", "nnodes", "node_rank", "master_addr",
+                            "master_port"}
+
+
+def test_finetune_records_every_option_given_on_the_command_line(sirst_dir: Path, tmp_path: Path):
+    """A real one-step irstd run with a non-default value for every other FinetuneConfig field: the
+    checkpoint's train_config.json holds exactly those values."""
+    import torch
+    from conftest import mini_sirst
+
+    torch.set_num_threads(1)
+    data, run = mini_sirst(sirst_dir, tmp_path / "sirst", n_train=8, n_val=2, n_test=0), tmp_path / "run"
+    want = {"preset": "infmae_tiny", "task_options": {"channels": 16, "scale": [0.8, 1.2]}, "epochs": 2,
+            "warmup_epochs": 0.5, "batch": 4, "lr": 2e-3, "min_lr": 1e-6, "weight_decay": 0.01, "layer_decay": 0.9,
+            "drop_path": 0.1, "schedule": "poly", "accum": 2, "input_size": 64, "precision": "fp32", "workers": 0,
+            "threads": 1, "device": "cpu", "nproc": 1, "seed": 3, "save_every": 1, "latest_every": 1,
+            "log_every": 2, "eval_every": 2, "vis_count": 1, "max_steps": 1, "max_minutes": 30.0,
+            "deterministic": True, "tensorboard": False, "progress": False}
+    assert set(want) | FINETUNE_LEFT_AT_DEFAULT == {f.name for f in dataclasses.fields(FinetuneConfig)}
+    args = ["finetune", "irstd", "--data", str(data), "--out", str(run), "--preset", "infmae_tiny",
+            "--task-option", "channels=16", "--task-option", "scale=[0.8, 1.2]", "--epochs", "2",
+            "--warmup-epochs", "0.5", "--batch", "4", "--lr", "2e-3", "--min-lr", "1e-6", "--weight-decay", "0.01",
+            "--layer-decay", "0.9", "--drop-path", "0.1", "--schedule", "poly", "--accum", "2", "--input-size", "64",
+            "--precision", "fp32", "--workers", "0", "--threads", "1", "--device", "cpu", "--nproc", "1",
+            "--seed", "3", "--save-every", "1", "--latest-every", "1", "--log-every", "2", "--eval-every", "2",
+            "--vis-count", "1", "--max-steps", "1", "--max-minutes", "30", "--deterministic", "--no-tensorboard",
+            "--quiet"]
+    res = CliRunner().invoke(infmae_app, args)
+    assert res.exit_code == 0, res.output
+    got = json.loads((run / "checkpoint-latest" / "train_config.json").read_text())["train"]
+    assert {k: got[k] for k in want} == want
+    for k, v in want.items():
+        assert v != default_of(FinetuneConfig, k), k
+    assert not (run / "tb").exists()

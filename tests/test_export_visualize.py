@@ -118,3 +118,21 @@ def test_visualize_devices_sizes_and_formats(ckpt: Path, image: Path, tmp_path: 
         assert res.exit_code == 0, res.output
         with Image.open(tmp_path / name) as img:
             assert img.format == fmt and img.mode == "RGB"
+
+
+def test_reconstruction_of_a_per_patch_normalized_model_undoes_the_patch_statistics(image: Path):
+    """A ``norm_pix_loss`` model predicts per-patch normalized pixels: the figure maps them back with each
+    patch's own mean / std, then with the preprocessing mean / std (a [B, 3, H, W] result, as without it)."""
+    from infmae.data import load_gray
+    from infmae.visualize import normalize_gray, reconstruct
+
+    torch.manual_seed(0)
+    model = infmae_tiny(norm_pix_loss=True).eval()
+    x = normalize_gray(load_gray(image).resize((64, 32)), model.pretrained_cfg)[None]
+    parts = reconstruct(model, x)
+    assert parts["reconstruction"].shape == parts["original"].shape == (1, 3, 32, 64)
+    m = parts["mask"].bool().expand_as(parts["original"])
+    assert 0 < m.float().mean() < 1
+    assert torch.equal(parts["pasted"][~m], parts["original"][~m])  # visible patches: the image itself
+    # the masked patches are the prediction mapped back with each patch's statistics (not a constant image)
+    assert parts["reconstruction"].std() > 0.01

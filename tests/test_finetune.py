@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import mini_sirst
 from PIL import Image
 from torch import nn
 from typer.testing import CliRunner
@@ -157,21 +158,6 @@ def _register(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(infmae.tasks.TASKS, "pixel", "test_finetune:PixelTask")
     monkeypatch.syspath_prepend(str(HERE))
     torch.set_num_threads(1)
-
-
-def mini_sirst(sirst: Path, dst: Path, n_train: int = 16, n_val: int = 4, n_test: int = 4) -> Path:
-    """A small NUAA-SIRST: symlinks to the first images and masks of each real split."""
-    for sub in ("images", "masks", "idx_427"):
-        (dst / sub).mkdir(parents=True, exist_ok=True)
-    for split, n in (("train", n_train), ("val", n_val), ("test", n_test)):
-        if not n:
-            continue
-        names = (sirst / "idx_427" / f"{split}.txt").read_text().split()[:n]
-        (dst / "idx_427" / f"{split}.txt").write_text("\n".join(names) + "\n")
-        for name in names:
-            (dst / "images" / f"{name}.png").symlink_to(sirst / "images" / f"{name}.png")
-            (dst / "masks" / f"{name}_pixels0.png").symlink_to(sirst / "masks" / f"{name}_pixels0.png")
-    return dst
 
 
 def ft_args(data: Path, run: Path, *extra: str) -> list[str]:

@@ -192,6 +192,22 @@ def test_param_groups() -> None:
     torch.optim.AdamW(groups, lr=1e-3)
 
 
+def test_param_groups_with_layer_decay_scale_the_encoder_only() -> None:
+    """``--layer-decay`` in pre-training: lr_scale = D ** (depth - layer) over the encoder's layers (first patch
+    embedding lowest, deeper blocks higher), the decoder at 1.0; the same parameters, each once."""
+    model = infmae_tiny()
+    groups = model.param_groups(0.05, layer_decay=0.5)
+    scale = {id(p): g["lr_scale"] for g in groups for p in g["params"]}
+    assert sorted(scale) == sorted(id(p) for p in model.parameters())
+    named = dict(model.named_parameters())
+    n = sum(model.encoder.depths) + 1
+    assert scale[id(named["encoder.embed1.proj.weight"])] == pytest.approx(0.5 ** n)
+    assert scale[id(named["encoder.blocks.0.attn.qkv.weight"])] < scale[id(named["encoder.blocks.1.attn.qkv.weight"])] < 1
+    assert all(v == 1.0 for k, v in ((k, scale[id(p)]) for k, p in named.items()) if k.startswith("decoder."))
+    with pytest.raises(ValueError, match="multiscale"):
+        create_model("mae_base", depths=(1, 1, 1), embed_dims=(64, 64, 64), num_heads=2).param_groups(0.05, 0.5)
+
+
 def test_determinism_under_seed() -> None:
     torch.manual_seed(0)
     imgs = torch.randn(2, 3, 64, 64)
