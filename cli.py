@@ -287,7 +287,7 @@ def scrape_cmd(
     typer.echo(result.table())
 
 
-# --- inf30 dedupe (issues 4, 17) ---
+# --- inf30 dedupe ---
 # Every DedupeOptions field and every SceneParams field (scene_params) is an option, declared from the field
 # (cli.opt: the dataclass holds the default and the help).
 from inf30.dedupe import DedupeOptions  # noqa: E402

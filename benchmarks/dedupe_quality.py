@@ -1,8 +1,11 @@
 """Dedupe quality on real infrared pairs with known ground truth.
 
-Collection: every SIRST and HIT-UAV image of ``../shared/data`` plus one synthetic variant of each (crop of
-60-90 % of the area, zoom-crop resized back, shift, rotation by 2-8 degrees, AGC/gamma/brightness change,
-Gaussian noise, JPEG re-encode, or a combination), drawn with a fixed seed.
+Collection: every SIRST and HIT-UAV image of ``../shared/data`` (or the first ``--fraction`` of each folder,
+sequences whole) plus one synthetic variant of each (crop of 60-90 % of the area, zoom-crop resized back,
+shift, rotation by 2-8 degrees, AGC/gamma/brightness change, Gaussian noise, JPEG re-encode, or a
+combination) and one curation crop of each (``curate``: 20-60 % of the area with another aspect, resized,
+re-gained with a percentile AGC and gamma, JPEG of another quality; ``--no-curate`` leaves them out), drawn
+with fixed seeds.
 
 Labelled pairs:
 - positive: an image and its variant; two variants/images of one original; two HIT-UAV frames of one
@@ -13,11 +16,13 @@ Labelled pairs:
 - everything else (same flight, 6 to 500 frames apart; variants of neighbouring frames) is unlabelled and
   not counted: those may or may not show the same scene.
 
-It runs our stage 2 alone, stages 2+3 (the same code as ``inf30 dedupe``: faiss candidates + verification
-over the whole collection, not only over labelled pairs) and imagededup's PHash at its best threshold, and
-prints precision / recall on the same pairs.
+It runs our stage 2 alone, stages 2+3 (the same code as ``inf30 dedupe``: candidates + verification over the
+whole collection, not only over labelled pairs, grouped as ``dedupe_dataset`` groups) and imagededup's PHash
+at its best threshold, and prints precision / recall on the same pairs: ours by group (a pair counts when
+both images end in one group) and by verified link, imagededup by pair. Per positive type it prints the
+candidate recall (the pair reaches verification), the candidate-graph recall, the link and group recall.
 
-    .venv/bin/python benchmarks/dedupe_quality.py [--data ../shared/data] [--sheet /tmp/positives.png]
+    .venv/bin/python benchmarks/dedupe_quality.py [--data ../shared/data] [--fraction 0.25] [--hops 2]
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Near-duplicate removal (issues 4, 17): stage 2 near-copies by perceptual hash, stage 3 scene-level
+"""Near-duplicate removal: stage 2 near-copies by perceptual hash, stage 3 scene-level
 near-duplicates (crops, shifts, video frames, curation crops) by ORB features, grouped along the verified
 links with anchors chosen in a deterministic order (paper section 3.1).
 
@@ -70,7 +70,7 @@ class DedupeOptions:
     hash_threshold: int = option(8, "Stage 2: max Hamming distance per 64-bit hash (k hashes: k times it).")
     scene: bool = option(True, "Run stage 3 (scene-level near-duplicates: ORB + RANSAC).")
     scene_params: SceneParams = option(help="ORB feature and verification parameters.", factory=SceneParams)
-    neighbors: int = option(40, "Stage 3 candidates per image: its nearest images by whole-image descriptor.")
+    neighbors: int = option(20, "Stage 3 candidates per image: its nearest images by whole-image descriptor.")
     votes: int = option(10, "Stage 3 candidates per image: the images whose local descriptors are most often "
                             "nearest to its own (finds its crops and its source frame; 0 = off).")
     vote_keypoints: int = option(128, "Stage 3: descriptors per image (the strongest) that vote and are voted for.")

@@ -217,7 +217,7 @@ def test_curation_crops_are_dropped_end_to_end(tmp_path: Path, curated) -> None:
 
 
 def test_groups_follow_the_graph_not_only_direct_links() -> None:
-    """The issue's split: frames A, B of one road and their crops a, b; only A-B, A-a and a-b verify (B-b
+    """A split seen on real data: frames A, B of one road and their crops a, b; only A-B, A-a and a-b verify (B-b
     was never a candidate). The greedy star rule would keep two images of the scene; components keep one."""
     A, B, a, b = 0, 1, 2, 3
     edges = pd.DataFrame({"i": [A, A, a], "j": [B, a, b], "stage": [3, 3, 3], "evidence": ["AB", "Aa", "ab"]})
