@@ -309,6 +309,8 @@ def dedupe_cmd(
     vocab_size: int = opt(DedupeOptions, "vocab_size"),
     order: str = opt(DedupeOptions, "order", to_cli=csv_text),
     workers: int = opt(DedupeOptions, "workers"),
+    distributor: str = opt(DedupeOptions, "distributor"),
+    ray_address: str | None = opt(DedupeOptions, "ray_address"),
     sheet_groups: int = opt(DedupeOptions, "sheet_groups"),
     side: int = opt(SceneParams, "side"),
     nfeatures: int = opt(SceneParams, "nfeatures"),

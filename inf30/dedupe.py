@@ -24,12 +24,11 @@ the manifest's row order.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-import multiprocessing
 import os
 import time
 from collections.abc import Iterable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,7 +39,8 @@ import pandas as pd
 from tqdm import tqdm
 
 from inf30.atomic import atomic_path, link_or_copy_atomic, write_bytes_atomic
-from inf30.errors import UsageError
+from inf30.distribute import Distributor, check_distributor
+from inf30.errors import JobFailed, UsageError
 from inf30.hashing import HASHES, compute_hashes
 from inf30.lock import lock_folder
 from inf30.manifest import MANIFEST_NAME, read_manifest, write_manifest, write_table
@@ -55,8 +55,6 @@ ORDER_KEYS = ("size", "entropy")
 FLAT_LIMIT = 100_000  # exact (flat) binary index for stage 2 up to this many images, IVF beyond
 VOTE_FLAT_LIMIT = 20_000  # exact binary index of local descriptors for the votes up to this many, IVF beyond
 FLOAT_FLAT_LIMIT = 20_000  # exact (flat) float index for stage 3 candidates up to this many images, IVF beyond
-# workers are spawned, not forked: a fork after faiss/OpenMP threads ran can deadlock the child
-_MP = multiprocessing.get_context("spawn")
 
 
 @dataclass
@@ -83,6 +81,8 @@ class DedupeOptions:
     order: tuple[str, ...] = option(("size", "entropy"), "Anchor order keys, each descending, comma-separated "
                                     "(size = pixels, entropy); ties by id.")
     workers: int = option(0, "Processes for features and verification (0 = all cores); never changes the result.")
+    distributor: str = option("local", "Where features and verification run: local (processes) or ray (a Ray cluster).")
+    ray_address: str | None = option(None, "Ray cluster to join (HEAD:6379, or auto on a cluster node); default: a local Ray for the run. Needs --distributor ray.")
     sheet_groups: int = option(8, "Groups shown in dedupe/groups.png (largest first).")
 
     def validate(self) -> None:
@@ -114,7 +114,14 @@ class DedupeOptions:
             raise UsageError(f"workers must be 0 (all cores) or more, got {self.workers}")
         if self.sheet_groups < 0:
             raise UsageError(f"sheet groups must be 0 or more, got {self.sheet_groups}")
+        check_distributor(self.distributor, self.ray_address)
         self.scene_params.validate()
+
+    def distributor_for(self, **kw) -> Distributor:
+        """A :class:`~inf30.distribute.Distributor` of this run's backend and workers (its workers come from a
+        fork server, so they never inherit faiss/OpenMP threads of this process, which can deadlock a fork)."""
+        return Distributor(backend=self.distributor, workers=self.workers, ray_address=self.ray_address,
+                           preload=("inf30.dedupe",), **kw)
 
 
 @dataclass
@@ -338,30 +345,24 @@ def verify_candidates(
     params: SceneParams,
     workers: int = 1,
     progress: bool = False,
-    executor: ProcessPoolExecutor | None = None,
+    dist: Distributor | None = None,
 ) -> np.ndarray:
     """RANSAC inlier counts (M,) int32 of candidate pairs (columns i, j index ``feats``); same result for
-    any worker count. ``executor``: a process pool to reuse (else one is made when workers > 1)."""
+    any worker count. Chunks of pairs run through ``dist`` (an ordered :class:`Distributor`, e.g. one kept
+    open across rounds; by default local processes, ``workers`` of them). A chunk whose worker failed on
+    every attempt is a :class:`JobFailed`."""
     ij = list(zip(pairs["i"].to_numpy(), pairs["j"].to_numpy(), strict=True))
-    size = max(16, min(256, -(-len(ij) // max(1, 4 * workers))))  # several chunks per worker, at most 256 pairs
+    n_workers = workers or os.cpu_count() or 1
+    size = max(16, min(256, -(-len(ij) // max(1, 4 * n_workers))))  # several chunks per worker, at most 256 pairs
     chunks = [ij[s : s + size] for s in range(0, len(ij), size)]
-    tasks = (([(feats[i], feats[j]) for i, j in c], params) for c in chunks)
+    tasks = [([(feats[i], feats[j]) for i, j in c], params) for c in chunks]
+    dist = dist or Distributor(workers=workers, ordered=True, preload=("inf30.dedupe",))
     out: list[int] = []
-    bar = tqdm(total=len(ij), desc="verify pairs", unit="pair", disable=not progress)
-    if workers <= 1 or len(chunks) <= 1:
-        for t in tasks:
-            out += _verify_chunk(t)
-            bar.update(len(t[0]))
-    else:
-        ex = executor or ProcessPoolExecutor(workers, mp_context=_MP)
-        try:
-            for res in ex.map(_verify_chunk, tasks):
-                out += res
-                bar.update(len(res))
-        finally:
-            if executor is None:
-                ex.shutdown()
-    bar.close()
+    with tqdm(total=len(ij), desc="verify pairs", unit="pair", disable=not progress) as bar:
+        for res in dist(_verify_chunk, tasks, weight=lambda t: len(t[0]), bar=bar):
+            if not res.ok:
+                raise JobFailed(f"verifying {len(tasks[res.index][0])} candidate pairs failed: {res.error}")
+            out += res.value
     return np.asarray(out, dtype=np.int32)
 
 
@@ -481,6 +482,7 @@ def verify_lazily(
     uf: UnionFind,
     workers: int = 1,
     progress: bool = False,
+    dist: Distributor | None = None,
 ) -> pd.DataFrame:
     """Verify the candidate pairs (columns i, j, similarity) that can still change a group.
 
@@ -491,30 +493,27 @@ def verify_lazily(
     inlier counts (columns i, j, similarity, inliers). The connected components are those a verification of
     every candidate would give; the result depends on the candidates only, never on the worker count. An
     empty ``uf`` (``UnionFind(0)``) verifies every candidate (for groups limited to a number of hops).
+    ``dist``: the ordered :class:`Distributor` the rounds share (default: ``workers`` local processes).
     """
     lazy = len(uf.parent) > 0  # an empty UnionFind: verify every candidate
     order = np.lexsort((cand["j"].to_numpy(), cand["i"].to_numpy(), -cand["similarity"].to_numpy()))
     c = cand.iloc[order].reset_index(drop=True)
     ci, cj = c["i"].to_numpy(np.int64), c["j"].to_numpy(np.int64)
     done: list[pd.DataFrame] = []
-    bar = tqdm(total=len(c), desc="verify pairs", unit="pair", disable=not progress)
-    ex = ProcessPoolExecutor(workers, mp_context=_MP) if workers > 1 and len(c) > 256 else None
-    try:
+    dist = dist or Distributor(workers=workers, ordered=True, preload=("inf30.dedupe",))
+    session = dist if len(c) > 256 else contextlib.nullcontext()  # one pool (Ray connection) for every round
+    with session, tqdm(total=len(c), desc="verify pairs", unit="pair", disable=not progress) as bar:
         for start in range(0, len(c), LAZY_BATCH):
             rows = range(start, min(start + LAZY_BATCH, len(c)))
             sel = [k for k in rows if not lazy or uf.find(ci[k]) != uf.find(cj[k])]
             if sel:
                 part = c.iloc[sel]
-                inl = verify_candidates(feats, part, params, workers, executor=ex)
+                inl = verify_candidates(feats, part, params, workers, dist=dist)
                 done.append(part.assign(inliers=inl))
                 for a, b, n in zip(ci[sel], cj[sel], inl, strict=True):
                     if lazy and n >= params.min_inliers:
                         uf.union(int(a), int(b))
             bar.update(min(LAZY_BATCH, len(c) - start))
-    finally:
-        if ex is not None:
-            ex.shutdown()
-        bar.close()
     if not done:
         return c.iloc[:0].assign(inliers=np.zeros(0, np.int32))
     return pd.concat(done, ignore_index=True)
@@ -593,8 +592,8 @@ def find_edges(
                 uf.union(int(a), int(b))
     if opts.scene and feats is not None and len(feats) > 1:
         cand = scene_candidates(feats, opts, train_ids, order_keys)
-        workers = opts.workers or os.cpu_count() or 1
-        v = verify_lazily(feats, cand, opts.scene_params, uf if opts.hops == 0 else UnionFind(0), workers, progress)
+        v = verify_lazily(feats, cand, opts.scene_params, uf if opts.hops == 0 else UnionFind(0), opts.workers,
+                          progress, dist=opts.distributor_for(ordered=True))
         if trace is not None:
             key = v["i"].to_numpy(np.int64) * n + v["j"].to_numpy(np.int64)
             inl = pd.Series(v["inliers"].to_numpy(), index=key)
@@ -767,21 +766,13 @@ def compute_features(
         todo.append((ident, str(Path(dataset_dir) / str(path)), kinds, opts.scene_params))
     if not todo:
         return cache
-    workers = opts.workers or os.cpu_count() or 1
-    bar = tqdm(total=len(todo), desc="scene features", unit="img", disable=not progress)
+    dist = opts.distributor_for(chunksize=16, ordered=True, desc="scene features", unit="img", progress=progress)
     try:
-        if workers <= 1:
-            for t in todo:
-                cache.add(*_feature_task(t))
-                bar.update()
-        else:
-            with ProcessPoolExecutor(workers, mp_context=_MP) as ex:
-                for res in ex.map(_feature_task, todo, chunksize=16):
-                    cache.add(*res)
-                    bar.update()
+        for out in dist(_feature_task, todo):
+            # _feature_task never raises; an image whose worker died on every attempt counts as unreadable
+            cache.add(*(out.value if out.ok else (todo[out.index][0], EMPTY, {}, False)))
     finally:
         cache.flush()  # keep what was computed (resumable after Ctrl-C)
-        bar.close()
     return cache
 
 

@@ -24,6 +24,7 @@ import collections
 import concurrent.futures as cf
 import multiprocessing as mp
 import os
+import pickle
 import signal
 import threading
 import time
@@ -126,35 +127,42 @@ class _Inline:
 
 
 class _LocalPool:
-    """A process pool from :func:`pool_context`; a pool broken by a dead worker is replaced on next submit."""
+    """A process pool from :func:`pool_context`; a pool broken by a dead worker is replaced on next submit.
+    The batches the broken pool still held are returned by :meth:`next_done` (each failed with
+    ``BrokenProcessPool``) and do not break the new pool."""
 
     def __init__(self, fatal: tuple[type[BaseException], ...], workers: int, preload: Sequence[str]) -> None:
         self.fatal, self.workers, self.preload = fatal, workers, preload
         self.ex: cf.ProcessPoolExecutor | None = None
-        self.futures: dict[cf.Future, int] = {}
+        self.futures: dict[cf.Future, tuple[int, int]] = {}  # -> (token, generation of the pool that runs it)
+        self.generation = 0
         self.broken = False
 
     def submit(self, token: int, fn: Callable[[Any], Any], units: list[Any]) -> None:
         if self.ex is None or self.broken:
-            self.close(abort=True)
+            self._stop(abort=True)  # the broken pool's futures stay, all done, for next_done
             self.broken = False
+            self.generation += 1
             ctx = pool_context(self.preload)
             self.ex = cf.ProcessPoolExecutor(
                 self.workers, mp_context=ctx, initializer=worker_init, initargs=(os.getpid(),)
             )
-        self.futures[self.ex.submit(run_batch, fn, units, self.fatal)] = token
+        self.futures[self.ex.submit(run_batch, fn, units, self.fatal)] = (token, self.generation)
 
     def next_done(self) -> tuple[int, BatchResult | BaseException]:
         done, _ = cf.wait(self.futures, return_when=cf.FIRST_COMPLETED)
-        fut = min(done, key=self.futures.__getitem__)  # deterministic among simultaneous ones
-        token = self.futures.pop(fut)
+        fut = min(done, key=lambda f: self.futures[f][0])  # deterministic among simultaneous ones
+        token, generation = self.futures.pop(fut)
         exc = fut.exception()
-        self.broken |= isinstance(exc, cf.process.BrokenProcessPool)
+        self.broken |= isinstance(exc, cf.process.BrokenProcessPool) and generation == self.generation
         return token, (exc if exc is not None else fut.result())
 
     def close(self, abort: bool) -> None:
-        ex, self.ex = self.ex, None
         self.futures.clear()
+        self._stop(abort)
+
+    def _stop(self, abort: bool) -> None:
+        ex, self.ex = self.ex, None
         if ex is None:
             return
         if abort:  # Ctrl-C or an error: stop the workers now, not after their current unit
@@ -189,9 +197,12 @@ class _RayPool:
         ready, _ = self.ray.wait(list(self.refs), num_returns=1)
         token = self.refs.pop(ready[0])
         try:
-            return token, self.ray.get(ready[0])
+            result = self.ray.get(ready[0])
         except Exception as exc:  # a fatal type comes back as an instance of it (Ray's RayTaskError)
             return token, exc
+        # numpy arrays in a result are views of Ray's shared object store, valid only while Ray holds the
+        # object (not after this call's ray.shutdown, nor once the ref is gone): copy them into this process
+        return token, pickle.loads(pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
 
     def close(self, abort: bool) -> None:
         if abort:

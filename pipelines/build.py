@@ -34,14 +34,17 @@ def fetch_remote(specs: list[SourceSpec], out_dir: str | Path, progress: bool = 
     return out
 
 
-def dedupe_stage(out_dir: str | Path, summary: BuildSummary, progress: bool = True) -> BuildSummary:
-    """Run the near-duplicate stage on a folder just built or merged (when it kept anything) and return the
-    summary of the manifest it rewrote (also written into ``build.json``). Caller holds the lock."""
+def dedupe_stage(out_dir: str | Path, summary: BuildSummary, progress: bool = True, distributor: str = "local",
+                 ray_address: str | None = None) -> BuildSummary:
+    """Run the near-duplicate stage (default options, on ``distributor``) on a folder just built or merged
+    (when it kept anything) and return the summary of the manifest it rewrote (also written into
+    ``build.json``). Caller holds the lock."""
     if not summary.kept:
         return summary
-    from inf30.dedupe import dedupe_dataset
+    from inf30.dedupe import DedupeOptions, dedupe_dataset
 
-    text = dedupe_dataset(out_dir, progress=progress).table()
+    opts = DedupeOptions(distributor=distributor, ray_address=ray_address)
+    text = dedupe_dataset(out_dir, opts, progress=progress).table()
     return resummarize(Path(out_dir), summary, text)
 
 
@@ -56,7 +59,9 @@ def build_sources(paths: list[str], out_dir: str | Path, opts: BuildOptions | No
         return build(specs, out_dir, opts)  # its one-line "no sources given", before the folder exists
     with lock_folder(out_dir):
         summary = build(fetch_remote(specs, out_dir, progress=opts.progress), out_dir, opts)
-        return dedupe_stage(out_dir, summary, opts.progress) if opts.dedupe else summary
+        if not opts.dedupe:
+            return summary
+        return dedupe_stage(out_dir, summary, opts.progress, opts.distributor, opts.ray_address)
 
 
 def merge_shards(shard_dirs: list[str | Path], out_dir: str | Path, dedupe: bool = True,

@@ -157,6 +157,14 @@ def test_a_dead_worker_costs_one_attempt_and_the_pool_is_replaced(tmp_path):
     assert gone[0].error.startswith("worker failed: BrokenProcessPool")
 
 
+def test_a_pool_broken_with_several_batches_in_flight_gives_every_unit_its_outcome(tmp_path):
+    """Every unit kills its worker on its first call: each death breaks the pool while other batches are in
+    flight; those come back as failed attempts (not lost), and every unit ends done."""
+    markers = [str(tmp_path / f"k{i}") for i in range(4)]
+    got = Distributor(workers=2, retries=4, progress=False).map(die_first_time, markers)  # <= 4 breaks each
+    assert [o.value for o in got] == ["k0", "k1", "k2", "k3"] and all(o.attempts >= 2 for o in got)
+
+
 def test_calls_inside_with_share_one_pool():
     dist = Distributor(workers=2, progress=False)
     with dist:

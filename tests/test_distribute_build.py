@@ -1,6 +1,8 @@
-"""`inf30 build` and `inf30 entropy` through the distributor: local processes and a real local Ray cluster
-(started here with `ray start --head`, 2 CPUs, joined with `--ray-address`) give the same results, on real
-SIRST and HIT-UAV frames plus a corrupt file; the new options are checked before any work."""
+"""`inf30 build` (with and without its dedupe stage) and `inf30 entropy` through the distributor: local
+processes and a real local Ray cluster (started here with `ray start --head`, 2 CPUs, joined with
+`--ray-address`; the tests that need it are skipped only when Ray cannot be imported) give the same results
+on real SIRST and HIT-UAV frames plus a corrupt file; the options are checked before any work; a part that
+fails every attempt is redone item by item."""
 
 from __future__ import annotations
 
@@ -218,3 +220,28 @@ def test_a_part_that_fails_every_attempt_is_redone_item_by_item(src: Path, tmp_p
     assert b.loc[bad, "reason"].tolist() == ["corrupt | the worker building it failed: RuntimeError: worker died"]
     # the same rows otherwise (the dropped row's nulls make integer columns floats: values compared)
     pd.testing.assert_frame_equal(a[~bad].reset_index(drop=True), b[~bad].reset_index(drop=True), check_dtype=False)
+
+
+def test_build_with_dedupe_on_ray_gives_the_local_decisions(hituav_dir: Path, sirst_dir: Path, cluster: Cluster,
+                                                            tmp_path: Path):
+    """The default `inf30 build` (build, then dedupe) with every stage on Ray: the same near-duplicate
+    decisions and groups as local processes, on consecutive frames of a real HIT-UAV sequence."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for f in sorted((hituav_dir / "train").glob("*.jpg"))[:8] + sorted((sirst_dir / "images").glob("*.png"))[:4]:
+        shutil.copyfile(f, src / f.name)
+    common = ["--workers", "2", "--part-size", "4", "-q"]
+    code, text = cli(["build", str(src), "--out", str(tmp_path / "local"), *common])
+    assert code == 0, text
+    before = cluster.tasks_run(0)
+    code, text = cli(["build", str(src), "--out", str(tmp_path / "ray"), *common, "--distributor", "ray",
+                      "--ray-address", cluster.address])  # fmt: skip
+    assert code == 0, text
+    assert cluster.tasks_run(before + 4) >= before + 4  # 3 parts and at least one feature chunk
+    a, b = manifest(tmp_path / "local"), manifest(tmp_path / "ray")
+    assert a["reason"].fillna("").str.startswith("near_duplicate").sum() >= 1
+    pd.testing.assert_frame_equal(a, b)
+    groups = [pd.read_parquet(tmp_path / d / "dedupe" / "groups.parquet") for d in ("local", "ray")]
+    pd.testing.assert_frame_equal(*groups)
+    summary = json.loads((tmp_path / "ray" / "build.json").read_text())["summary"]
+    assert summary["kept"] == int((b["status"] == "kept").sum()) and summary["dedupe"]
