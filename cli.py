@@ -439,16 +439,21 @@ def publish_cmd(
 
 # ---------------------------------------------------------------------------------------------- infmae
 # The infmae commands take each option's default and help from its options dataclass field (`opt`), as the
-# inf30 commands do: PretrainConfig, FinetuneConfig, VisualizeOptions, ExportOptions and ConvertOptions
-# (infmae.options, which imports no torch) are the one source of truth; tests/test_cli_options.py checks
-# that every field is reachable here with its default.
+# inf30 commands do: PretrainConfig, FinetuneConfig, VisualizeOptions, ExportOptions, ConvertOptions,
+# PackOptions, EvaluateOptions, PredictOptions and CompareOptions (infmae.options, which imports no torch)
+# are the one source of truth; tests/test_cli_options.py checks that every field is reachable here with its
+# default.
 import dataclasses  # noqa: E402
 from typing import Any  # noqa: E402
 
 from infmae.options import (  # noqa: E402
+    CompareOptions,
     ConvertOptions,
+    EvaluateOptions,
     ExportOptions,
     FinetuneConfig,
+    PackOptions,
+    PredictOptions,
     PretrainConfig,
     VisualizeOptions,
     format_assignments,
@@ -601,26 +606,20 @@ def convert_cmd(
 def pack_cmd(
     src: Annotated[str, typer.Argument(help="Any --data source of `infmae pretrain`: built Inf30 folder, published dataset, Hub id, image folder.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Pack folder to write (re-run to resume); PACK/ or DATASET/pack is used by `infmae pretrain`.")],
-    short_side: Annotated[int | None, typer.Option(help="Resize so the shorter side is at most this (never upscales). [default: 256]")] = None,
-    shard: Annotated[str | None, typer.Option(help="Build only the shards s with s % N == K, as K/N (parallel jobs into the same --out).")] = None,
-    images_per_shard: Annotated[int | None, typer.Option(help="Images per shard file (the unit of resumption). [default: 2048]")] = None,
-    workers: Annotated[int | None, typer.Option(help="Processes building shards (0 = all cores); never changes the pack. [default: 1]")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    short_side: int = opt(PackOptions, "short_side"),
+    shard: str | None = opt(PackOptions, "shard"),
+    images_per_shard: int = opt(PackOptions, "images_per_shard"),
+    workers: int = opt(PackOptions, "workers"),
+    quiet: bool = opt(PackOptions, "progress", "--quiet", "-q", to_cli=no_progress, help="No progress bar."),
 ) -> None:
     """Decode every image once into memory-mapped uint8 shards for the packed (on-device augmenting) loader.
 
     Example: infmae pack inf30 --out inf30/pack --short-side 256 ; infmae pretrain --data inf30 --out runs/base
     """
-    from infmae.pack import PackOptions, pack
+    opts = config_from(PackOptions, locals(), progress=not quiet)
+    _guard(opts.validate)  # bad options: exit 2 before any work (and before torch is imported)
+    from infmae.pack import pack
 
-    opts = PackOptions(shard=shard, progress=not quiet)
-    if short_side is not None:
-        opts.short_side = short_side
-    if images_per_shard is not None:
-        opts.images_per_shard = images_per_shard
-    if workers is not None:
-        opts.workers = workers
-    _guard(opts.validate)  # bad options: exit 2 before any work
     summary = _guard(pack, src, out, opts)
     typer.echo(summary.table())
 
@@ -699,9 +698,9 @@ def finetune_cmd(
 def evaluate_cmd(
     run: Annotated[Path, typer.Argument(help="A run folder of `infmae finetune`.")],
     data: Annotated[str, typer.Option(help="The task's data folder.")],
-    split: Annotated[str, typer.Option(help="Split to evaluate (train, val or test).")] = "test",
-    checkpoint: Annotated[str | None, typer.Option(help="Checkpoint folder in RUN (default: checkpoint-best, else -latest).")] = None,
-    device: Annotated[str, typer.Option(help="auto, cuda or cpu.")] = "auto",
+    split: str = opt(EvaluateOptions, "split"),
+    checkpoint: str | None = opt(EvaluateOptions, "checkpoint"),
+    device: str = opt(EvaluateOptions, "device"),
 ) -> None:
     """Re-evaluate a fine-tuned checkpoint; prints the task's metrics as JSON.
 
@@ -709,9 +708,11 @@ def evaluate_cmd(
     """
     import json
 
+    opts = config_from(EvaluateOptions, locals())
+    _guard(opts.validate)  # bad options: exit 2 before any work
     from infmae.finetune import evaluate_run
 
-    metrics = _guard(evaluate_run, run, data, split=split, checkpoint=checkpoint, device=device)
+    metrics = _guard(evaluate_run, run, data, **dataclasses.asdict(opts))
     typer.echo(json.dumps(metrics, indent=2, default=str))
 
 
@@ -720,33 +721,36 @@ def predict_cmd(
     run: Annotated[Path, typer.Argument(help="A run folder of `infmae finetune`.")],
     images: Annotated[list[Path], typer.Argument(help="Image files.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the maps / overlays.")],
-    save_json: Annotated[bool, typer.Option("--save-json", help="Also write the raw predictions as JSON (task-specific).")] = False,
-    checkpoint: Annotated[str | None, typer.Option(help="Checkpoint folder in RUN (default: checkpoint-best, else -latest).")] = None,
-    device: Annotated[str, typer.Option(help="auto, cuda or cpu.")] = "auto",
+    save_json: bool = opt(PredictOptions, "save_json", "--save-json"),
+    checkpoint: str | None = opt(PredictOptions, "checkpoint"),
+    device: str = opt(PredictOptions, "device"),
 ) -> None:
     """Run a fine-tuned model on images: probability maps, label maps or boxes, with overlays.
 
     Example: infmae predict runs/sirst-tiny frame1.png frame2.png --out preds
     """
+    opts = config_from(PredictOptions, locals())
+    _guard(opts.validate)  # bad options: exit 2 before any work
     from infmae.finetune import predict_run
 
-    kwargs = {"save_json": True} if save_json else {}
-    paths = _guard(predict_run, run, images, out, checkpoint=checkpoint, device=device, **kwargs)
+    paths = _guard(predict_run, run, images, out, **dataclasses.asdict(opts))
     typer.echo(f"wrote {len(paths)} files to {out}")
 
 
 @infmae_app.command("compare")
 def compare_cmd(
     runs: Annotated[list[Path], typer.Argument(help="Run folders of `infmae finetune` (with results.json).")],
-    split: Annotated[str | None, typer.Option(help="Split to show (default: test, else val).")] = None,
+    split: str | None = opt(CompareOptions, "split"),
 ) -> None:
     """Print a paper-style markdown table, one row per run.
 
     Example: infmae compare runs/sirst-scratch runs/sirst-iam
     """
+    opts = config_from(CompareOptions, locals())
+    _guard(opts.validate)  # bad options: exit 2 before any work
     from infmae.finetune import compare_runs
 
-    typer.echo(_guard(compare_runs, runs, split=split))
+    typer.echo(_guard(compare_runs, runs, **dataclasses.asdict(opts)))
 
 
 def main() -> None:  # pragma: no cover - convenience for `python cli.py`

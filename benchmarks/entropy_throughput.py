@@ -1,9 +1,13 @@
 """`inf30 entropy` on a folder vs plain decoding of the same files, in one run; prints the ratios.
 
-Ours: :func:`inf30.entropy.collect` (read, decode like the build, entropy, in a process pool) and the
-`inf30 entropy` command end to end. Peer: plain decoding of the same files with the build's decoder
-(:func:`inf30.decode.decode_to_gray`), same number of processes. Also the cost of :func:`entropy8` alone
-on the decoded images (what entropy adds to a build's single decode pass).
+Ours: :func:`inf30.entropy.collect` (read, decode like the build, entropy) and the `inf30 entropy` command
+end to end. ``collect`` runs one task per file through :class:`inf30.distribute.Distributor`'s local
+backend: fork-server worker processes that preload ``inf30.entropy`` and ``inf30.decode``, ordered results,
+a failed file retried once, inline (no processes) for one worker or fewer than 32 files. Peer: plain
+decoding of the same files with the build's decoder (:func:`inf30.decode.decode_to_gray`) in a bare
+``multiprocessing`` pool of the same size (the platform's default start method, the same chunk size, no
+retries, no ordering), so the ratio is what entropy and the Distributor add over decoding. Also the cost
+of :func:`entropy8` alone on the decoded images (what entropy adds to a build's single decode pass).
 
     .venv/bin/python benchmarks/entropy_throughput.py [FOLDER...] [--workers N] [--repeat 3]
 
@@ -42,7 +46,8 @@ def _decode_only(path: str) -> int:
 
 
 def plain_decode(files: Sequence[str], workers: int) -> int:
-    """Decode every file, in ``workers`` processes (same pool set-up as :func:`inf30.entropy.run_tasks`)."""
+    """Decode every file in a plain ``multiprocessing`` pool of ``workers`` processes, with the chunk size
+    :func:`inf30.entropy.run_tasks` gives its Distributor (inline for one worker); the number of pixels."""
     if workers == 1:
         return sum(_decode_only(f) for f in files)
     chunk = max(1, min(64, len(files) // (workers * 8)))

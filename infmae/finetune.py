@@ -54,11 +54,19 @@ from infmae.engine import (
     setup,
     wrap_model,
 )
-from infmae.options import HUB_ID, FinetuneConfig, init_kind, task_class  # noqa: F401 - re-exported
+from infmae.options import (  # noqa: F401 - HUB_ID re-exported
+    EVAL_SPLITS,
+    HUB_ID,
+    CompareOptions,
+    EvaluateOptions,
+    FinetuneConfig,
+    PredictOptions,
+    init_kind,
+    task_class,
+)
 
 BEST = "checkpoint-best"
 RESULTS = "results.json"
-EVAL_SPLITS = ("val", "test")
 # settings that must not change when a run is resumed
 RESUME_KEYS = ("task", "init", "preset", "task_options", "input_size", "batch", "lr", "seed", "weight_decay",
                "layer_decay", "drop_path", "warmup_epochs", "min_lr", "schedule", "epochs")
@@ -321,12 +329,15 @@ def load_run_model(run_dir: str | Path, checkpoint: str | None = None,
     return task, model.to(dev).eval(), {**config, "checkpoint": str(folder), "device": str(dev)}
 
 
-def evaluate_run(run_dir: str | Path, data: str | Path, split: str = "test", checkpoint: str | None = None,
-                 device: str = "auto") -> dict[str, Any]:
-    """The task's metrics of the run's model (best checkpoint by default) on ``split`` of ``data``."""
-    task, model, config = load_run_model(run_dir, checkpoint, device)
+def evaluate_run(run_dir: str | Path, data: str | Path, split: str = EvaluateOptions.split,
+                 checkpoint: str | None = EvaluateOptions.checkpoint,
+                 device: str = EvaluateOptions.device) -> dict[str, Any]:
+    """The task's metrics of the run's model (best checkpoint by default) on ``split`` of ``data``
+    (options: :class:`EvaluateOptions`, checked first)."""
+    EvaluateOptions(split=split, checkpoint=checkpoint, device=device).validate()
     if not Path(data).is_dir():
         raise UsageError(f"--data {data}: no such folder")
+    task, model, config = load_run_model(run_dir, checkpoint, device)
     ds = _split_dataset(task, Path(data), split, config["train"]["input_size"])
     if ds is None:
         raise UsageError(f"{data} has no {split!r} split for task {config['train']['task']}")
@@ -334,17 +345,21 @@ def evaluate_run(run_dir: str | Path, data: str | Path, split: str = "test", che
         return task.evaluate(model, ds, torch.device(config["device"]))
 
 
-def predict_run(run_dir: str | Path, images: list[str | Path], out: str | Path, checkpoint: str | None = None,
-                device: str = "auto", **kwargs: Any) -> list[Path]:
-    """Run the run's model on image files; the task writes maps / overlays under ``out`` (kwargs: the task's)."""
-    task, model, config = load_run_model(run_dir, checkpoint, device)
+def predict_run(run_dir: str | Path, images: list[str | Path], out: str | Path,
+                checkpoint: str | None = PredictOptions.checkpoint, device: str = PredictOptions.device,
+                save_json: bool = PredictOptions.save_json, **kwargs: Any) -> list[Path]:
+    """Run the run's model on image files; the task writes maps / overlays under ``out`` (options:
+    :class:`PredictOptions`, checked first; kwargs: the task's own, e.g. detect's ``draw_thresh``)."""
+    PredictOptions(save_json=save_json, checkpoint=checkpoint, device=device).validate()
     missing = [str(p) for p in images if not Path(p).is_file()]
     if missing:
         raise UsageError(f"no such image: {missing[0]}")
+    task, model, config = load_run_model(run_dir, checkpoint, device)
     from inf30.lock import lock_folder
 
     with lock_folder(out, tool="infmae predict"), torch.no_grad():
-        return task.predict(model, [Path(p) for p in images], Path(out), torch.device(config["device"]), **kwargs)
+        return task.predict(model, [Path(p) for p in images], Path(out), torch.device(config["device"]),
+                            save_json=save_json, **kwargs)
 
 
 def _fmt(v: Any) -> str:
@@ -416,8 +431,10 @@ def model_device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def compare_runs(run_dirs: list[str | Path], split: str | None = None) -> str:
-    """A paper-style markdown table, one row per run (its results.json), columns from the tasks' tables."""
+def compare_runs(run_dirs: list[str | Path], split: str | None = CompareOptions.split) -> str:
+    """A paper-style markdown table, one row per run (its results.json), columns from the tasks' tables
+    (options: :class:`CompareOptions`, checked first)."""
+    CompareOptions(split=split).validate()
     rows, columns = [], []
     for r in run_dirs:
         p = Path(r) / RESULTS

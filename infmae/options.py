@@ -6,6 +6,8 @@ checks them all before any work (``UsageError``, exit 2, one line).
     PretrainConfig   ``infmae pretrain`` (``infmae.train``)
     FinetuneConfig   ``infmae finetune`` (``infmae.finetune``); fields left None take the task's defaults
     VisualizeOptions, ExportOptions, ConvertOptions   ``infmae visualize``, ``export``, ``convert``
+    PackOptions      ``infmae pack`` (``infmae.pack``)
+    EvaluateOptions, PredictOptions, CompareOptions   ``infmae evaluate``, ``predict``, ``compare``
 
 Torch is imported only inside the checks that need it, so that the CLI starts without it.
 """
@@ -26,6 +28,8 @@ PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 SCHEDULES = ("cosine", "poly")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _THE_TASKS = "(default: the task's)"
+SPLITS = ("train", "val", "test")  # the splits a task's data has
+EVAL_SPLITS = ("val", "test")  # the splits a fine-tuning run evaluates (results.json)
 
 
 def check(ok: bool, message: str) -> None:
@@ -367,3 +371,67 @@ class ConvertOptions:
                                              "width).")
     allow_unknown: bool = option(False, "Drop keys that are not part of the format instead of failing.")
     push: str | None = option(None, "Also upload the folder to this Hub model repo (ORG/NAME).")
+
+
+@dataclass
+class PackOptions:
+    """``infmae pack`` (``infmae.pack.pack``; ``from infmae.pack import PackOptions`` still works)."""
+
+    short_side: int = option(256, "Resize so the shorter side is at most this, in pixels (never upscales; >= 16).")
+    shard: str | None = option(None, "Build only the shards s with s % N == K, as K/N (parallel jobs into the "
+                                     "same --out).")
+    images_per_shard: int = option(2048, "Images per shard file, the unit of resumption (~170 MB at 256x320).")
+    workers: int = option(1, "Processes building shards (0 = all cores); never changes the pack.")
+    progress: bool = option(True, "Show a progress bar.")
+
+    def validate(self) -> tuple[int, int] | None:
+        """UsageError (exit 2, one line) for a bad value; the parsed shard (K, N), or None."""
+        check(self.short_side >= 16, f"--short-side must be at least 16, got {self.short_side}")
+        check(self.images_per_shard >= 1, f"--images-per-shard must be at least 1, got {self.images_per_shard}")
+        check(self.workers >= 0, f"--workers must be 0 (all cores) or more, got {self.workers}")
+        from inf30.build import parse_shard
+
+        try:
+            return parse_shard(self.shard)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+
+
+_CHECKPOINT = "Checkpoint folder in RUN, or a path (default: checkpoint-best, else checkpoint-latest)."
+_DEVICE = "auto (cuda when available, else cpu), cpu, cuda or cuda:N."
+
+
+@dataclass
+class EvaluateOptions:
+    """``infmae evaluate`` (``infmae.finetune.evaluate_run``'s keyword arguments)."""
+
+    split: str = option("test", "Split to evaluate: train, val or test.")
+    checkpoint: str | None = option(None, _CHECKPOINT)
+    device: str = option("auto", _DEVICE)
+
+    def validate(self) -> None:
+        check(self.split in SPLITS, f"--split must be one of {', '.join(SPLITS)}, got {self.split!r}")
+        check_device(self.device)
+
+
+@dataclass
+class PredictOptions:
+    """``infmae predict`` (``infmae.finetune.predict_run``'s keyword arguments)."""
+
+    save_json: bool = option(False, "Also write the raw predictions as JSON (task-specific).")
+    checkpoint: str | None = option(None, _CHECKPOINT)
+    device: str = option("auto", _DEVICE)
+
+    def validate(self) -> None:
+        check_device(self.device)
+
+
+@dataclass
+class CompareOptions:
+    """``infmae compare`` (``infmae.finetune.compare_runs``'s keyword arguments)."""
+
+    split: str | None = option(None, "Split to show: val or test (default: test, else val).")
+
+    def validate(self) -> None:
+        check(self.split is None or self.split in EVAL_SPLITS,
+              f"--split must be one of {', '.join(EVAL_SPLITS)} (the splits results.json holds), got {self.split!r}")

@@ -51,6 +51,7 @@ from infmae.data import (
     open_source,
     source_fingerprint,
 )
+from infmae.options import PackOptions  # its home is torch-free (the CLI reads it); re-exported
 
 VERSION = 1
 OWN_NAMES = {PLAN_FILE, PACK_FILE, INDEX_FILE, SHARDS_DIR, ".work", ".lock"}
@@ -61,33 +62,7 @@ INDEX_SCHEMA = pa.schema([
 
 
 class PackError(UserError):
-    """Bad pack options or an output folder that is not this pack (one line)."""
-
-
-@dataclass
-class PackOptions:
-    """Options of ``infmae pack`` (the CLI's defaults come from here)."""
-
-    short_side: int = 256  # images whose shorter side is larger are resized to it (never upscaled)
-    shard: str | None = None  # "K/N": build only shards s with s % N == K
-    images_per_shard: int = 2048  # ~170 MB per shard at 256x320
-    workers: int = 1  # processes building shards at once (0 = all cores); never changes the result
-    progress: bool = True
-
-    def validate(self) -> tuple[int, int] | None:
-        """Raise :class:`PackError` for bad values; return the parsed shard (K, N) or None."""
-        if self.short_side < 16:
-            raise PackError(f"--short-side must be at least 16, got {self.short_side}")
-        if self.images_per_shard < 1:
-            raise PackError(f"--images-per-shard must be at least 1, got {self.images_per_shard}")
-        if self.workers < 0:
-            raise PackError(f"--workers must be 0 (all cores) or more, got {self.workers}")
-        from inf30.build import parse_shard
-
-        try:
-            return parse_shard(self.shard)
-        except ValueError as exc:
-            raise PackError(str(exc)) from None
+    """An output folder that is not this pack, a source that is already one, or shards that failed (one line)."""
 
 
 @dataclass

@@ -25,10 +25,14 @@ from inf30.sample import SampleOptions
 from inf30.scrape.options import ScrapeOptions
 from infmae.convert import convert_checkpoint
 from infmae.export import export_encoder
+from infmae.finetune import compare_runs, evaluate_run, predict_run
 from infmae.options import (
+    CompareOptions,
     ConvertOptions,
+    EvaluateOptions,
     ExportOptions,
     FinetuneConfig,
+    PredictOptions,
     PretrainConfig,
     VisualizeOptions,
     parse_assignments,
@@ -150,6 +154,10 @@ INFMAE_CASES: dict[tuple[str, type], dict[str, tuple[str, object]]] = {
     ("visualize", VisualizeOptions): {},
     ("export", ExportOptions): {},
     ("convert", ConvertOptions): {},
+    ("pack", PackOptions): {"progress": ("quiet", operator.not_)},
+    ("evaluate", EvaluateOptions): {},
+    ("predict", PredictOptions): {},
+    ("compare", CompareOptions): {},
 }
 #: Fields with a default in the dataclass that the command line requires anyway, and why.
 REQUIRED_ON_CLI = {(FinetuneConfig, "task"): "the TASK argument: a fine-tuning run names its task"}
@@ -183,10 +191,12 @@ def test_every_infmae_field_is_an_option_with_the_dataclass_default(command, cls
 
 
 def test_the_library_functions_default_as_their_options_dataclasses():
-    """``infmae visualize/export/convert`` call a library function with the dataclass's fields as keywords:
-    the function's own defaults are the same values (one default, not two that can drift)."""
+    """``infmae visualize/export/convert/evaluate/predict/compare`` call a library function with the
+    dataclass's fields as keywords: the function's own defaults are the same values (one default, not two
+    that can drift)."""
     for fn, cls in ((visualize_images, VisualizeOptions), (export_encoder, ExportOptions),
-                    (convert_checkpoint, ConvertOptions)):
+                    (convert_checkpoint, ConvertOptions), (evaluate_run, EvaluateOptions),
+                    (predict_run, PredictOptions), (compare_runs, CompareOptions)):
         sig = inspect.signature(fn).parameters
         for f in dataclasses.fields(cls):
             assert sig[f.name].default == default_of(cls, f.name), (fn.__name__, f.name)
@@ -316,3 +326,74 @@ def test_finetune_records_every_option_given_on_the_command_line(sirst_dir: Path
     for k, v in want.items():
         assert v != default_of(FinetuneConfig, k), k
     assert not (run / "tb").exists()
+
+
+def test_pack_records_every_option_given_on_the_command_line(frames_folder, tmp_path: Path):
+    """A real `infmae pack` of 4 real frames with a non-default value for every PackOptions field: pack.json
+    holds the ones that shape the pack, the shards follow them, --shard took its own lock folder and --quiet
+    drew no bar (--workers 0, all cores, never changes the pack and is not recorded)."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "pack"
+    want = {"short_side": 32, "shard": "0/1", "images_per_shard": 3, "workers": 0, "progress": False}
+    assert set(want) == {f.name for f in dataclasses.fields(PackOptions)}
+    res = CliRunner().invoke(infmae_app, ["pack", str(frames_folder(4)), "--out", str(out), "--short-side", "32",
+                                          "--shard", "0/1", "--images-per-shard", "3", "--workers", "0", "--quiet"])
+    assert res.exit_code == 0, res.output
+    meta = json.loads((out / "pack.json").read_text())
+    assert (meta["short_side"], meta["images_per_shard"], meta["images"]) == (32, 3, 4)
+    assert sorted(p.name for p in (out / "shards").glob("*.parquet")) == ["00000.parquet", "00001.parquet"]
+    index = pq.read_table(out / "index.parquet").to_pandas()
+    assert (np.minimum(index["height"], index["width"]) == 32).all()  # every real frame is larger: resized
+    assert (out / ".work" / "shard-0-of-1").is_dir()
+    assert "img/s]" not in res.output and len(res.output.strip().splitlines()) == 2  # the summary alone
+    for k, v in want.items():
+        assert v != default_of(PackOptions, k), k
+
+
+@pytest.mark.parametrize(("args", "words", "made"), [
+    (["pack", "SRC", "--out", "OUT", "--workers", "-1"], "--workers must be 0 (all cores) or more", "OUT"),
+    (["evaluate", "RUN", "--data", "SRC", "--split", "bogus"], "--split must be one of train, val, test", None),
+    (["evaluate", "RUN", "--data", "SRC", "--device", "bogus"], "--device 'bogus' is not a device", None),
+    (["predict", "RUN", "IMG", "--out", "OUT", "--device", "bogus"], "--device 'bogus' is not a device", "OUT"),
+    (["compare", "RUN", "--split", "train"], "--split must be one of val, test", None),
+])
+def test_bad_evaluate_predict_compare_pack_options_exit_2_before_any_work(frames_folder, tmp_path: Path,
+                                                                         args: list[str], words: str, made):
+    """Each command checks its options dataclass first: one line, exit 2, nothing read or written (RUN does
+    not even exist: the options are refused before it is looked at)."""
+    src = frames_folder(4)
+    names = {"SRC": str(src), "OUT": str(tmp_path / "out"), "RUN": str(tmp_path / "run"),
+             "IMG": str(next(src.iterdir()))}
+    res = CliRunner().invoke(infmae_app, [names.get(a, a) for a in args])
+    assert words in _one_line_exit_2(res)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "run").exists()
+
+
+def test_library_functions_check_their_options_first(tmp_path: Path):
+    """Called from Python, evaluate_run / predict_run / compare_runs refuse a bad option (UsageError) before
+    looking at the run folder (which does not exist here)."""
+    from inf30.errors import UsageError
+
+    run = tmp_path / "run"
+    with pytest.raises(UsageError, match="--split"):
+        evaluate_run(run, tmp_path, split="validation")
+    with pytest.raises(UsageError, match="--device"):
+        predict_run(run, [], tmp_path / "pred", device="gpu0")
+    with pytest.raises(UsageError, match="--split"):
+        compare_runs([run], split="testing")
+    assert not (tmp_path / "pred").exists()
+
+
+def test_importing_the_cli_and_building_its_commands_imports_no_torch():
+    """`import cli` and building every command (as `--help` does) read only the torch-free options modules:
+    a real interpreter, so that modules imported by other tests cannot hide an import."""
+    import subprocess
+    import sys
+
+    code = ("import sys, typer.main, cli; [typer.main.get_command(a) for a in (cli.infmae_app, cli.inf30_app)]; "
+            "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))")
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout

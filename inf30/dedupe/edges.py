@@ -1,0 +1,90 @@
+"""The verified graph: stage 2 (hash) and stage 3 (scene) edges between N images."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from inf30.dedupe.candidates import scene_candidates
+from inf30.dedupe.hashes import near_copy_pairs
+from inf30.dedupe.options import DedupeOptions, DedupeSummary
+from inf30.dedupe.verify import UnionFind, verify_lazily
+from inf30.scene import LocalFeatures
+
+
+def find_edges(
+    codes: np.ndarray | None,
+    code_valid: np.ndarray | None,
+    feats: list[LocalFeatures] | None,
+    opts: DedupeOptions,
+    train_ids: list[str] | None = None,
+    progress: bool = False,
+    stats: DedupeSummary | None = None,
+    order_keys: list[str] | None = None,
+    trace: dict | None = None,
+) -> pd.DataFrame:
+    """Stage 2 and 3 edges between N images.
+
+    codes: (N, 8k) uint8 hash codes with valid mask (N,) (None: skip stage 2). feats: N local features (None:
+    skip stage 3). train_ids: N stable keys, the vocabulary is trained on images sampled in their sorted
+    order (default: positions). order_keys: N source-order keys (item keys) for the ``window`` candidates
+    (None: none). Stage 3 verifies lazily (:func:`verify_lazily`): the edges it returns connect the same
+    groups as verifying every candidate would. ``trace`` (a dict) receives the stage 3 ``candidates`` (with
+    ``inliers``, -1 where skipped). Returns a DataFrame i, j, stage (2 or 3), evidence (str), hamming,
+    inliers, similarity (-1 where not applicable).
+    """
+    parts = []
+    n = len(codes) if codes is not None else len(feats or [])
+    uf = UnionFind(n)
+    if codes is not None and len(codes) > 1:
+        valid = code_valid if code_valid is not None else np.ones(len(codes), bool)
+        rows = np.flatnonzero(valid)
+        nc = near_copy_pairs(codes[rows], opts.hash_threshold * len(opts.hashes))
+        if len(nc):
+            parts.append(
+                pd.DataFrame(
+                    {
+                        "i": rows[nc["i"].to_numpy()],
+                        "j": rows[nc["j"].to_numpy()],
+                        "stage": 2,
+                        "evidence": [f"hamming={d}" for d in nc["hamming"]],
+                        "hamming": nc["hamming"].to_numpy(),
+                        "inliers": -1,
+                        "similarity": -1.0,
+                    }
+                )
+            )
+            for a, b in zip(parts[0]["i"], parts[0]["j"], strict=True):
+                uf.union(int(a), int(b))
+    if opts.scene and feats is not None and len(feats) > 1:
+        cand = scene_candidates(feats, opts, train_ids, order_keys)
+        v = verify_lazily(feats, cand, opts.scene_params, uf if opts.hops == 0 else UnionFind(0), opts.workers,
+                          progress, dist=opts.distributor_for(ordered=True))
+        if trace is not None:
+            key = v["i"].to_numpy(np.int64) * n + v["j"].to_numpy(np.int64)
+            inl = pd.Series(v["inliers"].to_numpy(), index=key)
+            ckey = cand["i"].to_numpy(np.int64) * n + cand["j"].to_numpy(np.int64)
+            trace["candidates"] = cand.assign(inliers=inl.reindex(ckey).fillna(-1).astype(np.int32).to_numpy())
+        if stats is not None:
+            stats.candidate_pairs = len(cand)
+            stats.checked_pairs = len(v)
+        v = v[v["inliers"].to_numpy() >= opts.scene_params.min_inliers]
+        if stats is not None:
+            stats.verified_pairs = len(v)
+        parts.append(
+            pd.DataFrame(
+                {
+                    "i": v["i"].to_numpy(),
+                    "j": v["j"].to_numpy(),
+                    "stage": 3,
+                    "evidence": [f"inliers={k},similarity={sim:.3f}" for k, sim in zip(v["inliers"], v["similarity"], strict=True)],
+                    "hamming": -1,
+                    "inliers": v["inliers"].to_numpy(),
+                    "similarity": v["similarity"].to_numpy(),
+                }
+            )
+        )
+    parts = [p for p in parts if len(p)]
+    if not parts:
+        return pd.DataFrame(columns=["i", "j", "stage", "evidence", "hamming", "inliers", "similarity"])
+    return pd.concat(parts, ignore_index=True)

@@ -1,0 +1,121 @@
+"""Stage 3 verification of candidate pairs (RANSAC inliers, in chunks through a distributor), lazily for
+connected components (:class:`UnionFind`)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+import cv2
+import faiss
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from inf30.distribute import Distributor
+from inf30.errors import JobFailed
+from inf30.scene import LocalFeatures, SceneParams, verify_pair
+
+LAZY_BATCH = 512  # candidate pairs per round of lazy verification (fixed: the result never depends on workers)
+
+
+def _verify_chunk(args: tuple[list[tuple[LocalFeatures, LocalFeatures]], SceneParams]) -> list[int]:
+    """Verify a chunk of pairs on one core (OpenCV and faiss single-threaded while it runs)."""
+    cv2.setNumThreads(1)
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        pairs, params = args
+        return [verify_pair(a, b, params) for a, b in pairs]
+    finally:
+        faiss.omp_set_num_threads(threads)
+
+
+def verify_candidates(
+    feats: list[LocalFeatures],
+    pairs: pd.DataFrame,
+    params: SceneParams,
+    workers: int = 1,
+    progress: bool = False,
+    dist: Distributor | None = None,
+) -> np.ndarray:
+    """RANSAC inlier counts (M,) int32 of candidate pairs (columns i, j index ``feats``); same result for
+    any worker count. Chunks of pairs run through ``dist`` (an ordered :class:`Distributor`, e.g. one kept
+    open across rounds; by default local processes, ``workers`` of them). A chunk whose worker failed on
+    every attempt is a :class:`JobFailed`."""
+    ij = list(zip(pairs["i"].to_numpy(), pairs["j"].to_numpy(), strict=True))
+    n_workers = workers or os.cpu_count() or 1
+    size = max(16, min(256, -(-len(ij) // max(1, 4 * n_workers))))  # several chunks per worker, at most 256 pairs
+    chunks = [ij[s : s + size] for s in range(0, len(ij), size)]
+    tasks = [([(feats[i], feats[j]) for i, j in c], params) for c in chunks]
+    dist = dist or Distributor(workers=workers, ordered=True, preload=("inf30.dedupe",))
+    out: list[int] = []
+    with tqdm(total=len(ij), desc="verify pairs", unit="pair", disable=not progress) as bar:
+        for res in dist(_verify_chunk, tasks, weight=lambda t: len(t[0]), bar=bar):
+            if not res.ok:
+                raise JobFailed(f"verifying {len(tasks[res.index][0])} candidate pairs failed: {res.error}")
+            out += res.value
+    return np.asarray(out, dtype=np.int32)
+
+
+class UnionFind:
+    """Disjoint sets over N images (path halving); the components, not the roots, are what callers use."""
+
+    def __init__(self, n: int):
+        self.parent = np.arange(n, dtype=np.int64)
+
+    def find(self, x: int) -> int:
+        p = self.parent
+        while p[x] != x:
+            p[x] = p[p[x]]
+            x = int(p[x])
+        return int(x)
+
+    def union(self, a: int, b: int) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[max(ra, rb)] = min(ra, rb)
+
+
+def verify_lazily(
+    feats: list[LocalFeatures],
+    cand: pd.DataFrame,
+    params: SceneParams,
+    uf: UnionFind,
+    workers: int = 1,
+    progress: bool = False,
+    dist: Distributor | None = None,
+) -> pd.DataFrame:
+    """Verify the candidate pairs (columns i, j, similarity) that can still change a group.
+
+    Pairs are taken in a fixed order (similarity descending, then i, j) in rounds of :data:`LAZY_BATCH`; a
+    pair whose two images are already in one group (``uf``: the stage 2 links and the pairs verified in
+    earlier rounds) is skipped, since its verification could not change any drop. The rest of the round is
+    verified (in parallel) and the duplicates join their groups. Returns the verified pairs with their
+    inlier counts (columns i, j, similarity, inliers). The connected components are those a verification of
+    every candidate would give; the result depends on the candidates only, never on the worker count. An
+    empty ``uf`` (``UnionFind(0)``) verifies every candidate (for groups limited to a number of hops).
+    ``dist``: the ordered :class:`Distributor` the rounds share (default: ``workers`` local processes).
+    """
+    lazy = len(uf.parent) > 0  # an empty UnionFind: verify every candidate
+    order = np.lexsort((cand["j"].to_numpy(), cand["i"].to_numpy(), -cand["similarity"].to_numpy()))
+    c = cand.iloc[order].reset_index(drop=True)
+    ci, cj = c["i"].to_numpy(np.int64), c["j"].to_numpy(np.int64)
+    done: list[pd.DataFrame] = []
+    dist = dist or Distributor(workers=workers, ordered=True, preload=("inf30.dedupe",))
+    session = dist if len(c) > 256 else contextlib.nullcontext()  # one pool (Ray connection) for every round
+    with session, tqdm(total=len(c), desc="verify pairs", unit="pair", disable=not progress) as bar:
+        for start in range(0, len(c), LAZY_BATCH):
+            rows = range(start, min(start + LAZY_BATCH, len(c)))
+            sel = [k for k in rows if not lazy or uf.find(ci[k]) != uf.find(cj[k])]
+            if sel:
+                part = c.iloc[sel]
+                inl = verify_candidates(feats, part, params, workers, dist=dist)
+                done.append(part.assign(inliers=inl))
+                for a, b, n in zip(ci[sel], cj[sel], inl, strict=True):
+                    if lazy and n >= params.min_inliers:
+                        uf.union(int(a), int(b))
+            bar.update(min(LAZY_BATCH, len(c) - start))
+    if not done:
+        return c.iloc[:0].assign(inliers=np.zeros(0, np.int32))
+    return pd.concat(done, ignore_index=True)
