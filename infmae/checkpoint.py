@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -22,24 +21,11 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from inf30.atomic import atomic_path, write_text_atomic
+
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
-
-
-def _atomic_write(path: Path, write: Any) -> None:
-    """Call write(tmp_path) on a temporary file in path's folder, then rename it over path."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_model(model: nn.Module, directory: str | Path) -> Path:
@@ -51,8 +37,9 @@ def save_model(model: nn.Module, directory: str | Path) -> Path:
         raise TypeError("model has no `config` dict; cannot write a rebuildable checkpoint")
     cfg_text = json.dumps(config, indent=2, sort_keys=True)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    _atomic_write(d / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata={"config": cfg_text}))
-    _atomic_write(d / CONFIG_NAME, lambda tmp: Path(tmp).write_text(cfg_text + "\n"))
+    with atomic_path(d / WEIGHTS_NAME) as tmp:
+        save_file(state, str(tmp), metadata={"config": cfg_text})
+    write_text_atomic(d / CONFIG_NAME, cfg_text + "\n")
     return d
 
 

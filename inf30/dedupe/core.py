@@ -21,9 +21,10 @@ from inf30.dedupe.outputs import contact_sheet, mark_dropped
 from inf30.errors import UsageError
 from inf30.lock import lock_folder
 from inf30.manifest import MANIFEST_NAME, read_manifest, write_manifest, write_table
+from inf30.reasons import DEDUPE_REASONS
 from inf30.scene import EMPTY
 
-OWN_REASONS = ("near_copy:", "near_duplicate:")
+OWN_REASONS = DEDUPE_REASONS  # the reason prefixes dedupe writes (inf30.reasons)
 
 
 def dedupe_dataset(
