@@ -11,6 +11,7 @@ module never imports the model). Torch files (.pt / .pth, e.g. a trainer's full 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -26,6 +27,12 @@ from inf30.atomic import atomic_path, write_text_atomic
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes (read in chunks)."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def save_model(model: nn.Module, directory: str | Path) -> Path:

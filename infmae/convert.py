@@ -27,7 +27,6 @@ with the same widths or from `num_heads` / `decoder_heads`.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import pickle
 import re
@@ -38,6 +37,8 @@ from typing import Any
 import torch
 
 from inf30.errors import UsageError, UserError
+
+from .checkpoint import sha256_file
 
 WRAPPERS = ("model", "state_dict", "module", "model_state")
 TRAINING_KEYS = {"optimizer": "optimizer state", "epoch": "training epoch", "scaler": "AMP grad-scaler state",
@@ -95,14 +96,6 @@ class ConversionReport:
 
 
 # ------------------------------------------------------------------------------------------------ loading
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def safe_load(path: str | Path) -> Any:

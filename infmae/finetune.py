@@ -22,7 +22,6 @@ Run directory::
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import random
 import warnings
@@ -42,6 +41,7 @@ from infmae.checkpoint import (
     newest_complete,
     read_training_checkpoint,
     resume_candidates,
+    sha256_file,
 )
 from infmae.data import EpochBatchSampler
 from infmae.distributed import barrier, cleanup
@@ -73,14 +73,6 @@ RESUME_KEYS = ("task", "init", "preset", "task_options", "input_size", "batch", 
 
 
 # ----------------------------------------------------------------------------------------------- INIT
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _weights_file(path: Path) -> Path | None:
     if path.is_file():
         return path

@@ -161,3 +161,17 @@ def save_png(img: Image.Image, path: Path) -> Path:
     with atomic_path(path, fsync=False) as tmp:
         img.save(tmp, format="PNG")
     return path
+
+
+class DenseDataset(torch.utils.data.Dataset):
+    """What the irstd and segment datasets share: a list of samples with an `image` path each."""
+
+    samples: list
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    @property
+    def image_paths(self) -> list[Path]:
+        """The image files, in item order (the engine draws its fixed prediction sample from them)."""
+        return [s.image for s in self.samples]

@@ -34,6 +34,7 @@ from ..heads import DenseModel, IRSTDDecoder
 from ..metrics import IRSTDMetrics
 from .base import DataLayoutError, DownstreamTask
 from .dense import (
+    DenseDataset,
     augment_pair,
     blend,
     check_same_size,
@@ -91,7 +92,7 @@ def mask_path(data_dir: Path, layout: str, name: str) -> Path | None:
     return p if p.is_file() else None
 
 
-class IRSTDDataset(torch.utils.data.Dataset):
+class IRSTDDataset(DenseDataset):
     """Items: (image [1, S, S] float in [0, 1], mask [1, S, S] float 0/1). train=True: augmented crops of
     `input_size`; train=False: whole images (sizes differ: batch 1 or the task's evaluate)."""
 
@@ -99,14 +100,6 @@ class IRSTDDataset(torch.utils.data.Dataset):
                  scale: tuple[float, float] = (0.7, 1.4)) -> None:
         self.samples, self.train, self.input_size, self.scale = list(samples), train, input_size, scale
         self.skipped: list[str] = []  # one-line reasons of samples left out
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    @property
-    def image_paths(self) -> list[Path]:
-        """The image files, in item order (the engine draws its fixed prediction sample from them)."""
-        return [s.image for s in self.samples]
 
     def load(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """(uint8 gray [H, W], bool mask [H, W]) of sample i, unaugmented."""

@@ -34,6 +34,7 @@ from ..heads import DenseModel, FCNHead, UperHead
 from ..metrics import SegMetrics
 from .base import DataLayoutError, DownstreamTask
 from .dense import (
+    DenseDataset,
     augment_pair,
     blend,
     check_same_size,
@@ -89,7 +90,7 @@ def _generic_splits(data_dir: Path) -> dict[str, tuple[Path, Path, list[str] | N
     return out
 
 
-class SegDataset(torch.utils.data.Dataset):
+class SegDataset(DenseDataset):
     """Items: (image [1, S, S] float in [0, 1], labels [S, S] int64 with 255 = ignore). train=True: augmented
     crops of `input_size`; train=False: whole images."""
 
@@ -97,14 +98,6 @@ class SegDataset(torch.utils.data.Dataset):
                  scale: tuple[float, float] = (0.5, 2.0)) -> None:
         self.samples, self.num_classes, self.train = list(samples), num_classes, train
         self.input_size, self.scale = input_size, scale
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    @property
-    def image_paths(self) -> list[Path]:
-        """The image files, in item order (the engine draws its fixed prediction sample from them)."""
-        return [s.image for s in self.samples]
 
     def load(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """(uint8 gray [H, W], int64 labels [H, W]) of sample i; DataLayoutError naming a bad label file."""
