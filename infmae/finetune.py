@@ -355,7 +355,10 @@ def predict_run(run_dir: str | Path, images: list[str | Path], out: str | Path,
 
 
 def _fmt(v: Any) -> str:
+    """A table cell: 4 decimals, 2 from 10 up, 3 significant digits below 1e-3 (F_a is ~1e-6, not 0.0000)."""
     if isinstance(v, float):
+        if v != 0 and abs(v) < 1e-3:
+            return f"{v:.3g}"
         return f"{v:.4f}" if abs(v) < 10 else f"{v:.2f}"
     return "-" if v is None else str(v)
 
