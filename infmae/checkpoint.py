@@ -11,12 +11,16 @@ module never imports the model). Torch files (.pt / .pth, e.g. a trainer's full 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import random
+import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
@@ -128,12 +132,6 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
 # checkpoints newest first; `load_resume` takes the newest one that actually reads (a truncated file falls
 # back to the next, and says so).
 
-import contextlib as _contextlib  # noqa: E402 - this section is self-contained
-import random as _random  # noqa: E402
-import shutil as _shutil  # noqa: E402
-
-import numpy as _np  # noqa: E402
-
 LATEST = "checkpoint-latest"
 STATE_FILE = "train_state.pt"
 DONE_FILE = "trainer.json"
@@ -151,7 +149,7 @@ def before_commit(tmp_folder: Path) -> None:
 
 
 def _fsync_dir(path: Path) -> None:
-    with _contextlib.suppress(OSError):
+    with contextlib.suppress(OSError):
         fd = os.open(path, os.O_RDONLY)
         try:
             os.fsync(fd)
@@ -169,11 +167,11 @@ def _fsync_tree(path: Path) -> None:
 
 def rng_state() -> dict[str, Any]:
     """All RNG states as tensors and primitive containers (loadable with ``weights_only=True``)."""
-    np_state = _np.random.get_state()
+    np_state = np.random.get_state()
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
-        "python": _random.getstate(),
-        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(_np.int64)),
+        "python": random.getstate(),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)),
                   *[int(x) if i < 2 else float(x) for i, x in enumerate(np_state[2:])]],
     }
     if torch.cuda.is_available():
@@ -185,9 +183,9 @@ def set_rng_state(state: dict[str, Any]) -> None:
     """Restore what :func:`rng_state` returned (CUDA states only on a machine with as many GPUs)."""
     torch.set_rng_state(state["torch"])
     py = state["python"]
-    _random.setstate((py[0], tuple(py[1]), py[2]))
+    random.setstate((py[0], tuple(py[1]), py[2]))
     name, keys, pos, has_gauss, gauss = state["numpy"]
-    _np.random.set_state((name, keys.numpy().astype(_np.uint32), int(pos), int(has_gauss), float(gauss)))
+    np.random.set_state((name, keys.numpy().astype(np.uint32), int(pos), int(has_gauss), float(gauss)))
     if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(state["cuda"])
 
@@ -246,7 +244,7 @@ def write_checkpoint(
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         if tmp.exists():
-            _shutil.rmtree(tmp)
+            shutil.rmtree(tmp)
         tmp.mkdir()
         try:
             save_model(model, tmp)
@@ -258,7 +256,7 @@ def write_checkpoint(
         (tmp / DONE_FILE).write_text(json.dumps(summary, indent=2))
         _fsync_tree(tmp)
     except OSError as exc:
-        _shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)
         good = newest_complete(run_dir)
         err = OutputError.writing(run_dir, exc)
         raise OutputError(f"{err}; last good checkpoint: {good or 'none'} (intact)") from None
@@ -266,17 +264,17 @@ def write_checkpoint(
     if dst.exists():
         prev = run_dir / f"{name}.prev"
         if prev.exists():
-            _shutil.rmtree(prev)
+            shutil.rmtree(prev)
         os.replace(dst, prev)
         os.replace(tmp, dst)
         _fsync_dir(run_dir)
-        _shutil.rmtree(prev)
+        shutil.rmtree(prev)
     else:
         os.replace(tmp, dst)
         stale = run_dir / f"{name}.prev"  # left by a kill between the two renames of an earlier swap
         if stale.exists():
             _fsync_dir(run_dir)
-            _shutil.rmtree(stale)
+            shutil.rmtree(stale)
     _fsync_dir(run_dir)
     return dst
 

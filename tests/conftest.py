@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -47,6 +48,15 @@ def link_folder(dst: Path, files: list[Path]) -> Path:
     dst.mkdir(parents=True, exist_ok=True)
     for f in files:
         (dst / f.name).symlink_to(f)
+    return dst
+
+
+def copy_folder(dst: Path, files: list[Path]) -> Path:
+    """A folder of copies of real images, for a test that changes its source folder (never the shared data's
+    files themselves); returns ``dst``."""
+    dst.mkdir(parents=True, exist_ok=True)
+    for f in files:
+        shutil.copyfile(f, dst / f.name)
     return dst
 
 

@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import copy_folder
 from PIL import Image
 
 from inf30.build import BuildOptions, build
@@ -627,9 +628,7 @@ def test_an_output_folder_inside_the_source_is_never_read_back(hituav_dir, tmp_p
     """`inf30 build . --out inf30` (and a recursive glob) run twice: the second run must not take the first
     run's stored images, lock or parts for new inputs."""
     for source, out in ((".", "inf30"), ("./**/*.jpg", "globbed")):
-        (tmp_path / out).mkdir()
-        for f in sorted((hituav_dir / "train").glob("*.jpg"))[:5]:
-            (tmp_path / out / f.name).write_bytes(f.read_bytes())
+        copy_folder(tmp_path / out, sorted((hituav_dir / "train").glob("*.jpg"))[:5])
         monkeypatch.chdir(tmp_path / out)
         for _ in range(2):
             summary = run_build([source], Path(out))
@@ -657,10 +656,7 @@ def test_an_unwritable_output_stops_the_build_and_a_rerun_resumes(hituav_dir, tm
     recording the inputs as corrupt (or caching a half extraction), and a re-run with room finishes equal to
     an uninterrupted build."""
     frames = sorted((hituav_dir / "train").glob("*.jpg"))[:6]  # about 70 kB each
-    src = tmp_path / "src"
-    src.mkdir()
-    for f in frames[:4]:
-        (src / f.name).write_bytes(f.read_bytes())
+    src = copy_folder(tmp_path / "src", frames[:4])
     if with_archive:
         (src / "more.zip").write_bytes(_zip_bytes({f.name: f.read_bytes() for f in frames[4:]}))
     out = tmp_path / "ds"

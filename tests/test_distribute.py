@@ -65,12 +65,11 @@ def raise_fatal(x: int) -> int:
 
 # ------------------------------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
-def images(sirst_dir: Path, hituav_dir: Path) -> list[str]:
-    """A mixed selection of real SIRST and HIT-UAV frames, plus one file that is not an image."""
-    sirst = sorted((sirst_dir / "images").glob("*.png"))[:10]
-    hit = sorted(p for p in hituav_dir.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))[:10]
-    assert len(sirst) == 10 and len(hit) == 10
-    return [str(p) for p in sirst + hit] + [str(hituav_dir / "LICENSE")]
+def images(real_frames, hituav_dir: Path) -> list[str]:
+    """A mixed selection of real frames (10 SIRST, 10 HIT-UAV), plus one file that is not an image."""
+    frames = real_frames(20)
+    assert len(frames) == 20
+    return [str(p) for p in frames] + [str(hituav_dir / "LICENSE")]
 
 
 @pytest.fixture(scope="module")

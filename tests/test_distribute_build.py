@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import copy_folder
 from typer.testing import CliRunner
 
 from cli import inf30_app
@@ -49,10 +50,8 @@ def src(sirst_dir: Path, hituav_dir: Path, tmp_path_factory: pytest.TempPathFact
     sirst = sorted((sirst_dir / "images").glob("*.png"))[:12]
     hit = sorted((hituav_dir / "val").rglob("*.jpg"))[:12]
     assert len(sirst) == len(hit) == 12
-    for folder, files in (("sirst", sirst), ("hit", hit)):
-        (root / folder).mkdir()
-        for f in files:
-            shutil.copyfile(f, root / folder / f.name)
+    copy_folder(root / "sirst", sirst)
+    copy_folder(root / "hit", hit)
     (root / "sirst" / "cut_short.png").write_bytes(sirst[0].read_bytes()[:300])
     return root
 
@@ -226,10 +225,8 @@ def test_build_with_dedupe_on_ray_gives_the_local_decisions(hituav_dir: Path, si
                                                             tmp_path: Path):
     """The default `inf30 build` (build, then dedupe) with every stage on Ray: the same near-duplicate
     decisions and groups as local processes, on consecutive frames of a real HIT-UAV sequence."""
-    src = tmp_path / "src"
-    src.mkdir()
-    for f in sorted((hituav_dir / "train").glob("*.jpg"))[:8] + sorted((sirst_dir / "images").glob("*.png"))[:4]:
-        shutil.copyfile(f, src / f.name)
+    src = copy_folder(tmp_path / "src", sorted((hituav_dir / "train").glob("*.jpg"))[:8]
+                      + sorted((sirst_dir / "images").glob("*.png"))[:4])  # fmt: skip
     common = ["--workers", "2", "--part-size", "4", "-q"]
     code, text = cli(["build", str(src), "--out", str(tmp_path / "local"), *common])
     assert code == 0, text

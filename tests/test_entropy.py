@@ -230,24 +230,13 @@ def test_16_bit_images_use_agc_and_raw_entropy(tmp_path: Path, hituav_dir: Path)
     assert r.to_dict()["sets"][0]["raw_entropy"]["n"] == 1
 
 
-def test_built_dataset_uses_stored_entropy(tmp_path: Path, sirst_dir: Path) -> None:
-    """`inf30 entropy DIR` on a built dataset reads the manifest; values equal a folder run on the inputs."""
-    from inf30 import build as build_mod
-    from inf30.sources import load_sources
-
-    src = tmp_path / "src"
-    src.mkdir()
-    for f in sorted((sirst_dir / "images").glob("*.png"))[:15]:
-        shutil.copy(f, src / f.name)
-    out = tmp_path / "ds"
-    build_mod.build(
-        load_sources([str(src)], out_dir=out),
-        out,
-        build_mod.BuildOptions(workers=1, dedupe=False, progress=False),
-    )
-    from_ds = {i.name: i.entropy for i in collect([out], progress=False).items}
+def test_built_dataset_uses_stored_entropy(built_dataset: Path, frames_folder) -> None:
+    """`inf30 entropy DIR` on a built dataset reads the manifest; values equal a folder run on the inputs
+    (the session's ``built_dataset``: 6 SIRST PNGs and 6 HIT-UAV JPEGs from ``frames_folder(12)``)."""
+    src = frames_folder(12)
+    from_ds = {i.name: i.entropy for i in collect([built_dataset], progress=False).items}
     from_folder = {i.name: i.entropy for i in collect([src], workers=1, progress=False).items}
-    assert len(from_ds) == 15 and from_ds.keys() == from_folder.keys()
+    assert len(from_ds) == 12 and from_ds.keys() == from_folder.keys()
     for k, v in from_ds.items():
         assert v == pytest.approx(from_folder[k], abs=1e-12)
 

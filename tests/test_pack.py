@@ -25,16 +25,6 @@ INFMAE = str(Path(sys.executable).parent / "infmae")
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
-def frames(data_dir: Path, dst: Path, n: int) -> Path:
-    """A folder of symlinks to n real frames (half SIRST, half HIT-UAV 640x512)."""
-    dst.mkdir(parents=True, exist_ok=True)
-    files = sorted((data_dir / "sirst" / "images").iterdir())[: n // 2]
-    files += sorted((data_dir / "hit-uav" / "val").iterdir())[: n - n // 2]
-    for f in files:
-        (dst / f.name).symlink_to(f)
-    return dst
-
-
 def tree_bytes(folder: Path) -> dict[str, bytes]:
     """Every file of a pack except the lock and the sharded jobs' lock folders: relative path -> bytes."""
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
@@ -42,8 +32,9 @@ def tree_bytes(folder: Path) -> dict[str, bytes]:
 
 
 @pytest.fixture(scope="module")
-def real(tmp_path_factory, data_dir: Path) -> Path:
-    return frames(data_dir, tmp_path_factory.mktemp("real") / "frames", 16)
+def real(frames_folder) -> Path:
+    """16 real frames (8 SIRST, 8 HIT-UAV 640x512): the session's read-only ``frames_folder(16)``."""
+    return frames_folder(16)
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import copy_folder
 from typer.testing import CliRunner
 
 from cli import inf30_app
@@ -36,11 +37,6 @@ INF30 = str(Path(sys.executable).parent / "inf30")
 def _build(paths: list[str], out: Path, **kw) -> object:
     opts = BuildOptions(workers=1, progress=False, **{"dedupe": False, **kw})
     return build(load_sources(paths, out_dir=out), out, opts)
-
-
-def _copy(files: list[Path], folder: Path) -> list[Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    return [Path(shutil.copyfile(f, folder / f.name)) for f in files]
 
 
 def _zip(path: Path, files: list[Path]) -> None:
@@ -120,7 +116,7 @@ HOLD = "import sys, time; from inf30.lock import lock_folder\nwith lock_folder(s
 @pytest.fixture(scope="module")
 def built(tmp_path_factory, small: list[Path]) -> Path:
     tmp = tmp_path_factory.mktemp("built")
-    _copy(small[:6], tmp / "src")
+    copy_folder(tmp / "src", small[:6])
     _build([str(tmp / "src")], tmp / "ds")
     return tmp / "ds"
 
@@ -188,7 +184,7 @@ def test_an_archive_replaced_in_place_is_extracted_again(small: list[Path], tmp_
 def test_build_into_its_own_source_folder_reads_nothing_of_its_own_back(frames: list[Path], small: list[Path],
                                                                         tmp_path: Path):
     src = tmp_path / "src"
-    _copy(frames[:4], src)
+    copy_folder(src, frames[:4])
     _zip(src / "more.zip", small[:2])
     (src / "images").mkdir()  # the user's own images/ folder (not content-addressed names) is an input
     shutil.copyfile(small[3], src / "images" / "user.png")
@@ -214,7 +210,7 @@ def test_no_dedupe_rerun_drops_stale_groups_and_build_json_matches_the_manifest(
     from PIL import Image
 
     src, out = tmp_path / "src", tmp_path / "ds"
-    _copy(frames[:3], src)
+    copy_folder(src, frames[:3])
     # a near copy of the first frame: re-encoded smaller (a different id, the same picture)
     Image.open(frames[0]).resize((480, 384)).save(src / "copy_small.png")
     from pipelines.build import build_sources  # build, then the dedupe stage (build() alone never dedupes)
@@ -278,8 +274,8 @@ def test_an_existing_name_with_glob_characters_is_a_path(small: list[Path], tmp_
 # ------------------------------------------------------------------------------ 9. sources YAML schema
 def test_sources_yaml_is_checked_against_its_schema(small: list[Path], frames: list[Path], tmp_path: Path):
     src = tmp_path / "src"
-    _copy(small[:2], src)
-    _copy(frames[:1], src)
+    copy_folder(src, small[:2])
+    copy_folder(src, frames[:1])
 
     def config(entry: dict) -> Path:
         path = tmp_path / "sources.yaml"
@@ -332,7 +328,7 @@ BUILD_PROBES = [
 @pytest.mark.parametrize("probe", BUILD_PROBES, ids=lambda p: " ".join(p))
 def test_bad_build_options_are_usage_errors_before_any_work(probe: list[str], small: list[Path], tmp_path: Path):
     src = tmp_path / "src"
-    _copy(small[:1], src)
+    copy_folder(src, small[:1])
     out = tmp_path / "out"
     _usage_error(["build", str(src), "--out", str(out), "-q", *probe])
     assert not out.exists()
@@ -381,7 +377,7 @@ def test_entropy_where_nothing_decodes_fails_with_exit_1(tmp_path: Path):
 def test_ctrl_c_during_a_parallel_build_prints_one_line_and_exits_130(frames: list[Path], tmp_path: Path):
     """SIGINT to the whole process group (what a terminal's Ctrl-C does) while two pool workers decode."""
     src, out = tmp_path / "src", tmp_path / "ds"
-    _copy(frames[:120], src)
+    copy_folder(src, frames[:120])
     proc = subprocess.Popen([INF30, "build", str(src), "--out", str(out), "--workers", "2", "--part-size", "1",
                              "--no-dedupe", "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)  # fmt: skip

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import copy_folder
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -38,18 +39,13 @@ def dataset(tmp_path_factory: pytest.TempPathFactory, sirst_dir: Path, hituav_di
     from inf30.sources import load_sources
 
     tmp = tmp_path_factory.mktemp("report")
-    sirst, hit = tmp / "src" / "sirst", tmp / "src" / "hituav"
-    sirst.mkdir(parents=True)
-    hit.mkdir(parents=True)
     sirst_files = sorted((sirst_dir / "images").glob("*.png"))[:16]
-    for f in sirst_files:
-        shutil.copy(f, sirst / f.name)
+    sirst = copy_folder(tmp / "src" / "sirst", sirst_files)
     shutil.copy(sirst_files[3], sirst / "copy_of_3.png")  # exact duplicate
     Image.open(sirst_files[0]).convert("L").resize((12, 10)).save(sirst / "tiny.png")  # too small
     (sirst / "broken.png").write_bytes(sirst_files[1].read_bytes()[:300])  # corrupt
     frames = sorted((hituav_dir / "train").glob("*.jpg"))[:8]  # one video sequence, consecutive frames
-    for f in frames + sorted((hituav_dir / "val").glob("*.jpg"))[:4]:
-        shutil.copy(f, hit / f.name)
+    hit = copy_folder(tmp / "src" / "hituav", frames + sorted((hituav_dir / "val").glob("*.jpg"))[:4])
     cfg = tmp / "sources.yaml"
     cfg.write_text(
         f"sources:\n"
