@@ -322,6 +322,8 @@ def dedupe_cmd(
     min_inlier_ratio: float = opt(SceneParams, "min_inlier_ratio"),
     max_scale: float = opt(SceneParams, "max_scale"),
     clahe: float = opt(SceneParams, "clahe"),
+    photo_corr: float = opt(SceneParams, "photo_corr"),
+    photo_inliers: int = opt(SceneParams, "photo_inliers"),
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Drop near-copies (perceptual hash) and scene-level near-duplicates (local features): each group of

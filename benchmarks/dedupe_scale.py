@@ -213,9 +213,17 @@ def bench_stage3(data: Path, fraction: float) -> None:
     cand = scene_candidates(feats, opts, names, order_keys)
     t_cand = time.perf_counter() - t
     sample = cand.iloc[:: max(1, len(cand) // 3000)]
-    t = time.perf_counter()
-    verify_candidates(feats, sample, opts.scene_params)
-    ms_pair = 1000 * (time.perf_counter() - t) / len(sample)
+    from dataclasses import replace
+
+    ms_on, ms_off = [], []
+    for _ in range(2):  # interleaved, best of 2: with and without the photometric test (issue 17)
+        t = time.perf_counter()
+        verify_candidates(feats, sample, opts.scene_params)
+        ms_on.append(1000 * (time.perf_counter() - t) / len(sample))
+        t = time.perf_counter()
+        verify_candidates(feats, sample, replace(opts.scene_params, photo_corr=0.0))
+        ms_off.append(1000 * (time.perf_counter() - t) / len(sample))
+    ms_pair = min(ms_on)
     checked = stats.checked_pairs / n
     print(f"\nstage 3 on {n} real images (curation mix, fraction {fraction}), one process, shared machine:")
     print(f"  features {1000 * t_feat / n:.1f} ms/image; candidates (vocabulary, index, votes, window) "
@@ -224,6 +232,8 @@ def bench_stage3(data: Path, fraction: float) -> None:
     print(f"  candidate pairs {stats.candidate_pairs / n:.1f} per image, all verified with hops={opts.hops} "
           f"({stats.verified_pairs} duplicates); with hops=0, verified lazily: {lazy_checked:.1f} per image "
           f"({lazy.checked_pairs} of {lazy.candidate_pairs})")
+    print(f"  verification without the photometric test (--photo-corr 0) {min(ms_off):.2f} ms per pair; with it "
+          f"{ms_pair:.2f} ({ms_pair / min(ms_off):.2f}x):")
     print(f"  verification {ms_pair:.2f} ms per pair -> {checked * ms_pair:.1f} ms per image "
           f"(hops=0, lazily: {lazy_checked * ms_pair:.1f} ms per image)")
     hours = 1e6 / 3.6e6  # 1 M images, ms -> hours

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from typing import NamedTuple
 
 import cv2
 import faiss
@@ -41,6 +42,10 @@ class SceneParams:
     max_scale: float = option(3.0, "Stage 3: the fitted similarity may scale by at most this (or its inverse).")
     clahe: float = option(0.0, "Stage 3: CLAHE clip limit (8 x 8 tiles) instead of global equalization "
                                "(0 = global; measured worse, docs/dedupe.md).")
+    photo_corr: float = option(0.7, "Stage 3: a pair that fails min-inliers is still the same scene when a similarity "
+                                    "with at least photo-inliers inliers aligns the two thumbnails to this band-pass "
+                                    "correlation (0 = off; for low-texture and re-gained crops).")
+    photo_inliers: int = option(8, "Stage 3: inliers a similarity needs before the thumbnails are compared under it.")
 
     def validate(self) -> None:
         """:class:`inf30.errors.UsageError` (a ValueError) with a one-line message for a parameter out of range."""
@@ -55,6 +60,8 @@ class SceneParams:
             (0.0 <= self.min_inlier_ratio <= 1.0, f"min inlier ratio must be in 0..1, got {self.min_inlier_ratio}"),
             (self.max_scale >= 1.0, f"max scale must be at least 1, got {self.max_scale}"),
             (self.clahe >= 0.0, f"clahe must be 0 (off) or a positive clip limit, got {self.clahe}"),
+            (0.0 <= self.photo_corr <= 1.0, f"photo corr must be in 0..1 (0 = off), got {self.photo_corr}"),
+            (self.photo_inliers >= 3, f"photo inliers must be at least 3, got {self.photo_inliers}"),
         )
         for ok, message in checks:
             if not ok:
@@ -63,18 +70,27 @@ class SceneParams:
     def feature_key(self) -> str:
         """Short hash of the parameters that change the cached features (not the verification ones)."""
         keys = {k: v for k, v in asdict(self).items() if k in ("side", "nfeatures", "fast_threshold")}
+        keys["thumb"] = THUMB_SIDE  # caches without thumbnails (before issue 17) are recomputed
         if self.clahe:  # absent at its default: caches written before the option existed stay valid
             keys["clahe"] = self.clahe
         return hashlib.sha1(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:10]
 
 
+THUMB_SIDE = 128  # long side (px) of the thumbnail kept with the features for the photometric check
+NO_THUMB = np.zeros((0, 0), np.uint8)
+
+
 @dataclass
 class LocalFeatures:
     """ORB features of one image: ``xy`` (N, 2) float32 keypoint positions in working-copy pixels,
-    ``desc`` (N, 32) uint8 binary descriptors (256 bits). N is 0 for images too small or flat."""
+    ``desc`` (N, 32) uint8 binary descriptors (256 bits). N is 0 for images too small or flat. ``thumb``
+    (h, w) uint8: the gray working copy (not equalized) shrunk to a long side of at most :data:`THUMB_SIDE`,
+    ``thumb_scale`` its pixels per working-copy pixel (0 and an empty thumb: none)."""
 
     xy: np.ndarray
     desc: np.ndarray
+    thumb: np.ndarray = field(default_factory=lambda: NO_THUMB)
+    thumb_scale: float = 0.0
 
     @property
     def usable(self) -> bool:
@@ -84,20 +100,27 @@ class LocalFeatures:
 EMPTY = LocalFeatures(np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8))
 
 
-def working_copy(gray: np.ndarray, side: int, clahe: float = 0.0) -> np.ndarray:
-    """8-bit gray (H, W) -> equalized copy whose long side is at most ``side`` px (area interpolation);
-    ``clahe`` > 0: adaptive equalization with that clip limit instead of global equalization."""
-    gray = np.asarray(gray, dtype=np.uint8)
+def _shrink(gray: np.ndarray, side: int) -> np.ndarray:
+    """(H, W) uint8 -> contiguous copy whose long side is at most ``side`` px (area interpolation)."""
     h, w = gray.shape[:2]
     scale = side / max(h, w)
     if scale < 1.0:
         gray = cv2.resize(
             gray, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA
         )
-    gray = np.ascontiguousarray(gray)
+    return np.ascontiguousarray(gray)
+
+
+def _equalize(gray: np.ndarray, clahe: float = 0.0) -> np.ndarray:
     if clahe > 0:
         return cv2.createCLAHE(clipLimit=clahe, tileGridSize=(8, 8)).apply(gray)
     return cv2.equalizeHist(gray)
+
+
+def working_copy(gray: np.ndarray, side: int, clahe: float = 0.0) -> np.ndarray:
+    """8-bit gray (H, W) -> equalized copy whose long side is at most ``side`` px (area interpolation);
+    ``clahe`` > 0: adaptive equalization with that clip limit instead of global equalization."""
+    return _equalize(_shrink(np.asarray(gray, dtype=np.uint8), side), clahe)
 
 
 def extract_features(gray: np.ndarray, params: SceneParams | None = None) -> LocalFeatures:
@@ -108,7 +131,8 @@ def extract_features(gray: np.ndarray, params: SceneParams | None = None) -> Loc
         gray = np.asarray(gray)
         if gray.ndim != 2 or min(gray.shape) < 16 or int(gray.max()) == int(gray.min()):
             return EMPTY
-        img = working_copy(gray, p.side, p.clahe)
+        raw = _shrink(np.asarray(gray, dtype=np.uint8), p.side)
+        img = _equalize(raw, p.clahe)
         edge = max(4, min(15, min(img.shape) // 4))
         orb = cv2.ORB_create(
             nfeatures=p.nfeatures, fastThreshold=p.fast_threshold, edgeThreshold=edge, patchSize=edge
@@ -121,44 +145,161 @@ def extract_features(gray: np.ndarray, params: SceneParams | None = None) -> Loc
     order = np.argsort([-k.response for k in kps], kind="stable")  # strongest first (candidate search uses a prefix)
     xy = np.array([k.pt for k in kps], dtype=np.float32).reshape(-1, 2)[order]
     xy = xy.astype(np.float16).astype(np.float32)  # the cache stores float16: fresh == cached, bit for bit
-    return LocalFeatures(np.ascontiguousarray(xy), np.ascontiguousarray(desc[order], dtype=np.uint8))
+    thumb = _shrink(raw, THUMB_SIDE)
+    return LocalFeatures(np.ascontiguousarray(xy), np.ascontiguousarray(desc[order], dtype=np.uint8),
+                         thumb, thumb.shape[1] / raw.shape[1])
 
 
-def verify_pair(a: LocalFeatures, b: LocalFeatures, params: SceneParams | None = None) -> int:
-    """Geometric verification of two images: ratio-test matches of their ORB descriptors, then a RANSAC
-    similarity transform (rotation, uniform scale, translation). Returns the inlier count (0 when either
-    image has no features or the transform is implausible). Deterministic (fixed RANSAC seed)."""
+class PairCheck(NamedTuple):
+    """Result of :func:`verify_pair`: ``inliers`` of the best similarity found, ``corr`` the thumbnails'
+    band-pass correlation under it (nan where not computed) and the decision ``same`` (one scene)."""
+
+    inliers: int
+    corr: float
+    same: bool
+
+
+NO_MATCH = PairCheck(0, float("nan"), False)
+PHOTO_RATIO = 0.9  # ratio test of the matches the photometric check draws its hypotheses from
+PHOTO_MIN_OVERLAP = 200  # thumbnail pixels the two images must share under a hypothesis
+PHOTO_HYPOTHESES = 3  # distinct similarity hypotheses (most inliers first) the thumbnails are compared under
+PHOTO_MAX_ROTATION = 3.0  # degrees: re-cuts and re-saves keep the frame's orientation (rotated pairs need test 1)
+
+
+def verify_pair(a: LocalFeatures, b: LocalFeatures, params: SceneParams | None = None) -> PairCheck:
+    """Geometric verification of two images, in two tests.
+
+    1. Ratio-test matches of their ORB descriptors, then a RANSAC similarity transform (rotation, uniform
+       scale, translation): the same scene when it has ``min_inliers`` inliers forming ``min_inlier_ratio``
+       of the matches, at a plausible scale.
+    2. Otherwise (``photo_corr`` > 0, both with thumbnails): up to :data:`PHOTO_HYPOTHESES` similarities of
+       at least ``photo_inliers`` inliers (a scale-bounded RANSAC of looser matches) and a rotation of at most
+       :data:`PHOTO_MAX_ROTATION` degrees each warp one thumbnail onto the other, and the same scene is a
+       band-pass correlation of at least ``photo_corr`` over the overlap. This catches crops of low-texture skies and strongly re-gained crops, whose few ORB matches
+       are right but too few: equalization and a difference of Gaussians make the comparison blind to any
+       monotonic gain change; an unrelated pair rarely aligns, as its hypotheses are chance matches.
+
+    Returns a :class:`PairCheck`; :data:`NO_MATCH` when either image has no features. Deterministic (fixed
+    RANSAC seeds).
+    """
     p = params or SceneParams()
     if len(a.desc) < 2 or len(b.desc) < 2:
-        return 0
+        return NO_MATCH
     # the two nearest descriptors of b for each descriptor of a (exact Hamming search; 4x faster than
     # OpenCV's BFMatcher.knnMatch on 500 x 500 ORB descriptors, with the same distances), then Lowe's ratio test
     index = faiss.IndexBinaryFlat(a.desc.shape[1] * 8)
     index.add(np.ascontiguousarray(b.desc, dtype=np.uint8))
     dist, nn = index.search(np.ascontiguousarray(a.desc, dtype=np.uint8), 2)
-    good = np.flatnonzero((nn[:, 1] >= 0) & (dist[:, 0] < p.ratio * dist[:, 1]))
-    if len(good) < max(3, p.min_inliers // 2):
-        return 0
-    src = np.asarray(a.xy[good], dtype=np.float32)
-    dst = np.asarray(b.xy[nn[good, 0]], dtype=np.float32)
-    cv2.setRNGSeed(0)
-    model, mask = cv2.estimateAffinePartial2D(
-        src, dst, method=cv2.RANSAC, ransacReprojThreshold=p.ransac_px, maxIters=2000, confidence=0.995
-    )
-    if model is None or mask is None:
-        return 0
-    scale = float(np.hypot(model[0, 0], model[1, 0]))
-    if not (1.0 / p.max_scale <= scale <= p.max_scale):
-        return 0
-    inliers = int(mask.sum())
-    if inliers < p.min_inlier_ratio * len(good):
-        return 0
-    return inliers
+    valid = nn[:, 1] >= 0
+    best = 0
+    good = np.flatnonzero(valid & (dist[:, 0] < p.ratio * dist[:, 1]))
+    if len(good) >= max(3, p.min_inliers // 2):
+        src = np.asarray(a.xy[good], dtype=np.float32)
+        dst = np.asarray(b.xy[nn[good, 0]], dtype=np.float32)
+        cv2.setRNGSeed(0)
+        model, mask = cv2.estimateAffinePartial2D(
+            src, dst, method=cv2.RANSAC, ransacReprojThreshold=p.ransac_px, maxIters=2000, confidence=0.995
+        )
+        if model is not None and mask is not None:
+            scale = float(np.hypot(model[0, 0], model[1, 0]))
+            inliers = int(mask.sum())
+            if 1.0 / p.max_scale <= scale <= p.max_scale and inliers >= p.min_inlier_ratio * len(good):
+                if inliers >= p.min_inliers:
+                    return PairCheck(inliers, float("nan"), True)
+                best = inliers
+    if not p.photo_corr or not a.thumb.size or not b.thumb.size:
+        return PairCheck(best, float("nan"), False)
+    loose = np.flatnonzero(valid & (dist[:, 0] < PHOTO_RATIO * dist[:, 1]))
+    loose = loose[np.argsort(dist[loose, 0], kind="stable")]  # a fixed order: closest descriptors first
+    if len(loose) < p.photo_inliers:
+        return PairCheck(best, float("nan"), False)
+    corr, n_best = float("nan"), best
+    for model, n in similarity_hypotheses(a.xy[loose], b.xy[nn[loose, 0]], p.ransac_px, p.max_scale):
+        if n < p.photo_inliers:
+            break
+        if abs(np.degrees(np.arctan2(model[1, 0], model[0, 0]))) > PHOTO_MAX_ROTATION:
+            continue
+        c = thumb_correlation(a, b, model)
+        if c == c and not c <= corr:  # a number, above the best so far (or the first)
+            corr, n_best = c, n
+            if c >= p.photo_corr:
+                return PairCheck(n, c, True)
+    return PairCheck(n_best, corr, False)
 
 
-def is_scene_duplicate(inliers: int, params: SceneParams | None = None) -> bool:
+def similarity_hypotheses(
+    src: np.ndarray, dst: np.ndarray, px: float, max_scale: float, n_samples: int = 256, top: int = PHOTO_HYPOTHESES
+) -> list[tuple[np.ndarray, int]]:
+    """RANSAC of a similarity dst ~ s R src + t from point matches (M, 2), best first, with the scale bounded
+    to [1/max_scale, max_scale] inside the sampling (OpenCV's estimator would return a degenerate best model).
+    ``n_samples`` random pairs of matches are the minimal samples.
+    Returns up to ``top`` distinct models (2, 3) float64 refit on their inliers (reprojection error < ``px``),
+    most inliers first, with their inlier counts. Deterministic (seed 0)."""
+    m = len(src)
+    if m < 2:
+        return []
+    s = src[:, 0].astype(np.float64) + 1j * src[:, 1]
+    d = dst[:, 0].astype(np.float64) + 1j * dst[:, 1]
+    rng = np.random.default_rng(0)
+    i1, i2 = rng.integers(0, m, n_samples), rng.integers(0, m, n_samples)
+    ok = np.abs(s[i1] - s[i2]) > 2 * px  # two distinct points, far enough apart to fix a scale
+    i1, i2 = i1[ok], i2[ok]
+    z = (d[i2] - d[i1]) / (s[i2] - s[i1])  # z = s * exp(i theta): the similarity as a complex number
+    ok = (np.abs(z) >= 1.0 / max_scale) & (np.abs(z) <= max_scale)
+    z, t = z[ok], (d[i1] - z * s[i1])[ok]
+    if not len(z):
+        return []
+    inl = np.abs(z[:, None] * s[None, :] + t[:, None] - d[None, :]) < px  # (H, M)
+    count = inl.sum(1)
+    out: list[tuple[np.ndarray, int]] = []
+    taken: list[complex] = []
+    for h in np.argsort(-count, kind="stable"):
+        if len(out) >= top or count[h] < 3:
+            break
+        if any(abs(z[h] - zz) < 0.05 * abs(zz) and abs(t[h] - tt) < 2 * px for zz, tt in taken):
+            continue  # the same model as one already taken
+        taken.append((z[h], t[h]))
+        ss, dd = s[inl[h]], d[inl[h]]  # least-squares similarity on the inliers
+        zr = np.vdot(ss - ss.mean(), dd - dd.mean()) / max(float(np.vdot(ss - ss.mean(), ss - ss.mean()).real), 1e-9)
+        tr = dd.mean() - zr * ss.mean()
+        n = int((np.abs(zr * s + tr - d) < px).sum())
+        if not (1.0 / max_scale <= abs(zr) <= max_scale) or n < count[h]:
+            zr, tr, n = z[h], t[h], int(count[h])
+        out.append((np.array([[zr.real, -zr.imag, tr.real], [zr.imag, zr.real, tr.imag]]), n))
+    return out
+
+
+def band_pass(thumb: np.ndarray) -> np.ndarray:
+    """(h, w) uint8 thumbnail -> float32 difference of Gaussians (sigma 1 and 4 px) of its equalized copy:
+    local structure, blind to monotonic gain changes, to the sky's gradient and to pixel noise."""
+    t = cv2.equalizeHist(np.ascontiguousarray(thumb)).astype(np.float32)
+    return cv2.GaussianBlur(t, (0, 0), 1.0) - cv2.GaussianBlur(t, (0, 0), 4.0)
+
+
+def thumb_correlation(a: LocalFeatures, b: LocalFeatures, model: np.ndarray) -> float:
+    """Pearson correlation of the band-passed thumbnails of a and b where ``model`` (2, 3), which maps a's
+    working-copy pixels to b's, overlays them (a warped onto b; 5 px of border dropped); nan when they share
+    fewer than :data:`PHOTO_MIN_OVERLAP` thumbnail pixels."""
+    m = np.array(model, dtype=np.float64)
+    m[:, :2] *= b.thumb_scale / a.thumb_scale  # thumbnail of a -> thumbnail of b
+    m[:, 2] *= b.thumb_scale
+    h, w = b.thumb.shape
+    fa = band_pass(a.thumb)
+    warped = cv2.warpAffine(fa, m, (w, h), flags=cv2.INTER_LINEAR)
+    cover = cv2.warpAffine(np.ones(fa.shape, np.uint8), m, (w, h), flags=cv2.INTER_NEAREST)
+    keep = cv2.erode(cover, np.ones((5, 5), np.uint8)) > 0
+    if int(keep.sum()) < PHOTO_MIN_OVERLAP:
+        return float("nan")
+    x = warped[keep] - warped[keep].mean()
+    y = band_pass(b.thumb)[keep]
+    y = y - y.mean()
+    den = float(np.sqrt(np.dot(x, x) * np.dot(y, y)))
+    return float(np.dot(x, y) / den) if den > 0 else float("nan")
+
+
+def is_scene_duplicate(check: PairCheck) -> bool:
     """Decision rule on a :func:`verify_pair` result."""
-    return inliers >= (params or SceneParams()).min_inliers
+    return bool(check.same)
 
 
 # ------------------------------------------------------------------------------------ global descriptor

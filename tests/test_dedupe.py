@@ -121,10 +121,10 @@ def test_sirst_crop_is_found_and_unrelated_is_not(sirst: list[np.ndarray]) -> No
     for img in sirst[:4]:
         fa = extract_features(img, p)
         fb = extract_features(crop(img, 0.7), p)
-        if verify_pair(fa, fb, p) >= p.min_inliers:
+        if verify_pair(fa, fb, p).same:
             found += 1
         other = extract_features(sirst[-1], p)
-        assert verify_pair(fa, other, p) < p.min_inliers
+        assert not verify_pair(fa, other, p).same
     assert found >= 3
 
 
@@ -198,8 +198,8 @@ def test_votes_find_curation_crops_that_verify(curated) -> None:
     pairs = set(zip(got["i"], got["j"], strict=True))
     assert set(truth) <= pairs
     assert len(pairs) <= 3 * len(images)
-    inl = verify_candidates(feats, pd.DataFrame(truth, columns=["i", "j"]), SceneParams())
-    assert (inl >= SceneParams().min_inliers).all(), inl
+    res = verify_candidates(feats, pd.DataFrame(truth, columns=["i", "j"]), SceneParams())
+    assert res["same"].all(), res
     assert vote_pairs(feats, top=0).empty and vote_pairs(feats[:1], top=3).empty
 
 
@@ -252,7 +252,7 @@ def test_lazy_verification_gives_the_groups_of_full_verification(hituav_dir: Pat
     cand = candidate_pairs(global_descriptors(feats, opts), np.ones(len(feats), bool), 13, -1.0)
     full = verify_candidates(feats, cand, opts.scene_params)
     uf_full = UnionFind(len(feats))
-    dup = full >= opts.scene_params.min_inliers
+    dup = full["same"].to_numpy()
     for i, j in zip(cand["i"][dup], cand["j"][dup], strict=True):
         uf_full.union(int(i), int(j))
     uf = UnionFind(len(feats))
@@ -387,14 +387,15 @@ def test_cli_passes_every_option_to_the_library(tmp_path: Path, monkeypatch, sir
             "--vote-keypoints", "64", "--window", "2", "--min-similarity", "0.2", "--hops", "0", "--vocab-size", "64",
             "--order", "entropy", "--workers", "1", "--sheet-groups", "2", "--side", "256", "--nfeatures", "300",
             "--fast-threshold", "7", "--min-keypoints", "20", "--ratio", "0.7", "--ransac-px", "3", "--min-inliers",
-            "30", "--min-inlier-ratio", "0.4", "--max-scale", "2", "--clahe", "1.5"]
+            "30", "--min-inlier-ratio", "0.4", "--max-scale", "2", "--clahe", "1.5", "--photo-corr", "0.6",
+            "--photo-inliers", "10"]
     res = CliRunner().invoke(inf30_app, ["dedupe", str(tmp_path), *args, "-q"])
     assert res.exit_code == 0, res.output
     o = seen["opts"]
     assert (o.hashes, o.hash_threshold, o.scene, o.neighbors, o.votes, o.vote_keypoints, o.window, o.min_similarity,
             o.hops, o.vocab_size, o.order, o.workers, o.sheet_groups) == (
         ("phash", "dhash"), 5, False, 7, 3, 64, 2, 0.2, 0, 64, ("entropy",), 1, 2)
-    assert o.scene_params == SceneParams(256, 300, 7, 20, 0.7, 3.0, 30, 0.4, 2.0, 1.5)
+    assert o.scene_params == SceneParams(256, 300, 7, 20, 0.7, 3.0, 30, 0.4, 2.0, 1.5, 0.6, 10)
 
 
 def test_cli_bad_options_and_missing_folder_exit_2_before_any_work(tmp_path: Path) -> None:
@@ -404,7 +405,8 @@ def test_cli_bad_options_and_missing_folder_exit_2_before_any_work(tmp_path: Pat
 
     missing = tmp_path / "missing"
     for args in (["--hashes", "nope"], ["--neighbors", "0"], ["--window", "-1"], ["--min-inlier-ratio", "2"],
-                 ["--min-inliers", "2"], ["--votes", "-3"], ["--order", "size,bogus"], ["--workers", "-1"]):
+                 ["--min-inliers", "2"], ["--votes", "-3"], ["--order", "size,bogus"], ["--workers", "-1"],
+                 ["--photo-corr", "1.5"], ["--photo-inliers", "2"]):
         res = CliRunner().invoke(inf30_app, ["dedupe", str(missing), *args, "-q"])
         assert res.exit_code == 2, (args, res.output)
         assert res.output.startswith("error: ") and res.output.count("\n") == 1, res.output

@@ -44,8 +44,9 @@ def _feature_task(
 class FeatureCache:
     """Per-image scene features (and hashes computed at dedupe) under ``DIR/dedupe/cache/<feature key>/``.
 
-    Each chunk of up to :data:`CHUNK` images is three files written atomically: ``<name>.desc.npy`` (sum N,
-    32) uint8, ``<name>.xy.npy`` (sum N, 2) float16, and last ``<name>.meta.npz`` (ids, offsets, hashes,
+    Each chunk of up to :data:`CHUNK` images is four files written atomically: ``<name>.desc.npy`` (sum N,
+    32) uint8, ``<name>.xy.npy`` (sum N, 2) float16, ``<name>.thumb.npy`` (sum h*w,) uint8 (the thumbnails,
+    flattened), and last ``<name>.meta.npz`` (ids, offsets, thumbnail offsets, shapes and scales, hashes,
     readable flags), whose presence marks the chunk complete. Arrays are memory-mapped on load.
     """
 
@@ -65,9 +66,11 @@ class FeatureCache:
                 meta = np.load(meta_path, allow_pickle=False)
                 desc = np.load(self.dir / f"{name}.desc.npy", mmap_mode="r")
                 xy = np.load(self.dir / f"{name}.xy.npy", mmap_mode="r")
-            except (OSError, ValueError):
+                thumbs = np.load(self.dir / f"{name}.thumb.npy", mmap_mode="r")
+                ids, offs, ok = meta["ids"], meta["offsets"], meta["readable"]
+                t_offs, t_hw, t_scale = meta["thumb_offsets"], meta["thumb_hw"], meta["thumb_scale"]
+            except (OSError, ValueError, KeyError):
                 continue  # a damaged chunk is recomputed
-            ids, offs, ok = meta["ids"], meta["offsets"], meta["readable"]
             hash_cols = {k[5:]: meta[k] for k in meta.files if k.startswith("hash_")}
             for n, ident in enumerate(ids.tolist()):
                 if ident in self.feats or ident in self.unreadable:
@@ -76,7 +79,12 @@ class FeatureCache:
                     self.unreadable.add(ident)
                     continue
                 a, b = int(offs[n]), int(offs[n + 1])
-                self.feats[ident] = LocalFeatures(xy[a:b], desc[a:b]) if b > a else EMPTY
+                if b > a:
+                    (th, tw), ta = t_hw[n], int(t_offs[n])
+                    thumb = np.asarray(thumbs[ta : ta + th * tw]).reshape(th, tw)
+                    self.feats[ident] = LocalFeatures(xy[a:b], desc[a:b], thumb, float(t_scale[n]))
+                else:
+                    self.feats[ident] = EMPTY
                 hs = {k: str(v[n]) for k, v in hash_cols.items() if str(v[n])}
                 if hs:
                     self.hashes[ident] = hs
@@ -109,16 +117,21 @@ class FeatureCache:
         xy = np.concatenate([np.asarray(x[1].xy, np.float32).reshape(-1, 2) for x in items]).astype(
             np.float16
         )
+        t_hw = np.array([x[1].thumb.shape for x in items], np.int64).reshape(-1, 2)
+        t_offs = np.concatenate([[0], np.cumsum(t_hw[:, 0] * t_hw[:, 1])]).astype(np.int64)
+        thumbs = np.concatenate([np.asarray(x[1].thumb, np.uint8).ravel() for x in items])
         kinds = sorted({k for x in items for k in x[2]})
         extra = {f"hash_{k}": np.array([x[2].get(k, "") for x in items]) for k in kinds}
-        for suffix, arr in (("desc", desc), ("xy", xy)):
+        for suffix, arr in (("desc", desc), ("xy", xy), ("thumb", thumbs)):
             with atomic_path(self.dir / f"{name}.{suffix}.npy") as tmp:
                 with open(tmp, "wb") as f:
                     np.save(f, arr)
         with atomic_path(self.dir / f"{name}.meta.npz") as tmp:
             with open(tmp, "wb") as f:
                 np.savez(
-                    f, ids=np.array(ids), offsets=offsets, readable=np.array([x[3] for x in items]), **extra
+                    f, ids=np.array(ids), offsets=offsets, readable=np.array([x[3] for x in items]),
+                    thumb_offsets=t_offs, thumb_hw=t_hw,
+                    thumb_scale=np.array([x[1].thumb_scale for x in items], np.float64), **extra
                 )
 
 
@@ -164,7 +177,7 @@ def merge_caches(shard_dirs: list[Path], out_dir: Path) -> None:
         for meta in sorted(src_root.glob("*/*.meta.npz")):
             key = meta.parent.name
             name = meta.name[: -len(".meta.npz")]
-            files = [meta.parent / f"{name}.{s}" for s in ("desc.npy", "xy.npy", "meta.npz")]
+            files = [meta.parent / f"{name}.{s}" for s in ("desc.npy", "xy.npy", "thumb.npy", "meta.npz")]
             if not all(f.exists() for f in files):
                 continue
             (dst_root / key).mkdir(parents=True, exist_ok=True)

@@ -64,11 +64,13 @@ def find_edges(
             key = v["i"].to_numpy(np.int64) * n + v["j"].to_numpy(np.int64)
             inl = pd.Series(v["inliers"].to_numpy(), index=key)
             ckey = cand["i"].to_numpy(np.int64) * n + cand["j"].to_numpy(np.int64)
-            trace["candidates"] = cand.assign(inliers=inl.reindex(ckey).fillna(-1).astype(np.int32).to_numpy())
+            same = pd.Series(v["same"].to_numpy(), index=key)
+            trace["candidates"] = cand.assign(inliers=inl.reindex(ckey).fillna(-1).astype(np.int32).to_numpy(),
+                                              same=same.reindex(ckey).fillna(False).astype(bool).to_numpy())
         if stats is not None:
             stats.candidate_pairs = len(cand)
             stats.checked_pairs = len(v)
-        v = v[v["inliers"].to_numpy() >= opts.scene_params.min_inliers]
+        v = v[v["same"].to_numpy()]
         if stats is not None:
             stats.verified_pairs = len(v)
         parts.append(
@@ -77,7 +79,8 @@ def find_edges(
                     "i": v["i"].to_numpy(),
                     "j": v["j"].to_numpy(),
                     "stage": 3,
-                    "evidence": [f"inliers={k},similarity={sim:.3f}" for k, sim in zip(v["inliers"], v["similarity"], strict=True)],
+                    "evidence": [f"inliers={k},similarity={sim:.3f}" + (f",corr={c:.2f}" if c == c else "")
+                                 for k, sim, c in zip(v["inliers"], v["similarity"], v["corr"], strict=True)],
                     "hamming": -1,
                     "inliers": v["inliers"].to_numpy(),
                     "similarity": v["similarity"].to_numpy(),

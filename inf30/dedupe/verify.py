@@ -14,12 +14,12 @@ from tqdm import tqdm
 
 from inf30.distribute import Distributor
 from inf30.errors import JobFailed
-from inf30.scene import LocalFeatures, SceneParams, verify_pair
+from inf30.scene import LocalFeatures, PairCheck, SceneParams, verify_pair
 
 LAZY_BATCH = 512  # candidate pairs per round of lazy verification (fixed: the result never depends on workers)
 
 
-def _verify_chunk(args: tuple[list[tuple[LocalFeatures, LocalFeatures]], SceneParams]) -> list[int]:
+def _verify_chunk(args: tuple[list[tuple[LocalFeatures, LocalFeatures]], SceneParams]) -> list[PairCheck]:
     """Verify a chunk of pairs on one core (OpenCV and faiss single-threaded while it runs)."""
     cv2.setNumThreads(1)
     threads = faiss.omp_get_max_threads()
@@ -38,9 +38,10 @@ def verify_candidates(
     workers: int = 1,
     progress: bool = False,
     dist: Distributor | None = None,
-) -> np.ndarray:
-    """RANSAC inlier counts (M,) int32 of candidate pairs (columns i, j index ``feats``); same result for
-    any worker count. Chunks of pairs run through ``dist`` (an ordered :class:`Distributor`, e.g. one kept
+) -> pd.DataFrame:
+    """Verification of candidate pairs (columns i, j index ``feats``): a frame of M rows in their order with
+    columns inliers (int32), corr (float32, nan where not computed) and same (bool), the
+    :class:`~inf30.scene.PairCheck` of each pair; same result for any worker count. Chunks of pairs run through ``dist`` (an ordered :class:`Distributor`, e.g. one kept
     open across rounds; by default local processes, ``workers`` of them). A chunk whose worker failed on
     every attempt is a :class:`JobFailed`."""
     ij = list(zip(pairs["i"].to_numpy(), pairs["j"].to_numpy(), strict=True))
@@ -49,13 +50,17 @@ def verify_candidates(
     chunks = [ij[s : s + size] for s in range(0, len(ij), size)]
     tasks = [([(feats[i], feats[j]) for i, j in c], params) for c in chunks]
     dist = dist or Distributor(workers=workers, ordered=True, preload=("inf30.dedupe",))
-    out: list[int] = []
+    out: list[PairCheck] = []
     with tqdm(total=len(ij), desc="verify pairs", unit="pair", disable=not progress) as bar:
         for res in dist(_verify_chunk, tasks, weight=lambda t: len(t[0]), bar=bar):
             if not res.ok:
                 raise JobFailed(f"verifying {len(tasks[res.index][0])} candidate pairs failed: {res.error}")
             out += res.value
-    return np.asarray(out, dtype=np.int32)
+    return pd.DataFrame({
+        "inliers": np.array([c.inliers for c in out], np.int32),
+        "corr": np.array([c.corr for c in out], np.float32),
+        "same": np.array([c.same for c in out], bool),
+    })
 
 
 class UnionFind:
@@ -92,7 +97,7 @@ def verify_lazily(
     pair whose two images are already in one group (``uf``: the stage 2 links and the pairs verified in
     earlier rounds) is skipped, since its verification could not change any drop. The rest of the round is
     verified (in parallel) and the duplicates join their groups. Returns the verified pairs with their
-    inlier counts (columns i, j, similarity, inliers). The connected components are those a verification of
+    checks (columns i, j, similarity, inliers, corr, same). The connected components are those a verification of
     every candidate would give; the result depends on the candidates only, never on the worker count. An
     empty ``uf`` (``UnionFind(0)``) verifies every candidate (for groups limited to a number of hops).
     ``dist``: the ordered :class:`Distributor` the rounds share (default: ``workers`` local processes).
@@ -110,12 +115,12 @@ def verify_lazily(
             sel = [k for k in rows if not lazy or uf.find(ci[k]) != uf.find(cj[k])]
             if sel:
                 part = c.iloc[sel]
-                inl = verify_candidates(feats, part, params, workers, dist=dist)
-                done.append(part.assign(inliers=inl))
-                for a, b, n in zip(ci[sel], cj[sel], inl, strict=True):
-                    if lazy and n >= params.min_inliers:
+                res = verify_candidates(feats, part, params, workers, dist=dist)
+                done.append(pd.concat([part.reset_index(drop=True), res], axis=1))
+                for a, b, same in zip(ci[sel], cj[sel], res["same"], strict=True):
+                    if lazy and same:
                         uf.union(int(a), int(b))
             bar.update(min(LAZY_BATCH, len(c) - start))
     if not done:
-        return c.iloc[:0].assign(inliers=np.zeros(0, np.int32))
+        return c.iloc[:0].assign(inliers=np.zeros(0, np.int32), corr=np.zeros(0, np.float32), same=np.zeros(0, bool))
     return pd.concat(done, ignore_index=True)

@@ -1,0 +1,146 @@
+"""Stage 3's second test (issue 17): a similarity from a few ORB matches, checked by the band-pass correlation
+of the two thumbnails, on real SIRST crops whose ORB matches are too few for the first test."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from test_dedupe import curation_crop, gray
+
+from inf30.dedupe.cache import FeatureCache
+from inf30.scene import (
+    PHOTO_MAX_ROTATION,
+    SceneParams,
+    extract_features,
+    similarity_hypotheses,
+    thumb_correlation,
+    verify_pair,
+)
+
+
+@pytest.fixture(scope="module")
+def sirst60(sirst_dir: Path) -> list[np.ndarray]:
+    """60 SIRST images spread over the set (every 7th by name): mostly low-texture skies."""
+    return [gray(f) for f in sorted((sirst_dir / "images").glob("*.png"))[::7][:60]]
+
+
+@pytest.fixture(scope="module")
+def hit3(hituav_dir: Path) -> list[np.ndarray]:
+    return [gray(f) for f in sorted((hituav_dir / "val").glob("*.jpg"))[::30][:3]]
+
+
+def test_photometric_test_rescues_low_texture_crops_and_links_no_unrelated_pair(sirst60, hit3) -> None:
+    """Curation crops (35 % of the area, 1.5x, percentile stretch + gamma 1.8, JPEG 60) of 60 real SIRST
+    images: the ORB test alone (``photo_corr=0``) misses crops that the photometric test links (13 when
+    measured), and neither links any crop to an unrelated HIT-UAV frame."""
+    p = SceneParams()
+    orb_only = replace(p, photo_corr=0.0)
+    others = [extract_features(h) for h in hit3]
+    rescued, linked = 0, 0
+    for img in sirst60:
+        fa, fb = extract_features(img), extract_features(curation_crop(img, 0.35, 0.3, 0.6, 1.5, 1.8))
+        first, both = verify_pair(fa, fb, orb_only), verify_pair(fa, fb, p)
+        assert not first.same or both.same  # the second test only adds links
+        assert np.isnan(first.corr)  # it did not run
+        if both.same:
+            linked += 1
+            if not first.same:
+                rescued += 1
+                assert both.corr >= p.photo_corr and both.inliers >= p.photo_inliers
+        for fo in others:
+            assert not verify_pair(fo, fb, p).same
+            assert not verify_pair(fb, fo, p).same
+    assert rescued >= 8, rescued
+    assert linked >= 40, linked
+
+
+def test_photometric_test_needs_the_frame_orientation(sirst60) -> None:
+    """With the first test made impossible (min_inliers huge), a gamma-changed copy is linked by the second
+    test; the same copy rotated by 10 degrees is not (re-cuts keep their orientation; rotated near-duplicates
+    are the first test's job)."""
+    p = replace(SceneParams(), min_inliers=100_000)
+    img = next(im for im in sirst60 if verify_pair(extract_features(im), extract_features(im), p).same)
+    h, w = img.shape
+    regained = (255 * (img / 255.0) ** 1.6).astype(np.uint8)
+    r = verify_pair(extract_features(img), extract_features(regained), p)
+    assert r.same and r.corr >= 0.9, r
+    rot = cv2.warpAffine(regained, cv2.getRotationMatrix2D((w / 2, h / 2), 10, 1.0), (w, h),
+                         borderMode=cv2.BORDER_REFLECT)
+    r = verify_pair(extract_features(img), extract_features(rot), p)
+    assert not r.same, r
+    assert PHOTO_MAX_ROTATION < 10
+
+
+def test_similarity_hypotheses_finds_a_model_hidden_among_outliers() -> None:
+    """12 matches under a known similarity (scale 1.7, 1 degree, shift) among 40 random ones: the best
+    hypothesis is that model (refit on its inliers); a scale beyond ``max_scale`` is never proposed."""
+    rng = np.random.default_rng(3)
+    z = 1.7 * np.exp(1j * np.radians(1.0))
+    t = 40 - 25j
+    src_in = rng.uniform(0, 300, (12, 2))
+    s = src_in[:, 0] + 1j * src_in[:, 1]
+    d = z * s + t
+    dst_in = np.c_[d.real, d.imag] + rng.normal(0, 0.3, (12, 2))
+    src = np.vstack([src_in, rng.uniform(0, 300, (40, 2))])
+    dst = np.vstack([dst_in, rng.uniform(0, 600, (40, 2))])
+    perm = rng.permutation(len(src))
+    hyps = similarity_hypotheses(src[perm], dst[perm], px=3.0, max_scale=3.0)
+    model, n = hyps[0]
+    assert n >= 12
+    np.testing.assert_allclose(model[:, :2], [[z.real, -z.imag], [z.imag, z.real]], atol=0.01)
+    np.testing.assert_allclose(model[:, 2], [t.real, t.imag], atol=1.5)
+    for m, _ in similarity_hypotheses(src[perm], dst[perm], px=3.0, max_scale=1.5):
+        assert np.hypot(m[0, 0], m[1, 0]) <= 1.5 + 1e-9
+    assert similarity_hypotheses(src[:1], dst[:1], 3.0, 3.0) == []
+
+
+def test_thumb_correlation_is_blind_to_gain_and_needs_overlap(sirst60) -> None:
+    """Under the identity a gamma/gain change of a real image still correlates near 1; a model that maps the
+    image off the other gives nan (no overlap); an unrelated image correlates weakly."""
+    img = sirst60[5]
+    a = extract_features(img)
+    b = extract_features(np.clip(1.2 * (255 * (img / 255.0) ** 0.6) - 20, 0, 255).astype(np.uint8))
+    eye = np.array([[1.0, 0, 0], [0, 1.0, 0]])
+    assert thumb_correlation(a, b, eye) > 0.9
+    off = eye.copy()
+    off[:, 2] = 10_000
+    assert np.isnan(thumb_correlation(a, b, off))
+    other = extract_features(sirst60[40])
+    ho, wo = other.thumb.shape
+    scale = np.array([[wo / a.thumb.shape[1] / other.thumb_scale * a.thumb_scale, 0, 0],
+                      [0, ho / a.thumb.shape[0] / other.thumb_scale * a.thumb_scale, 0]])
+    assert abs(thumb_correlation(a, other, scale)) < 0.5
+
+
+def test_cached_thumbnails_equal_fresh_ones_and_old_caches_are_recomputed(tmp_path: Path, sirst60) -> None:
+    """Features (with thumbnails) read back from the cache verify exactly as fresh ones; a chunk written
+    without thumbnails (before issue 17) is not used."""
+    p = SceneParams()
+    feats = [extract_features(im, p) for im in sirst60[:6]]
+    cache = FeatureCache(tmp_path, p)
+    for k, f in enumerate(feats):
+        cache.add(f"id{k}", f, {}, True)
+    cache.flush()
+    back = FeatureCache(tmp_path, p)
+    back.load()
+    for k, f in enumerate(feats):
+        g = back.feats[f"id{k}"]
+        np.testing.assert_array_equal(g.thumb, f.thumb)
+        assert g.thumb_scale == f.thumb_scale
+    for i in range(len(feats)):
+        for j in range(len(feats)):
+            fresh, cached = verify_pair(feats[i], feats[j], p), verify_pair(back.feats[f"id{i}"], back.feats[f"id{j}"], p)
+            assert (fresh.inliers, fresh.same) == (cached.inliers, cached.same)
+            assert fresh.corr == cached.corr or (np.isnan(fresh.corr) and np.isnan(cached.corr))
+    meta = next(back.dir.glob("*.meta.npz"))  # an old chunk: the same files without the thumbnail keys
+    with np.load(meta) as z:
+        old = {k: z[k] for k in z.files if not k.startswith("thumb_")}
+    with open(meta, "wb") as fh:
+        np.savez(fh, **old)
+    stale = FeatureCache(tmp_path, p)
+    stale.load()
+    assert not stale.feats
