@@ -8,7 +8,9 @@ working copy whose long side is :attr:`SceneParams.side` pixels; the image is hi
 that gain/AGC/brightness changes do not move the keypoints. The global descriptor is a Hellinger-normalized
 histogram of visual words (k-means centres of ORB descriptors): it keeps most of its mass under crops, shifts,
 zooms and small rotations, which a global thumbnail or hash does not, and it is a short dense float vector
-that faiss indexes at any scale.
+that faiss indexes at any scale. Pairs with too few ORB inliers get a second, photometric test: a similarity
+from their few matches must align the two cached thumbnails (band-passed, so gain changes do not matter)
+to a high correlation; it links crops of low-texture skies that ORB alone cannot (issue 17).
 """
 
 from __future__ import annotations
