@@ -9,8 +9,8 @@ that gain/AGC/brightness changes do not move the keypoints. The global descripto
 histogram of visual words (k-means centres of ORB descriptors): it keeps most of its mass under crops, shifts,
 zooms and small rotations, which a global thumbnail or hash does not, and it is a short dense float vector
 that faiss indexes at any scale. Pairs with too few ORB inliers get a second, photometric test: a similarity
-from their few matches must align the two cached thumbnails (band-passed, so gain changes do not matter)
-to a high correlation; it links crops of low-texture skies that ORB alone cannot (issue 17).
+from their few matches must align the two cached thumbnails' gradient directions (which gain changes do not
+move); it links crops of low-texture skies that ORB alone cannot (issue 17).
 """
 
 from __future__ import annotations
@@ -44,9 +44,9 @@ class SceneParams:
     max_scale: float = option(3.0, "Stage 3: the fitted similarity may scale by at most this (or its inverse).")
     clahe: float = option(0.0, "Stage 3: CLAHE clip limit (8 x 8 tiles) instead of global equalization "
                                "(0 = global; measured worse, docs/dedupe.md).")
-    photo_corr: float = option(0.7, "Stage 3: a pair that fails min-inliers is still the same scene when a similarity "
-                                    "with at least photo-inliers inliers aligns the two thumbnails to this band-pass "
-                                    "correlation (0 = off; for low-texture and re-gained crops).")
+    photo_corr: float = option(0.75, "Stage 3: a pair that fails min-inliers is still the same scene when a similarity "
+                                     "with at least photo-inliers inliers aligns the two thumbnails' gradient fields "
+                                     "to this agreement (0 = off; for low-texture and re-gained crops).")
     photo_inliers: int = option(8, "Stage 3: inliers a similarity needs before the thumbnails are compared under it.")
 
     def validate(self) -> None:
@@ -154,7 +154,7 @@ def extract_features(gray: np.ndarray, params: SceneParams | None = None) -> Loc
 
 class PairCheck(NamedTuple):
     """Result of :func:`verify_pair`: ``inliers`` of the best similarity found, ``corr`` the thumbnails'
-    band-pass correlation under it (nan where not computed) and the decision ``same`` (one scene)."""
+    gradient-field agreement under it (nan where not computed) and the decision ``same`` (one scene)."""
 
     inliers: int
     corr: float
@@ -164,8 +164,31 @@ class PairCheck(NamedTuple):
 NO_MATCH = PairCheck(0, float("nan"), False)
 PHOTO_RATIO = 0.9  # ratio test of the matches the photometric check draws its hypotheses from
 PHOTO_MIN_OVERLAP = 200  # thumbnail pixels the two images must share under a hypothesis
-PHOTO_HYPOTHESES = 3  # distinct similarity hypotheses (most inliers first) the thumbnails are compared under
-PHOTO_MAX_ROTATION = 3.0  # degrees: re-cuts and re-saves keep the frame's orientation (rotated pairs need test 1)
+PHOTO_HYPOTHESES = 3  # distinct similarity hypotheses per matching direction (most inliers first)
+PHOTO_MAX_ROTATION = 6.0  # degrees: re-cuts and re-saves keep the frame's orientation (rotated pairs need test 1)
+
+
+def _knn2(query: np.ndarray, base: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The two nearest rows of ``base`` (M, 32) uint8 for each row of ``query`` (N, 32): Hamming distances
+    and indices (N, 2), exact (faiss binary flat index; 4x faster than OpenCV's BFMatcher.knnMatch on 500 x
+    500 ORB descriptors, with the same distances); index -1 where base has fewer than two rows."""
+    index = faiss.IndexBinaryFlat(query.shape[1] * 8)
+    index.add(np.ascontiguousarray(base, dtype=np.uint8))
+    return index.search(np.ascontiguousarray(query, dtype=np.uint8), 2)
+
+
+def _photo_hypotheses(a: LocalFeatures, b: LocalFeatures, dist: np.ndarray, nn: np.ndarray,
+                      p: SceneParams) -> list[tuple[np.ndarray, int]]:
+    """Similarity hypotheses a -> b (working-copy pixels) from the ratio-:data:`PHOTO_RATIO` matches of a's
+    descriptors in b's (``dist``, ``nn`` from :func:`_knn2`), with at least ``photo_inliers`` inliers and at
+    most :data:`PHOTO_MAX_ROTATION` degrees of rotation, most inliers first."""
+    loose = np.flatnonzero((nn[:, 1] >= 0) & (dist[:, 0] < PHOTO_RATIO * dist[:, 1]))
+    loose = loose[np.argsort(dist[loose, 0], kind="stable")]  # a fixed order: closest descriptors first
+    if len(loose) < p.photo_inliers:
+        return []
+    return [(m, n) for m, n in similarity_hypotheses(a.xy[loose], b.xy[nn[loose, 0]], p.ransac_px, p.max_scale,
+                                                     min_count=p.photo_inliers)
+            if n >= p.photo_inliers and abs(np.degrees(np.arctan2(m[1, 0], m[0, 0]))) <= PHOTO_MAX_ROTATION]
 
 
 def verify_pair(a: LocalFeatures, b: LocalFeatures, params: SceneParams | None = None) -> PairCheck:
@@ -174,12 +197,14 @@ def verify_pair(a: LocalFeatures, b: LocalFeatures, params: SceneParams | None =
     1. Ratio-test matches of their ORB descriptors, then a RANSAC similarity transform (rotation, uniform
        scale, translation): the same scene when it has ``min_inliers`` inliers forming ``min_inlier_ratio``
        of the matches, at a plausible scale.
-    2. Otherwise (``photo_corr`` > 0, both with thumbnails): up to :data:`PHOTO_HYPOTHESES` similarities of
-       at least ``photo_inliers`` inliers (a scale-bounded RANSAC of looser matches) and a rotation of at most
-       :data:`PHOTO_MAX_ROTATION` degrees each warp one thumbnail onto the other, and the same scene is a
-       band-pass correlation of at least ``photo_corr`` over the overlap. This catches crops of low-texture skies and strongly re-gained crops, whose few ORB matches
-       are right but too few: equalization and a difference of Gaussians make the comparison blind to any
-       monotonic gain change; an unrelated pair rarely aligns, as its hypotheses are chance matches.
+    2. Otherwise (``photo_corr`` > 0, both with thumbnails): similarities of at least ``photo_inliers``
+       inliers and at most :data:`PHOTO_MAX_ROTATION` degrees of rotation, from a scale-bounded RANSAC of
+       looser matches in both directions (a -> b first, then b -> a, up to :data:`PHOTO_HYPOTHESES` each),
+       each overlay the two thumbnails, and the same scene is a gradient-field agreement
+       (:func:`thumb_correlation`) of at least ``photo_corr`` over the overlap. This catches crops of
+       low-texture skies and strongly re-gained crops, whose few ORB matches are right but too few: gradient
+       directions do not change under any monotonic gain change; an unrelated pair rarely aligns, as its
+       hypotheses come from chance matches.
 
     Returns a :class:`PairCheck`; :data:`NO_MATCH` when either image has no features. Deterministic (fixed
     RANSAC seeds).
@@ -187,14 +212,9 @@ def verify_pair(a: LocalFeatures, b: LocalFeatures, params: SceneParams | None =
     p = params or SceneParams()
     if len(a.desc) < 2 or len(b.desc) < 2:
         return NO_MATCH
-    # the two nearest descriptors of b for each descriptor of a (exact Hamming search; 4x faster than
-    # OpenCV's BFMatcher.knnMatch on 500 x 500 ORB descriptors, with the same distances), then Lowe's ratio test
-    index = faiss.IndexBinaryFlat(a.desc.shape[1] * 8)
-    index.add(np.ascontiguousarray(b.desc, dtype=np.uint8))
-    dist, nn = index.search(np.ascontiguousarray(a.desc, dtype=np.uint8), 2)
-    valid = nn[:, 1] >= 0
+    dist, nn = _knn2(a.desc, b.desc)  # the two nearest descriptors of b for each of a, then Lowe's ratio test
     best = 0
-    good = np.flatnonzero(valid & (dist[:, 0] < p.ratio * dist[:, 1]))
+    good = np.flatnonzero((nn[:, 1] >= 0) & (dist[:, 0] < p.ratio * dist[:, 1]))
     if len(good) >= max(3, p.min_inliers // 2):
         src = np.asarray(a.xy[good], dtype=np.float32)
         dst = np.asarray(b.xy[nn[good, 0]], dtype=np.float32)
@@ -211,32 +231,31 @@ def verify_pair(a: LocalFeatures, b: LocalFeatures, params: SceneParams | None =
                 best = inliers
     if not p.photo_corr or not a.thumb.size or not b.thumb.size:
         return PairCheck(best, float("nan"), False)
-    loose = np.flatnonzero(valid & (dist[:, 0] < PHOTO_RATIO * dist[:, 1]))
-    loose = loose[np.argsort(dist[loose, 0], kind="stable")]  # a fixed order: closest descriptors first
-    if len(loose) < p.photo_inliers:
-        return PairCheck(best, float("nan"), False)
     corr, n_best = float("nan"), best
-    for model, n in similarity_hypotheses(a.xy[loose], b.xy[nn[loose, 0]], p.ransac_px, p.max_scale):
-        if n < p.photo_inliers:
-            break
-        if abs(np.degrees(np.arctan2(model[1, 0], model[0, 0]))) > PHOTO_MAX_ROTATION:
-            continue
-        c = thumb_correlation(a, b, model)
-        if c == c and not c <= corr:  # a number, above the best so far (or the first)
-            corr, n_best = c, n
-            if c >= p.photo_corr:
-                return PairCheck(n, c, True)
+    for direction in (0, 1):
+        if direction == 0:
+            hyps = _photo_hypotheses(a, b, dist, nn, p)
+        else:  # b -> a: other matches pass the ratio test; the models are inverted to map a -> b
+            hyps = [(cv2.invertAffineTransform(m), n) for m, n in _photo_hypotheses(b, a, *_knn2(b.desc, a.desc), p)]
+        for model, n in hyps:
+            c = thumb_correlation(a, b, model)
+            if c == c and not c <= corr:  # a number, above the best so far (or the first)
+                corr, n_best = c, n
+                if c >= p.photo_corr:
+                    return PairCheck(n, c, True)
     return PairCheck(n_best, corr, False)
 
 
 def similarity_hypotheses(
-    src: np.ndarray, dst: np.ndarray, px: float, max_scale: float, n_samples: int = 256, top: int = PHOTO_HYPOTHESES
+    src: np.ndarray, dst: np.ndarray, px: float, max_scale: float, n_samples: int = 256, top: int = PHOTO_HYPOTHESES,
+    min_count: int = 3,
 ) -> list[tuple[np.ndarray, int]]:
     """RANSAC of a similarity dst ~ s R src + t from point matches (M, 2), best first, with the scale bounded
     to [1/max_scale, max_scale] inside the sampling (OpenCV's estimator would return a degenerate best model).
     ``n_samples`` random pairs of matches are the minimal samples.
     Returns up to ``top`` distinct models (2, 3) float64 refit on their inliers (reprojection error < ``px``),
-    most inliers first, with their inlier counts. Deterministic (seed 0)."""
+    most inliers first, with their inlier counts; samples with fewer than ``min_count`` inliers are not
+    considered. Deterministic (seed 0)."""
     m = len(src)
     if m < 2:
         return []
@@ -251,52 +270,65 @@ def similarity_hypotheses(
     z, t = z[ok], (d[i1] - z * s[i1])[ok]
     if not len(z):
         return []
-    inl = np.abs(z[:, None] * s[None, :] + t[:, None] - d[None, :]) < px  # (H, M)
+    zr32, zi32 = z.real.astype(np.float32)[:, None], z.imag.astype(np.float32)[:, None]
+    sx, sy = src[:, 0].astype(np.float32), src[:, 1].astype(np.float32)
+    rx = zr32 * sx - zi32 * sy + (t.real.astype(np.float32)[:, None] - dst[:, 0].astype(np.float32))
+    ry = zi32 * sx + zr32 * sy + (t.imag.astype(np.float32)[:, None] - dst[:, 1].astype(np.float32))
+    inl = rx * rx + ry * ry < np.float32(px * px)  # (H, M) reprojection error below px
     count = inl.sum(1)
+    if count.max() < min_count:
+        return []
     out: list[tuple[np.ndarray, int]] = []
     taken: list[complex] = []
     for h in np.argsort(-count, kind="stable"):
-        if len(out) >= top or count[h] < 3:
+        if len(out) >= top or count[h] < max(3, min_count):
             break
         if any(abs(z[h] - zz) < 0.05 * abs(zz) and abs(t[h] - tt) < 2 * px for zz, tt in taken):
             continue  # the same model as one already taken
         taken.append((z[h], t[h]))
         ss, dd = s[inl[h]], d[inl[h]]  # least-squares similarity on the inliers
-        zr = np.vdot(ss - ss.mean(), dd - dd.mean()) / max(float(np.vdot(ss - ss.mean(), ss - ss.mean()).real), 1e-9)
-        tr = dd.mean() - zr * ss.mean()
-        n = int((np.abs(zr * s + tr - d) < px).sum())
+        sm, dm = ss.mean(), dd.mean()
+        zr = np.vdot(ss - sm, dd - dm) / max(float(np.vdot(ss - sm, ss - sm).real), 1e-9)
+        tr = dm - zr * sm
+        r = zr * s + tr - d
+        n = int((r.real**2 + r.imag**2 < px * px).sum())
         if not (1.0 / max_scale <= abs(zr) <= max_scale) or n < count[h]:
             zr, tr, n = z[h], t[h], int(count[h])
         out.append((np.array([[zr.real, -zr.imag, tr.real], [zr.imag, zr.real, tr.imag]]), n))
     return out
 
 
-def band_pass(thumb: np.ndarray) -> np.ndarray:
-    """(h, w) uint8 thumbnail -> float32 difference of Gaussians (sigma 1 and 4 px) of its equalized copy:
-    local structure, blind to monotonic gain changes, to the sky's gradient and to pixel noise."""
-    t = cv2.equalizeHist(np.ascontiguousarray(thumb)).astype(np.float32)
-    return cv2.GaussianBlur(t, (0, 0), 1.0) - cv2.GaussianBlur(t, (0, 0), 4.0)
+def _gradients(img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sobel gradients (x, y) float32 of an image (h, w) smoothed by a Gaussian of sigma 1 px."""
+    t = cv2.GaussianBlur(np.asarray(img, np.float32), (0, 0), 1.0)
+    return cv2.Sobel(t, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(t, cv2.CV_32F, 0, 1, ksize=3)
 
 
 def thumb_correlation(a: LocalFeatures, b: LocalFeatures, model: np.ndarray) -> float:
-    """Pearson correlation of the band-passed thumbnails of a and b where ``model`` (2, 3), which maps a's
-    working-copy pixels to b's, overlays them (a warped onto b; 5 px of border dropped); nan when they share
-    fewer than :data:`PHOTO_MIN_OVERLAP` thumbnail pixels."""
+    """Agreement of the thumbnails' normalized gradient fields where ``model`` (2, 3), which maps a's
+    working-copy pixels to b's, overlays them (a warped onto b; 7 px of border dropped): each gradient g
+    becomes g / (|g| + median |g| of its image over the overlap), and the score is the correlation of the two
+    vector fields, sum(ua . ub) / sqrt(sum |ua|^2 sum |ub|^2), in [-1, 1]. Gradient directions survive any
+    monotonic gain change (AGC, gamma, percentile stretch); flat regions weigh little. nan when the images
+    share fewer than :data:`PHOTO_MIN_OVERLAP` thumbnail pixels."""
     m = np.array(model, dtype=np.float64)
     m[:, :2] *= b.thumb_scale / a.thumb_scale  # thumbnail of a -> thumbnail of b
     m[:, 2] *= b.thumb_scale
     h, w = b.thumb.shape
-    fa = band_pass(a.thumb)
-    warped = cv2.warpAffine(fa, m, (w, h), flags=cv2.INTER_LINEAR)
-    cover = cv2.warpAffine(np.ones(fa.shape, np.uint8), m, (w, h), flags=cv2.INTER_NEAREST)
-    keep = cv2.erode(cover, np.ones((5, 5), np.uint8)) > 0
+    warped = cv2.warpAffine(np.asarray(a.thumb, np.float32), m, (w, h), flags=cv2.INTER_LINEAR)
+    cover = cv2.warpAffine(np.ones(a.thumb.shape, np.uint8), m, (w, h), flags=cv2.INTER_NEAREST)
+    keep = cv2.erode(cover, np.ones((7, 7), np.uint8)) > 0
     if int(keep.sum()) < PHOTO_MIN_OVERLAP:
         return float("nan")
-    x = warped[keep] - warped[keep].mean()
-    y = band_pass(b.thumb)[keep]
-    y = y - y.mean()
-    den = float(np.sqrt(np.dot(x, x) * np.dot(y, y)))
-    return float(np.dot(x, y) / den) if den > 0 else float("nan")
+    fields = []
+    for img in (warped, b.thumb):
+        gx, gy = (g[keep] for g in _gradients(img))
+        mag = np.hypot(gx, gy)
+        norm = mag + float(np.median(mag)) + 1e-3
+        fields.append((gx / norm, gy / norm))
+    (ax, ay), (bx, by) = fields
+    den = float(np.sqrt((np.dot(ax, ax) + np.dot(ay, ay)) * (np.dot(bx, bx) + np.dot(by, by))))
+    return float((np.dot(ax, bx) + np.dot(ay, by)) / den) if den > 0 else float("nan")
 
 
 def is_scene_duplicate(check: PairCheck) -> bool:

@@ -1,5 +1,5 @@
-"""Stage 3's second test (issue 17): a similarity from a few ORB matches, checked by the band-pass correlation
-of the two thumbnails, on real SIRST crops whose ORB matches are too few for the first test."""
+"""Stage 3's second test (issue 17): a similarity from a few ORB matches, checked by the agreement of the two
+thumbnails' gradient fields, on real SIRST crops whose ORB matches are too few for the first test."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pandas as pd
 import pytest
 from test_dedupe import curation_crop, gray
 
@@ -144,3 +145,26 @@ def test_cached_thumbnails_equal_fresh_ones_and_old_caches_are_recomputed(tmp_pa
     stale = FeatureCache(tmp_path, p)
     stale.load()
     assert not stale.feats
+
+
+def test_weak_links_are_leaves_of_groups() -> None:
+    """A photometric (weak) link adds one image to a group and never carries the group further: a wrong
+    weak link between two scenes costs one image, not a merge of both (the HIT-UAV flights over one court,
+    benchmarks.md). An image reachable by strong links is taken as strong, whatever the order."""
+    from inf30.dedupe import assign_anchors
+
+    A, B, C, D = 0, 1, 2, 3
+    e = pd.DataFrame({"i": [A, B, C], "j": [B, C, D], "stage": 3, "evidence": ["AB", "BC", "CD"],
+                      "weak": [False, True, False]})
+    rank = np.arange(4)
+    assert assign_anchors(rank, e) == {B: (A, 3, "AB", A), C: (A, 3, "BC", B)}  # D: C is a leaf
+    assert set(assign_anchors(rank, e.drop(columns="weak"))) == {B, C, D}  # all strong: the component
+    got = assign_anchors(rank, e, hops=1)  # the weak leaf is two links away: C anchors its own group with D
+    assert set(got) == {B, D} and got[D][0] == C
+    assert set(assign_anchors(rank, e, hops=2)) == {B, C}
+    # y is a weak neighbour of the anchor but also two strong links away: taken as strong, so z follows
+    x, y, z = 1, 2, 3
+    e = pd.DataFrame({"i": [A, A, x, y], "j": [y, x, y, z], "stage": 3, "evidence": ["Ay", "Ax", "xy", "yz"],
+                      "weak": [True, False, False, False]})
+    got = assign_anchors(rank, e)
+    assert set(got) == {x, y, z} and got[y][3] == x and got[z][3] == y

@@ -12,21 +12,27 @@ def assign_anchors(
     """Groups from the verified graph (stage 2 and stage 3 edges).
 
     rank: (N,) int, the visiting position of each image (0 first). edges: columns i, j, stage (2 or 3),
-    evidence (str). Images are visited by rank; one not yet in a group is an anchor and takes every image not
-    yet in a group that is connected to it through at most ``hops`` edges (0 = any number: the group is the
-    connected component), walking breadth first (neighbours in rank order; a pair linked by both stages
-    counts as stage 2, the stronger evidence). Each taken image records the edge that reached it. Returns
-    {dropped index: (anchor index, stage, evidence, parent index)}; the parent is the anchor itself for a
-    direct link. Depends only on the edges and the ranks.
+    evidence (str) and optionally weak (bool: a stage 3 link from the photometric test; absent = none).
+    Images are visited by rank; one not yet in a group is an anchor and takes every image not yet in a group
+    that is connected to it through at most ``hops`` strong edges (0 = any number), walking breadth first
+    (neighbours in rank order; a pair linked by both stages counts as stage 2, the stronger evidence), and
+    then every image not yet in a group that a weak edge joins to one of those (within ``hops`` too). A weak
+    link is a leaf: the anchor never walks on from the image it reached, so one wrong weak link costs one
+    image, never a merge of two groups. Each taken image records the edge that reached it. Returns {dropped
+    index: (anchor index, stage, evidence, parent index)}; the parent is the anchor itself for a direct link.
+    Depends only on the edges and the ranks.
     """
     if edges.empty:
         return {}
     e = edges.sort_values(["stage"], kind="stable").drop_duplicates(["i", "j"], keep="first")
-    adj: dict[int, list[tuple[int, int, int, str]]] = {}
-    for i, j, st, ev in zip(e["i"], e["j"], e["stage"], e["evidence"], strict=True):
-        i, j = int(i), int(j)
-        adj.setdefault(i, []).append((int(rank[j]), j, int(st), str(ev)))
-        adj.setdefault(j, []).append((int(rank[i]), i, int(st), str(ev)))
+    weak_col = e["weak"].fillna(False).astype(bool) if "weak" in e.columns else pd.Series(False, index=e.index)
+    adj: dict[int, list[tuple[int, int, int, str, bool]]] = {}
+    for i, j, st, ev, wk in zip(e["i"], e["j"], e["stage"], e["evidence"], weak_col, strict=True):
+        i, j, wk = int(i), int(j), bool(wk)
+        adj.setdefault(i, []).append((int(rank[j]), j, int(st), str(ev), wk))
+        adj.setdefault(j, []).append((int(rank[i]), i, int(st), str(ev), wk))
+    for nbrs in adj.values():
+        nbrs.sort()
     dropped: dict[int, tuple[int, int, str, int]] = {}
     seen: set[int] = set()
     for a in sorted(adj, key=lambda x: rank[x]):
@@ -34,15 +40,22 @@ def assign_anchors(
             continue
         seen.add(a)
         queue, depth = [a], {a: 0}
-        for node in queue:  # breadth first; the list grows while it is walked
+        for node in queue:  # breadth first over strong edges; the list grows while it is walked
             if hops and depth[node] >= hops:
                 continue
-            for _, b, st, ev in sorted(adj[node]):
-                if b not in seen:
+            for _, b, st, ev, wk in adj[node]:
+                if not wk and b not in seen:
                     seen.add(b)
                     depth[b] = depth[node] + 1
                     dropped[b] = (a, st, ev, node)
                     queue.append(b)
+        for node in queue:  # then the weak leaves of the images taken
+            if hops and depth[node] >= hops:
+                continue
+            for _, b, st, ev, wk in adj[node]:
+                if wk and b not in seen:
+                    seen.add(b)
+                    dropped[b] = (a, st, ev, node)
     return dropped
 
 

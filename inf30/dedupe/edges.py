@@ -31,7 +31,8 @@ def find_edges(
     (None: none). Stage 3 verifies lazily (:func:`verify_lazily`): the edges it returns connect the same
     groups as verifying every candidate would. ``trace`` (a dict) receives the stage 3 ``candidates`` (with
     ``inliers``, -1 where skipped). Returns a DataFrame i, j, stage (2 or 3), evidence (str), hamming,
-    inliers, similarity (-1 where not applicable).
+    inliers, similarity (-1 where not applicable), weak (a stage 3 link made by the photometric test, which
+    groups take as a leaf only, see :func:`inf30.dedupe.assign_anchors`).
     """
     parts = []
     n = len(codes) if codes is not None else len(feats or [])
@@ -51,6 +52,7 @@ def find_edges(
                         "hamming": nc["hamming"].to_numpy(),
                         "inliers": -1,
                         "similarity": -1.0,
+                        "weak": False,
                     }
                 )
             )
@@ -84,10 +86,11 @@ def find_edges(
                     "hamming": -1,
                     "inliers": v["inliers"].to_numpy(),
                     "similarity": v["similarity"].to_numpy(),
+                    "weak": v["corr"].notna().to_numpy(),  # linked by the photometric test
                 }
             )
         )
     parts = [p for p in parts if len(p)]
     if not parts:
-        return pd.DataFrame(columns=["i", "j", "stage", "evidence", "hamming", "inliers", "similarity"])
+        return pd.DataFrame(columns=["i", "j", "stage", "evidence", "hamming", "inliers", "similarity", "weak"])
     return pd.concat(parts, ignore_index=True)

@@ -94,8 +94,9 @@ def verify_lazily(
     """Verify the candidate pairs (columns i, j, similarity) that can still change a group.
 
     Pairs are taken in a fixed order (similarity descending, then i, j) in rounds of :data:`LAZY_BATCH`; a
-    pair whose two images are already in one group (``uf``: the stage 2 links and the pairs verified in
-    earlier rounds) is skipped, since its verification could not change any drop. The rest of the round is
+    pair whose two images are already connected by strong links (``uf``: the stage 2 links and the pairs
+    the ORB test linked in earlier rounds; photometric links are group leaves, they join nothing) is
+    skipped, since its verification could not change any drop. The rest of the round is
     verified (in parallel) and the duplicates join their groups. Returns the verified pairs with their
     checks (columns i, j, similarity, inliers, corr, same). The connected components are those a verification of
     every candidate would give; the result depends on the candidates only, never on the worker count. An
@@ -117,8 +118,9 @@ def verify_lazily(
                 part = c.iloc[sel]
                 res = verify_candidates(feats, part, params, workers, dist=dist)
                 done.append(pd.concat([part.reset_index(drop=True), res], axis=1))
-                for a, b, same in zip(ci[sel], cj[sel], res["same"], strict=True):
-                    if lazy and same:
+                strong = res["same"].to_numpy() & res["corr"].isna().to_numpy()  # weak links are group leaves
+                for a, b, st in zip(ci[sel], cj[sel], strong, strict=True):
+                    if lazy and st:
                         uf.union(int(a), int(b))
             bar.update(min(LAZY_BATCH, len(c) - start))
     if not done:
