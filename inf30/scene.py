@@ -165,6 +165,7 @@ NO_MATCH = PairCheck(0, float("nan"), False)
 PHOTO_RATIO = 0.9  # ratio test of the matches the photometric check draws its hypotheses from
 PHOTO_MIN_OVERLAP = 200  # thumbnail pixels the two images must share under a hypothesis
 PHOTO_HYPOTHESES = 3  # distinct similarity hypotheses per matching direction (most inliers first)
+PHOTO_REVERSE_KEYPOINTS = 128  # b -> a matching: b's strongest descriptors only (as good, half the time)
 PHOTO_MAX_ROTATION = 6.0  # degrees: re-cuts and re-saves keep the frame's orientation (rotated pairs need test 1)
 
 
@@ -199,7 +200,8 @@ def verify_pair(a: LocalFeatures, b: LocalFeatures, params: SceneParams | None =
        of the matches, at a plausible scale.
     2. Otherwise (``photo_corr`` > 0, both with thumbnails): similarities of at least ``photo_inliers``
        inliers and at most :data:`PHOTO_MAX_ROTATION` degrees of rotation, from a scale-bounded RANSAC of
-       looser matches in both directions (a -> b first, then b -> a, up to :data:`PHOTO_HYPOTHESES` each),
+       looser matches in both directions (a -> b first, then b's :data:`PHOTO_REVERSE_KEYPOINTS` strongest
+       descriptors -> a, up to :data:`PHOTO_HYPOTHESES` each),
        each overlay the two thumbnails, and the same scene is a gradient-field agreement
        (:func:`thumb_correlation`) of at least ``photo_corr`` over the overlap. This catches crops of
        low-texture skies and strongly re-gained crops, whose few ORB matches are right but too few: gradient
@@ -236,7 +238,9 @@ def verify_pair(a: LocalFeatures, b: LocalFeatures, params: SceneParams | None =
         if direction == 0:
             hyps = _photo_hypotheses(a, b, dist, nn, p)
         else:  # b -> a: other matches pass the ratio test; the models are inverted to map a -> b
-            hyps = [(cv2.invertAffineTransform(m), n) for m, n in _photo_hypotheses(b, a, *_knn2(b.desc, a.desc), p)]
+            head = LocalFeatures(b.xy[:PHOTO_REVERSE_KEYPOINTS], b.desc[:PHOTO_REVERSE_KEYPOINTS])
+            hyps = [(cv2.invertAffineTransform(m), n)
+                    for m, n in _photo_hypotheses(head, a, *_knn2(head.desc, a.desc), p)]
         for model, n in hyps:
             c = thumb_correlation(a, b, model)
             if c == c and not c <= corr:  # a number, above the best so far (or the first)

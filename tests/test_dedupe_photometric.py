@@ -148,23 +148,26 @@ def test_cached_thumbnails_equal_fresh_ones_and_old_caches_are_recomputed(tmp_pa
 
 
 def test_weak_links_are_leaves_of_groups() -> None:
-    """A photometric (weak) link adds one image to a group and never carries the group further: a wrong
-    weak link between two scenes costs one image, not a merge of both (the HIT-UAV flights over one court,
-    benchmarks.md). An image reachable by strong links is taken as strong, whatever the order."""
+    """A photometric (weak) link adds a lone image to a group and never joins two groups: a wrong weak link
+    between two scenes costs one image, not a merge of both (the HIT-UAV flights over one court,
+    benchmarks.md); and a frame keeps its strong group even when its crop (upscaled: larger) comes first."""
     from inf30.dedupe import assign_anchors
 
     A, B, C, D = 0, 1, 2, 3
     e = pd.DataFrame({"i": [A, B, C], "j": [B, C, D], "stage": 3, "evidence": ["AB", "BC", "CD"],
                       "weak": [False, True, False]})
     rank = np.arange(4)
-    assert assign_anchors(rank, e) == {B: (A, 3, "AB", A), C: (A, 3, "BC", B)}  # D: C is a leaf
+    assert assign_anchors(rank, e) == {B: (A, 3, "AB", A), D: (C, 3, "CD", C)}  # two groups stay two
     assert set(assign_anchors(rank, e.drop(columns="weak"))) == {B, C, D}  # all strong: the component
-    got = assign_anchors(rank, e, hops=1)  # the weak leaf is two links away: C anchors its own group with D
-    assert set(got) == {B, D} and got[D][0] == C
-    assert set(assign_anchors(rank, e, hops=2)) == {B, C}
-    # y is a weak neighbour of the anchor but also two strong links away: taken as strong, so z follows
+    lone = e.iloc[:2]  # A-B strong, B-C weak: C is alone, it joins A's group through B
+    assert assign_anchors(rank, lone) == {B: (A, 3, "AB", A), C: (A, 3, "BC", B)}
+    assert assign_anchors(rank, lone, hops=1) == {B: (A, 3, "AB", A)}  # B is at the limit: C stays
+    # crop c (rank 0, the largest) is weakly linked to frame F, which has a strong variant R: F anchors {F, R}
+    c, F, R = 0, 1, 2
+    e = pd.DataFrame({"i": [c, F], "j": [F, R], "stage": 3, "evidence": ["cF", "FR"], "weak": [True, False]})
+    assert assign_anchors(rank[:3], e) == {R: (F, 3, "FR", F), c: (F, 3, "cF", F)}
+    # a weak leaf does not carry further: y alone joins A via x; z, weak to y only, stays alone
     x, y, z = 1, 2, 3
-    e = pd.DataFrame({"i": [A, A, x, y], "j": [y, x, y, z], "stage": 3, "evidence": ["Ay", "Ax", "xy", "yz"],
-                      "weak": [True, False, False, False]})
-    got = assign_anchors(rank, e)
-    assert set(got) == {x, y, z} and got[y][3] == x and got[z][3] == y
+    e = pd.DataFrame({"i": [A, x, y], "j": [x, y, z], "stage": 3, "evidence": ["Ax", "xy", "yz"],
+                      "weak": [False, True, True]})
+    assert assign_anchors(rank, e) == {x: (A, 3, "Ax", A), y: (A, 3, "xy", x)}

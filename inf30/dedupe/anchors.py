@@ -9,53 +9,64 @@ import pandas as pd
 def assign_anchors(
     rank: np.ndarray, edges: pd.DataFrame, hops: int = 0
 ) -> dict[int, tuple[int, int, str, int]]:
-    """Groups from the verified graph (stage 2 and stage 3 edges).
+    """Groups from the verified graph (stage 2 and stage 3 edges), in two passes.
 
     rank: (N,) int, the visiting position of each image (0 first). edges: columns i, j, stage (2 or 3),
     evidence (str) and optionally weak (bool: a stage 3 link from the photometric test; absent = none).
-    Images are visited by rank; one not yet in a group is an anchor and takes every image not yet in a group
-    that is connected to it through at most ``hops`` strong edges (0 = any number), walking breadth first
-    (neighbours in rank order; a pair linked by both stages counts as stage 2, the stronger evidence), and
-    then every image not yet in a group that a weak edge joins to one of those (within ``hops`` too). A weak
-    link is a leaf: the anchor never walks on from the image it reached, so one wrong weak link costs one
-    image, never a merge of two groups. Each taken image records the edge that reached it. Returns {dropped
-    index: (anchor index, stage, evidence, parent index)}; the parent is the anchor itself for a direct link.
-    Depends only on the edges and the ranks.
+
+    1. Strong links: images are visited by rank; one not yet in a group is an anchor and takes every image
+       not yet in a group that is connected to it through at most ``hops`` strong edges (0 = any number),
+       walking breadth first (neighbours in rank order; a pair linked by both stages counts as stage 2,
+       the stronger evidence).
+    2. Weak links: an image left alone by pass 1 (an anchor without members) joins, as a leaf, the group of
+       its best weakly linked neighbour (the one whose anchor comes first, then by rank) that is no leaf
+       itself and lies less than ``hops`` links from its anchor. A weak link therefore never joins two
+       groups: one wrong link costs one image, and the frame a crop was cut from keeps its own group (its
+       strong neighbours included) whatever the sizes.
+
+    Each taken image records the edge that reached it. Returns {dropped index: (anchor index, stage,
+    evidence, parent index)}; the parent is the anchor itself for a direct link. Depends only on the edges
+    and the ranks.
     """
     if edges.empty:
         return {}
     e = edges.sort_values(["stage"], kind="stable").drop_duplicates(["i", "j"], keep="first")
     weak_col = e["weak"].fillna(False).astype(bool) if "weak" in e.columns else pd.Series(False, index=e.index)
-    adj: dict[int, list[tuple[int, int, int, str, bool]]] = {}
+    strong: dict[int, list[tuple[int, int, int, str]]] = {}
+    weak: dict[int, list[tuple[int, int, int, str]]] = {}
     for i, j, st, ev, wk in zip(e["i"], e["j"], e["stage"], e["evidence"], weak_col, strict=True):
-        i, j, wk = int(i), int(j), bool(wk)
-        adj.setdefault(i, []).append((int(rank[j]), j, int(st), str(ev), wk))
-        adj.setdefault(j, []).append((int(rank[i]), i, int(st), str(ev), wk))
-    for nbrs in adj.values():
-        nbrs.sort()
+        i, j = int(i), int(j)
+        adj = weak if wk else strong
+        adj.setdefault(i, []).append((int(rank[j]), j, int(st), str(ev)))
+        adj.setdefault(j, []).append((int(rank[i]), i, int(st), str(ev)))
     dropped: dict[int, tuple[int, int, str, int]] = {}
-    seen: set[int] = set()
-    for a in sorted(adj, key=lambda x: rank[x]):
-        if a in seen:
+    group = {}  # image -> its anchor (pass 1)
+    depth = {}  # image -> strong links from its anchor
+    for a in sorted(set(strong) | set(weak), key=lambda x: rank[x]):
+        if a in group:
             continue
-        seen.add(a)
-        queue, depth = [a], {a: 0}
-        for node in queue:  # breadth first over strong edges; the list grows while it is walked
+        group[a], depth[a] = a, 0
+        queue = [a]
+        for node in queue:  # breadth first; the list grows while it is walked
             if hops and depth[node] >= hops:
                 continue
-            for _, b, st, ev, wk in adj[node]:
-                if not wk and b not in seen:
-                    seen.add(b)
-                    depth[b] = depth[node] + 1
+            for _, b, st, ev in sorted(strong.get(node, ())):
+                if b not in group:
+                    group[b], depth[b] = a, depth[node] + 1
                     dropped[b] = (a, st, ev, node)
                     queue.append(b)
-        for node in queue:  # then the weak leaves of the images taken
-            if hops and depth[node] >= hops:
-                continue
-            for _, b, st, ev, wk in adj[node]:
-                if wk and b not in seen:
-                    seen.add(b)
-                    dropped[b] = (a, st, ev, node)
+    has_members = {anchor for anchor, *_ in dropped.values()}
+    leaves: set[int] = set()
+    for y in sorted(weak, key=lambda x: rank[x]):
+        if y in dropped or y in has_members:
+            continue  # in a group of two or more already
+        options = [(rank[group[x]], rank_x, x, st, ev) for rank_x, x, st, ev in weak[y]
+                   if x not in leaves and (not hops or depth[x] < hops)]
+        if options:
+            _, _, x, st, ev = min(options)
+            dropped[y] = (group[x], st, ev, x)
+            has_members.add(group[x])
+            leaves.add(y)
     return dropped
 
 
