@@ -11,8 +11,9 @@ Labelled pairs:
 - positive: an image and its variant; two variants/images of one original; two HIT-UAV frames of one
   sequence (same DAYNIGHT_ALTITUDE_ANGLE_X prefix) whose frame numbers are at most 5 apart (video frames of a
   flying drone; ``--sheet`` writes a contact sheet of a sample of them for the visual check).
-- negative: images derived from different SIRST images; SIRST vs HIT-UAV; HIT-UAV frames of different
-  day/night flights or more than 500 frames apart.
+- negative: images derived from different SIRST images (with ``--sirst-neighbours K``: more than K apart in
+  number; SIRST holds short sequences under consecutive numbers, whose frames show one scene); SIRST vs
+  HIT-UAV; HIT-UAV frames of different day/night flights or more than 500 frames apart.
 - everything else (same flight, 6 to 500 frames apart; variants of neighbouring frames) is unlabelled and
   not counted: those may or may not show the same scene.
 
@@ -157,11 +158,19 @@ def build_collection(
 UNLABELLED: set[tuple[int, int]] = set()  # video pairs without overlap (filled by main)
 
 
+SIRST_NEIGHBOURS = 0  # --sirst-neighbours: SIRST images this close in number are unlabelled (set by main)
+SIRST_RE = re.compile(r"^Misc_(\d+)")
+
+
 def pair_label(a: dict, b: dict) -> int:
     """1 positive, 0 negative, -1 unlabelled (see module docstring)."""
     if a["base"] == b["base"]:
         return 1
     ha, hb = a["hit"], b["hit"]
+    if ha is None and hb is None and SIRST_NEIGHBOURS:
+        ma, mb = SIRST_RE.match(a["name"]), SIRST_RE.match(b["name"])
+        if ma and mb and abs(int(ma.group(1)) - int(mb.group(1))) <= SIRST_NEIGHBOURS:
+            return -1  # SIRST holds short sequences under consecutive numbers: may show one scene
     if ha is None or hb is None:
         return 0
     if ha[0] != hb[0] or abs(ha[2] - hb[2]) > 500:
@@ -344,7 +353,12 @@ def main() -> None:
     ap.add_argument("--no-overlap-oracle", dest="overlap_oracle", action="store_false",
                     help="count every video pair <= 5 frames apart as positive, overlapping or not")
     ap.add_argument("--errors-sheet", type=Path, default=None, help="contact sheets of false positives / misses")
+    ap.add_argument("--sirst-neighbours", type=int, default=0,
+                    help="leave pairs of SIRST images at most this far apart in number unlabelled (0 = negatives, "
+                         "as before): SIRST holds short sequences under consecutive numbers")
     args = ap.parse_args()
+    global SIRST_NEIGHBOURS
+    SIRST_NEIGHBOURS = args.sirst_neighbours
 
     images, labels = build_collection(args.data, args.seed, args.fraction, args.curate, args.only)
     positives, nneg = labelled_pairs(labels)

@@ -252,7 +252,7 @@ def test_lazy_verification_gives_the_groups_of_full_verification(hituav_dir: Pat
     cand = candidate_pairs(global_descriptors(feats, opts), np.ones(len(feats), bool), 13, -1.0)
     full = verify_candidates(feats, cand, opts.scene_params)
     uf_full = UnionFind(len(feats))
-    dup = full["same"].to_numpy()
+    dup = full["same"].to_numpy() & full["corr"].isna().to_numpy()  # strong links join groups; weak are leaves
     for i, j in zip(cand["i"][dup], cand["j"][dup], strict=True):
         uf_full.union(int(i), int(j))
     uf = UnionFind(len(feats))
@@ -260,6 +260,12 @@ def test_lazy_verification_gives_the_groups_of_full_verification(hituav_dir: Pat
     assert len(lazy) < len(cand) / 2
     assert [uf.find(k) for k in range(len(feats))] == [uf_full.find(k) for k in range(len(feats))]
     assert dup.sum() > 5
+
+    def groups(v: pd.DataFrame) -> dict[int, int]:  # member -> anchor, as dedupe groups them (hops 0)
+        e = v[v["same"]].assign(stage=3, evidence="", weak=lambda d: d["corr"].notna())
+        return {m: a for m, (a, *_) in assign_anchors(np.arange(len(feats)), e, hops=0).items()}
+
+    assert groups(lazy) == groups(pd.concat([cand.reset_index(drop=True), full], axis=1))
     # in a dedupe run: lazy for components (hops 0); every candidate verified for groups limited in hops
     for hops, fewer in ((0, True), (2, False)):
         stats = DedupeSummary()

@@ -171,3 +171,26 @@ def test_weak_links_are_leaves_of_groups() -> None:
     e = pd.DataFrame({"i": [A, x, y], "j": [x, y, z], "stage": 3, "evidence": ["Ax", "xy", "yz"],
                       "weak": [False, True, True]})
     assert assign_anchors(rank, e) == {x: (A, 3, "Ax", A), y: (A, 3, "xy", x)}
+
+
+def test_photometric_round_only_where_it_can_matter_gives_the_same_groups(sirst60, hit3) -> None:
+    """With the anchor order given, stage 3 runs the photometric test only on pairs with an image the strong
+    links leave alone (round 2): fewer pairs get it, and the groups equal those of testing every pair."""
+    from inf30.dedupe import DedupeOptions, DedupeSummary, assign_anchors, find_edges
+
+    imgs = []
+    for k, img in enumerate(sirst60[:16]):
+        imgs += [img, curation_crop(img, 0.35, 0.3, 0.6, 1.5, 1.8)] if k % 2 else [img, img[5:, 7:]]
+    imgs += hit3
+    feats = [extract_features(im) for im in imgs]
+    rank = np.argsort(np.argsort([-im.size for im in imgs], kind="stable"))
+    for hops in (2, 0):
+        opts = DedupeOptions(workers=1, hops=hops, window=0)
+        every, gated = DedupeSummary(), DedupeSummary()
+        e1 = find_edges(None, None, feats, opts, stats=every)
+        e2 = find_edges(None, None, feats, opts, stats=gated, rank=rank)
+        g1 = {m: a for m, (a, *_) in assign_anchors(rank, e1, hops).items()}
+        g2 = {m: a for m, (a, *_) in assign_anchors(rank, e2, hops).items()}
+        assert g1 == g2 and len(g1) >= 10, (hops, g1, g2)
+        assert 0 < gated.photo_pairs < every.checked_pairs - every.verified_pairs, gated
+        assert e1["weak"].any()  # the photometric test did link something here

@@ -88,11 +88,12 @@ def _dedupe_locked(ddir: Path, opts: DedupeOptions, progress: bool) -> DedupeSum
     codes, valid = hex_to_codes(hash_cols)
     feats = [cache.feats.get(i, EMPTY) for i in ids]
     stats.no_scene_features = sum(1 for f in feats if not f.usable)
+    rank = anchor_rank(work, opts.order)
     edges = find_edges(
-        codes, valid, feats if opts.scene else None, opts, ids, progress, stats, work["item_key"].astype(str).tolist()
+        codes, valid, feats if opts.scene else None, opts, ids, progress, stats, work["item_key"].astype(str).tolist(),
+        rank=rank,
     )
 
-    rank = anchor_rank(work, opts.order)
     dropped = assign_anchors(rank, edges, opts.hops)
     g_rows = []
     for member, (anchor, stage, ev, parent) in sorted(dropped.items(), key=lambda kv: rank[kv[0]]):

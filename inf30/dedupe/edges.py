@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 
+from inf30.dedupe.anchors import assign_anchors
 from inf30.dedupe.candidates import scene_candidates
 from inf30.dedupe.hashes import near_copy_pairs
 from inf30.dedupe.options import DedupeOptions, DedupeSummary
-from inf30.dedupe.verify import UnionFind, verify_lazily
+from inf30.dedupe.verify import UnionFind, verify_candidates, verify_lazily
 from inf30.scene import LocalFeatures
 
 
@@ -22,6 +25,7 @@ def find_edges(
     stats: DedupeSummary | None = None,
     order_keys: list[str] | None = None,
     trace: dict | None = None,
+    rank: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Stage 2 and 3 edges between N images.
 
@@ -29,7 +33,10 @@ def find_edges(
     skip stage 3). train_ids: N stable keys, the vocabulary is trained on images sampled in their sorted
     order (default: positions). order_keys: N source-order keys (item keys) for the ``window`` candidates
     (None: none). Stage 3 verifies lazily (:func:`verify_lazily`): the edges it returns connect the same
-    groups as verifying every candidate would. ``trace`` (a dict) receives the stage 3 ``candidates`` (with
+    groups as verifying every candidate would. ``rank`` (N,), the anchor order of
+    :func:`~inf30.dedupe.assign_anchors`: with it, the photometric test (a weak link, used by groups only for
+    an image left alone by the strong links) runs only on pairs with such an image, in a second round after
+    the ORB test of every pair: the groups are those of running it everywhere, at a fraction of the cost. ``trace`` (a dict) receives the stage 3 ``candidates`` (with
     ``inliers``, -1 where skipped). Returns a DataFrame i, j, stage (2 or 3), evidence (str), hamming,
     inliers, similarity (-1 where not applicable), weak (a stage 3 link made by the photometric test, which
     groups take as a leaf only, see :func:`inf30.dedupe.assign_anchors`).
@@ -60,8 +67,26 @@ def find_edges(
                 uf.union(int(a), int(b))
     if opts.scene and feats is not None and len(feats) > 1:
         cand = scene_candidates(feats, opts, train_ids, order_keys)
-        v = verify_lazily(feats, cand, opts.scene_params, uf if opts.hops == 0 else UnionFind(0), opts.workers,
-                          progress, dist=opts.distributor_for(ordered=True))
+        p = opts.scene_params
+        two_rounds = rank is not None and p.photo_corr > 0
+        dist = opts.distributor_for(ordered=True)
+        v = verify_lazily(feats, cand, replace(p, photo_corr=0.0) if two_rounds else p,
+                          uf if opts.hops == 0 else UnionFind(0), opts.workers, progress, dist=dist)
+        if two_rounds:  # the photometric test where a weak link can still change a group
+            strong = pd.concat([pd.DataFrame({"i": q["i"], "j": q["j"], "stage": q["stage"], "evidence": ""})
+                                for q in parts] + [v.loc[v["same"], ["i", "j"]].assign(stage=3, evidence="")])
+            grouped = np.zeros(n, bool)
+            for member, (anchor, *_rest) in assign_anchors(rank, strong, opts.hops).items():
+                grouped[[member, anchor]] = True
+            vi, vj = v["i"].to_numpy(np.int64), v["j"].to_numpy(np.int64)
+            again = np.flatnonzero(~v["same"].to_numpy() & ~(grouped[vi] & grouped[vj]))
+            if len(again):
+                res = verify_candidates(feats, v.iloc[again][["i", "j"]], p, opts.workers, dist=dist)
+                for col in ("inliers", "corr", "same"):
+                    v[col] = v[col].to_numpy().copy()
+                    v.iloc[again, v.columns.get_loc(col)] = res[col].to_numpy()
+            if stats is not None:
+                stats.photo_pairs = len(again)
         if trace is not None:
             key = v["i"].to_numpy(np.int64) * n + v["j"].to_numpy(np.int64)
             inl = pd.Series(v["inliers"].to_numpy(), index=key)

@@ -94,6 +94,7 @@ class DedupeSummary:
     unreadable: int = 0
     candidate_pairs: int = 0
     checked_pairs: int = 0
+    photo_pairs: int = 0  # pairs given the photometric test in a second round (with an anchor order)
     verified_pairs: int = 0
     seconds: float = 0.0
 
@@ -108,6 +109,7 @@ class DedupeSummary:
             ("unreadable images (skipped)", self.unreadable),
             ("stage 3 candidate pairs / checked / duplicates",
              f"{self.candidate_pairs} / {self.checked_pairs} / {self.verified_pairs}"),
+            ("stage 3 pairs also given the photometric test", self.photo_pairs),
             ("seconds", f"{self.seconds:.1f}"),
         ]
         w = max(len(r[0]) for r in rows)
