@@ -6,7 +6,6 @@ Parquet file and a ``save_to_disk`` folder are tested too."""
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 import pytest
@@ -14,8 +13,21 @@ import pytest
 from inf30.scrape import materialize, scrape
 from inf30.sources import SourceSpec
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+@pytest.fixture(scope="module", autouse=True)
+def offline():
+    """This module's tests never ask the Hub: offline for its tests only (set in os.environ at import, it
+    leaked into every later test module). huggingface_hub and datasets read the variables at import, so
+    their constants are patched too where another module imported them first."""
+    import datasets.config
+    import huggingface_hub.constants
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        mp.setenv("HF_DATASETS_OFFLINE", "1")
+        mp.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+        mp.setattr(datasets.config, "HF_HUB_OFFLINE", True, raising=False)
+        yield
 
 
 @pytest.fixture(scope="module")
