@@ -324,6 +324,7 @@ def dedupe_cmd(
     clahe: float = opt(SceneParams, "clahe"),
     photo_corr: float = opt(SceneParams, "photo_corr"),
     photo_inliers: int = opt(SceneParams, "photo_inliers"),
+    strong_inliers: int = opt(SceneParams, "strong_inliers"),
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Drop near-copies (perceptual hash) and scene-level near-duplicates (local features): each group of

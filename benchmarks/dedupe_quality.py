@@ -348,6 +348,8 @@ def main() -> None:
     ap.add_argument("--clahe", type=float, default=d.scene_params.clahe, help="CLAHE clip limit (0 = global equalization)")
     ap.add_argument("--photo-corr", type=float, default=d.scene_params.photo_corr, help="photometric check (0 = off)")
     ap.add_argument("--photo-inliers", type=int, default=d.scene_params.photo_inliers)
+    ap.add_argument("--strong-inliers", type=int, default=d.scene_params.strong_inliers,
+                    help="ORB links with fewer inliers are weak (group leaves); 0 = all strong")
     ap.add_argument("--sheet", type=Path, default=None, help="write a contact sheet of sample video positives")
     ap.add_argument("--show-errors", type=int, default=10)
     ap.add_argument("--no-overlap-oracle", dest="overlap_oracle", action="store_false",
@@ -380,7 +382,7 @@ def main() -> None:
         print(f"wrote {args.sheet}")
 
     sp = replace(d.scene_params, min_inliers=args.min_inliers, min_inlier_ratio=args.min_inlier_ratio, clahe=args.clahe,
-                 photo_corr=args.photo_corr, photo_inliers=args.photo_inliers)
+                 photo_corr=args.photo_corr, photo_inliers=args.photo_inliers, strong_inliers=args.strong_inliers)
     opts = DedupeOptions(workers=args.workers, neighbors=args.neighbors, votes=args.votes,
                          window=args.window, min_similarity=args.min_similarity, hops=args.hops, scene_params=sp)
     t = time.perf_counter()

@@ -48,6 +48,8 @@ class SceneParams:
                                      "with at least photo-inliers inliers aligns the two thumbnails' gradient fields "
                                      "to this agreement (0 = off; for low-texture and re-gained crops).")
     photo_inliers: int = option(8, "Stage 3: inliers a similarity needs before the thumbnails are compared under it.")
+    strong_inliers: int = option(50, "Stage 3: an ORB link with fewer inliers is weak, like a photometric one: it joins "
+                                     "a lone image to a group but never joins two groups (0 = every ORB link is strong).")
 
     def validate(self) -> None:
         """:class:`inf30.errors.UsageError` (a ValueError) with a one-line message for a parameter out of range."""
@@ -64,10 +66,16 @@ class SceneParams:
             (self.clahe >= 0.0, f"clahe must be 0 (off) or a positive clip limit, got {self.clahe}"),
             (0.0 <= self.photo_corr <= 1.0, f"photo corr must be in 0..1 (0 = off), got {self.photo_corr}"),
             (self.photo_inliers >= 3, f"photo inliers must be at least 3, got {self.photo_inliers}"),
+            (self.strong_inliers >= 0, f"strong inliers must be 0 or more, got {self.strong_inliers}"),
         )
         for ok, message in checks:
             if not ok:
                 raise UsageError(message)
+
+    def is_strong(self, check: PairCheck) -> bool:
+        """Whether a :func:`verify_pair` result is a strong link (groups walk on through it): the ORB test
+        passed with at least ``strong_inliers`` inliers. Other links of the same scene are weak (leaves)."""
+        return bool(check.same) and check.corr != check.corr and check.inliers >= self.strong_inliers
 
     def feature_key(self) -> str:
         """Short hash of the parameters that change the cached features (not the verification ones)."""

@@ -22,6 +22,7 @@ from inf30.dedupe import (
     global_descriptors,
     merge_caches,
     near_copy_pairs,
+    strong_links,
     verify_candidates,
     verify_lazily,
     vote_pairs,
@@ -252,7 +253,7 @@ def test_lazy_verification_gives_the_groups_of_full_verification(hituav_dir: Pat
     cand = candidate_pairs(global_descriptors(feats, opts), np.ones(len(feats), bool), 13, -1.0)
     full = verify_candidates(feats, cand, opts.scene_params)
     uf_full = UnionFind(len(feats))
-    dup = full["same"].to_numpy() & full["corr"].isna().to_numpy()  # strong links join groups; weak are leaves
+    dup = strong_links(full, opts.scene_params)  # strong links join groups; weak ones are leaves
     for i, j in zip(cand["i"][dup], cand["j"][dup], strict=True):
         uf_full.union(int(i), int(j))
     uf = UnionFind(len(feats))
@@ -262,7 +263,7 @@ def test_lazy_verification_gives_the_groups_of_full_verification(hituav_dir: Pat
     assert dup.sum() > 5
 
     def groups(v: pd.DataFrame) -> dict[int, int]:  # member -> anchor, as dedupe groups them (hops 0)
-        e = v[v["same"]].assign(stage=3, evidence="", weak=lambda d: d["corr"].notna())
+        e = v.assign(stage=3, evidence="", weak=~strong_links(v, opts.scene_params))[v["same"].to_numpy()]
         return {m: a for m, (a, *_) in assign_anchors(np.arange(len(feats)), e, hops=0).items()}
 
     assert groups(lazy) == groups(pd.concat([cand.reset_index(drop=True), full], axis=1))
@@ -394,14 +395,14 @@ def test_cli_passes_every_option_to_the_library(tmp_path: Path, monkeypatch, sir
             "--order", "entropy", "--workers", "1", "--sheet-groups", "2", "--side", "256", "--nfeatures", "300",
             "--fast-threshold", "7", "--min-keypoints", "20", "--ratio", "0.7", "--ransac-px", "3", "--min-inliers",
             "30", "--min-inlier-ratio", "0.4", "--max-scale", "2", "--clahe", "1.5", "--photo-corr", "0.6",
-            "--photo-inliers", "10"]
+            "--photo-inliers", "10", "--strong-inliers", "45"]
     res = CliRunner().invoke(inf30_app, ["dedupe", str(tmp_path), *args, "-q"])
     assert res.exit_code == 0, res.output
     o = seen["opts"]
     assert (o.hashes, o.hash_threshold, o.scene, o.neighbors, o.votes, o.vote_keypoints, o.window, o.min_similarity,
             o.hops, o.vocab_size, o.order, o.workers, o.sheet_groups) == (
         ("phash", "dhash"), 5, False, 7, 3, 64, 2, 0.2, 0, 64, ("entropy",), 1, 2)
-    assert o.scene_params == SceneParams(256, 300, 7, 20, 0.7, 3.0, 30, 0.4, 2.0, 1.5, 0.6, 10)
+    assert o.scene_params == SceneParams(256, 300, 7, 20, 0.7, 3.0, 30, 0.4, 2.0, 1.5, 0.6, 10, 45)
 
 
 def test_cli_bad_options_and_missing_folder_exit_2_before_any_work(tmp_path: Path) -> None:
@@ -412,7 +413,7 @@ def test_cli_bad_options_and_missing_folder_exit_2_before_any_work(tmp_path: Pat
     missing = tmp_path / "missing"
     for args in (["--hashes", "nope"], ["--neighbors", "0"], ["--window", "-1"], ["--min-inlier-ratio", "2"],
                  ["--min-inliers", "2"], ["--votes", "-3"], ["--order", "size,bogus"], ["--workers", "-1"],
-                 ["--photo-corr", "1.5"], ["--photo-inliers", "2"]):
+                 ["--photo-corr", "1.5"], ["--photo-inliers", "2"], ["--strong-inliers", "-1"]):
         res = CliRunner().invoke(inf30_app, ["dedupe", str(missing), *args, "-q"])
         assert res.exit_code == 2, (args, res.output)
         assert res.output.startswith("error: ") and res.output.count("\n") == 1, res.output

@@ -166,6 +166,9 @@ def test_weak_links_are_leaves_of_groups() -> None:
     c, F, R = 0, 1, 2
     e = pd.DataFrame({"i": [c, F], "j": [F, R], "stage": 3, "evidence": ["cF", "FR"], "weak": [True, False]})
     assert assign_anchors(rank[:3], e) == {R: (F, 3, "FR", F), c: (F, 3, "cF", F)}
+    # two lone images: the later one joins the earlier (the larger stays), whatever the edge's direction
+    e = pd.DataFrame({"i": [1], "j": [0], "stage": 3, "evidence": ["10"], "weak": [True]})
+    assert assign_anchors(rank[:2], e) == {1: (0, 3, "10", 0)}
     # a weak leaf does not carry further: y alone joins A via x; z, weak to y only, stays alone
     x, y, z = 1, 2, 3
     e = pd.DataFrame({"i": [A, x, y], "j": [x, y, z], "stage": 3, "evidence": ["Ax", "xy", "yz"],

@@ -18,9 +18,10 @@ def assign_anchors(
        not yet in a group that is connected to it through at most ``hops`` strong edges (0 = any number),
        walking breadth first (neighbours in rank order; a pair linked by both stages counts as stage 2,
        the stronger evidence).
-    2. Weak links: an image left alone by pass 1 (an anchor without members) joins, as a leaf, the group of
-       its best weakly linked neighbour (the one whose anchor comes first, then by rank) that is no leaf
-       itself and lies less than ``hops`` links from its anchor. A weak link therefore never joins two
+    2. Weak links: images left alone by pass 1 (anchors without members) are visited by rank; each joins, as
+       a leaf, the group of its best weakly linked neighbour (the one whose anchor comes first, then by
+       rank) that is no leaf itself, lies less than ``hops`` links from its anchor, and is in a group or
+       comes earlier (two lone images: the later one joins the earlier, as anchors go). A weak link therefore never joins two
        groups: one wrong link costs one image, and the frame a crop was cut from keeps its own group (its
        strong neighbours included) whatever the sizes.
 
@@ -61,7 +62,8 @@ def assign_anchors(
         if y in dropped or y in has_members:
             continue  # in a group of two or more already
         options = [(rank[group[x]], rank_x, x, st, ev) for rank_x, x, st, ev in weak[y]
-                   if x not in leaves and (not hops or depth[x] < hops)]
+                   if x not in leaves and (not hops or depth[x] < hops)
+                   and (rank_x < rank[y] or x in dropped or x in has_members)]  # a lone x after y waits for y
         if options:
             _, _, x, st, ev = min(options)
             dropped[y] = (group[x], st, ev, x)

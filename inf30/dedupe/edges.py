@@ -11,7 +11,7 @@ from inf30.dedupe.anchors import assign_anchors
 from inf30.dedupe.candidates import scene_candidates
 from inf30.dedupe.hashes import near_copy_pairs
 from inf30.dedupe.options import DedupeOptions, DedupeSummary
-from inf30.dedupe.verify import UnionFind, verify_candidates, verify_lazily
+from inf30.dedupe.verify import UnionFind, strong_links, verify_candidates, verify_lazily
 from inf30.scene import LocalFeatures
 
 
@@ -35,11 +35,12 @@ def find_edges(
     (None: none). Stage 3 verifies lazily (:func:`verify_lazily`): the edges it returns connect the same
     groups as verifying every candidate would. ``rank`` (N,), the anchor order of
     :func:`~inf30.dedupe.assign_anchors`: with it, the photometric test (a weak link, used by groups only for
-    an image left alone by the strong links) runs only on pairs with such an image, in a second round after
+    an image left alone by the strong links) runs only on failing pairs with such an image, in a second round after
     the ORB test of every pair: the groups are those of running it everywhere, at a fraction of the cost. ``trace`` (a dict) receives the stage 3 ``candidates`` (with
     ``inliers``, -1 where skipped). Returns a DataFrame i, j, stage (2 or 3), evidence (str), hamming,
-    inliers, similarity (-1 where not applicable), weak (a stage 3 link made by the photometric test, which
-    groups take as a leaf only, see :func:`inf30.dedupe.assign_anchors`).
+    inliers, similarity (-1 where not applicable), weak (a stage 3 link made by the photometric test or with
+    fewer than ``strong_inliers`` ORB inliers, which groups take as a leaf only, see
+    :func:`inf30.dedupe.assign_anchors`).
     """
     parts = []
     n = len(codes) if codes is not None else len(feats or [])
@@ -74,7 +75,7 @@ def find_edges(
                           uf if opts.hops == 0 else UnionFind(0), opts.workers, progress, dist=dist)
         if two_rounds:  # the photometric test where a weak link can still change a group
             strong = pd.concat([pd.DataFrame({"i": q["i"], "j": q["j"], "stage": q["stage"], "evidence": ""})
-                                for q in parts] + [v.loc[v["same"], ["i", "j"]].assign(stage=3, evidence="")])
+                                for q in parts] + [v.loc[strong_links(v, p), ["i", "j"]].assign(stage=3, evidence="")])
             grouped = np.zeros(n, bool)
             for member, (anchor, *_rest) in assign_anchors(rank, strong, opts.hops).items():
                 grouped[[member, anchor]] = True
@@ -111,7 +112,7 @@ def find_edges(
                     "hamming": -1,
                     "inliers": v["inliers"].to_numpy(),
                     "similarity": v["similarity"].to_numpy(),
-                    "weak": v["corr"].notna().to_numpy(),  # linked by the photometric test
+                    "weak": ~strong_links(v, opts.scene_params),  # photometric, or too few ORB inliers
                 }
             )
         )

@@ -31,6 +31,13 @@ def _verify_chunk(args: tuple[list[tuple[LocalFeatures, LocalFeatures]], ScenePa
         faiss.omp_set_num_threads(threads)
 
 
+def strong_links(res: pd.DataFrame, params: SceneParams) -> np.ndarray:
+    """(M,) bool: which checks (columns inliers, corr, same, as :func:`verify_candidates` returns them) are
+    strong links (:meth:`~inf30.scene.SceneParams.is_strong`): groups walk on through these only."""
+    return (res["same"].to_numpy() & res["corr"].isna().to_numpy()
+            & (res["inliers"].to_numpy() >= params.strong_inliers))
+
+
 def verify_candidates(
     feats: list[LocalFeatures],
     pairs: pd.DataFrame,
@@ -94,9 +101,8 @@ def verify_lazily(
     """Verify the candidate pairs (columns i, j, similarity) that can still change a group.
 
     Pairs are taken in a fixed order (similarity descending, then i, j) in rounds of :data:`LAZY_BATCH`; a
-    pair whose two images are already connected by strong links (``uf``: the stage 2 links and the pairs
-    the ORB test linked in earlier rounds; photometric links are group leaves, they join nothing) is
-    skipped, since its verification could not change any drop. The rest of the round is
+    pair whose two images are already connected by strong links (``uf``: the stage 2 links and the strong
+    links of earlier rounds; weak links are group leaves, they join nothing) is skipped, since its verification could not change any drop. The rest of the round is
     verified (in parallel) and the duplicates join their groups. Returns the verified pairs with their
     checks (columns i, j, similarity, inliers, corr, same). The connected components are those a verification of
     every candidate would give; the result depends on the candidates only, never on the worker count. An
@@ -118,7 +124,7 @@ def verify_lazily(
                 part = c.iloc[sel]
                 res = verify_candidates(feats, part, params, workers, dist=dist)
                 done.append(pd.concat([part.reset_index(drop=True), res], axis=1))
-                strong = res["same"].to_numpy() & res["corr"].isna().to_numpy()  # weak links are group leaves
+                strong = strong_links(res, params)  # weak links are group leaves: they join nothing
                 for a, b, st in zip(ci[sel], cj[sel], strong, strict=True):
                     if lazy and st:
                         uf.union(int(a), int(b))
