@@ -303,6 +303,7 @@ def dedupe_cmd(
     neighbors: int = opt(DedupeOptions, "neighbors"),
     votes: int = opt(DedupeOptions, "votes"),
     vote_keypoints: int = opt(DedupeOptions, "vote_keypoints"),
+    vote_index_keypoints: int = opt(DedupeOptions, "vote_index_keypoints"),
     window: int = opt(DedupeOptions, "window"),
     min_similarity: float = opt(DedupeOptions, "min_similarity"),
     hops: int = opt(DedupeOptions, "hops"),

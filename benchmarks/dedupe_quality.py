@@ -341,6 +341,7 @@ def main() -> None:
     ap.add_argument("--neighbors", type=int, default=d.neighbors, help="stage 3 candidates per image")
     ap.add_argument("--votes", type=int, default=d.votes, help="stage 3 local-descriptor vote candidates (0 = off)")
     ap.add_argument("--window", type=int, default=d.window, help="stage 3 source-order window (0 = off)")
+    ap.add_argument("--vote-index-keypoints", type=int, default=d.vote_index_keypoints)
     ap.add_argument("--min-similarity", type=float, default=d.min_similarity)
     ap.add_argument("--hops", type=int, default=d.hops, help="group reach in verified links (0 = components)")
     ap.add_argument("--min-inliers", type=int, default=d.scene_params.min_inliers)
@@ -384,7 +385,8 @@ def main() -> None:
     sp = replace(d.scene_params, min_inliers=args.min_inliers, min_inlier_ratio=args.min_inlier_ratio, clahe=args.clahe,
                  photo_corr=args.photo_corr, photo_inliers=args.photo_inliers, strong_inliers=args.strong_inliers)
     opts = DedupeOptions(workers=args.workers, neighbors=args.neighbors, votes=args.votes,
-                         window=args.window, min_similarity=args.min_similarity, hops=args.hops, scene_params=sp)
+                         window=args.window, min_similarity=args.min_similarity, hops=args.hops, scene_params=sp,
+                         vote_index_keypoints=args.vote_index_keypoints)
     t = time.perf_counter()
     hexes = [compute_hashes(im, opts.hashes)["phash"] for im in tqdm(images, desc="our phash")]
     codes, valid = hex_to_codes([hexes])

@@ -202,6 +202,8 @@ def test_votes_find_curation_crops_that_verify(curated) -> None:
     res = verify_candidates(feats, pd.DataFrame(truth, columns=["i", "j"]), SceneParams())
     assert res["same"].all(), res
     assert vote_pairs(feats, top=0).empty and vote_pairs(feats[:1], top=3).empty
+    wide = vote_pairs(feats, top=3, index_keypoints=500)  # more of each frame's descriptors voted for
+    assert set(truth) <= set(zip(wide["i"], wide["j"], strict=True)) and len(wide) <= 3 * len(images)
 
 
 def test_curation_crops_are_dropped_end_to_end(tmp_path: Path, curated) -> None:
@@ -391,7 +393,7 @@ def test_cli_passes_every_option_to_the_library(tmp_path: Path, monkeypatch, sir
     seen = {}
     monkeypatch.setattr(dd, "dedupe_dataset", lambda ds, opts, progress: seen.setdefault("opts", opts) and dd.DedupeSummary())
     args = ["--hashes", "phash,dhash", "--hash-threshold", "5", "--no-scene", "--neighbors", "7", "--votes", "3",
-            "--vote-keypoints", "64", "--window", "2", "--min-similarity", "0.2", "--hops", "0", "--vocab-size", "64",
+            "--vote-keypoints", "64", "--vote-index-keypoints", "200", "--window", "2", "--min-similarity", "0.2", "--hops", "0", "--vocab-size", "64",
             "--order", "entropy", "--workers", "1", "--sheet-groups", "2", "--side", "256", "--nfeatures", "300",
             "--fast-threshold", "7", "--min-keypoints", "20", "--ratio", "0.7", "--ransac-px", "3", "--min-inliers",
             "30", "--min-inlier-ratio", "0.4", "--max-scale", "2", "--clahe", "1.5", "--photo-corr", "0.6",
@@ -399,6 +401,7 @@ def test_cli_passes_every_option_to_the_library(tmp_path: Path, monkeypatch, sir
     res = CliRunner().invoke(inf30_app, ["dedupe", str(tmp_path), *args, "-q"])
     assert res.exit_code == 0, res.output
     o = seen["opts"]
+    assert o.vote_index_keypoints == 200
     assert (o.hashes, o.hash_threshold, o.scene, o.neighbors, o.votes, o.vote_keypoints, o.window, o.min_similarity,
             o.hops, o.vocab_size, o.order, o.workers, o.sheet_groups) == (
         ("phash", "dhash"), 5, False, 7, 3, 64, 2, 0.2, 0, 64, ("entropy",), 1, 2)
@@ -413,7 +416,8 @@ def test_cli_bad_options_and_missing_folder_exit_2_before_any_work(tmp_path: Pat
     missing = tmp_path / "missing"
     for args in (["--hashes", "nope"], ["--neighbors", "0"], ["--window", "-1"], ["--min-inlier-ratio", "2"],
                  ["--min-inliers", "2"], ["--votes", "-3"], ["--order", "size,bogus"], ["--workers", "-1"],
-                 ["--photo-corr", "1.5"], ["--photo-inliers", "2"], ["--strong-inliers", "-1"]):
+                 ["--photo-corr", "1.5"], ["--photo-inliers", "2"], ["--strong-inliers", "-1"],
+                 ["--vote-index-keypoints", "-5"]):
         res = CliRunner().invoke(inf30_app, ["dedupe", str(missing), *args, "-q"])
         assert res.exit_code == 2, (args, res.output)
         assert res.output.startswith("error: ") and res.output.count("\n") == 1, res.output

@@ -78,27 +78,37 @@ def vote_pairs(
     k: int = 4,
     max_distance: int = 64,
     batch: int = 1 << 18,
+    index_keypoints: int = 0,
 ) -> pd.DataFrame:
     """Stage 3 candidates by local-descriptor votes (finds an image's crops and its source frame, which a
     whole-image descriptor ranks too low): the ``keypoints`` strongest ORB descriptors of every image go into
     one faiss binary index (exact up to :data:`VOTE_FLAT_LIMIT` descriptors, IVF beyond); each of them votes for the
     images owning its ``k`` nearest descriptors within ``max_distance`` bits (one vote per descriptor and
-    image), and each image is paired with the ``top`` images with most votes (at least 2). Returns unique
-    pairs i < j with columns i, j, votes (the larger count of the two directions)."""
+    image), and each image is paired with the ``top`` images with most votes (at least 2).
+    ``index_keypoints`` > ``keypoints``: the index holds that many descriptors per image (the queries stay
+    ``keypoints``): a crop's strongest descriptors then find more of its frame's, which the frame's own
+    strongest ones, spread over the whole frame, miss. Returns unique pairs i < j with columns i, j, votes
+    (the larger count of the two directions)."""
     empty = pd.DataFrame({"i": np.zeros(0, np.int64), "j": np.zeros(0, np.int64), "votes": np.zeros(0, np.int32)})
     counts = np.array([min(len(f.desc), keypoints) if f.usable else 0 for f in feats], np.int64)
     if top < 1 or (counts > 0).sum() < 2:
         return empty
     n = len(feats)
     desc = np.ascontiguousarray(np.concatenate([np.asarray(f.desc[:c]) for f, c in zip(feats, counts, strict=True) if c]))
-    owner = np.repeat(np.arange(n), counts)
-    index = binary_index(desc, nprobe=8, flat_limit=VOTE_FLAT_LIMIT)
-    kk = min(k + 1, len(desc))
+    owner = np.repeat(np.arange(n), counts)  # of the queries
+    if index_keypoints > keypoints:
+        icounts = np.array([min(len(f.desc), index_keypoints) if f.usable else 0 for f in feats], np.int64)
+        base = np.ascontiguousarray(np.concatenate([np.asarray(f.desc[:c]) for f, c in zip(feats, icounts, strict=True) if c]))
+        base_owner = np.repeat(np.arange(n), icounts)
+    else:
+        base, base_owner = desc, owner
+    index = binary_index(base, nprobe=8, flat_limit=VOTE_FLAT_LIMIT)
+    kk = min(k + 1, len(base))
     keys = []
     for start in range(0, len(desc), batch):
         dist, nn = index.search(desc[start : start + batch], kk)
         me = owner[start : start + batch]
-        other = np.where(nn >= 0, owner[np.maximum(nn, 0)], -1)
+        other = np.where(nn >= 0, base_owner[np.maximum(nn, 0)], -1)
         ok = (nn >= 0) & (dist <= max_distance) & (other != me[:, None])
         q = np.repeat(np.arange(start, start + len(nn)), kk)[ok.ravel()]
         keys.append(np.unique(q * n + other.ravel()[ok.ravel()]))  # one vote per (descriptor, image)
@@ -158,7 +168,8 @@ def scene_candidates(
     desc = global_descriptors(feats, opts, train_ids)
     parts = [candidate_pairs(desc, usable, opts.neighbors, opts.min_similarity).assign(source="index")]
     if opts.votes:
-        parts.append(vote_pairs(feats, opts.votes, opts.vote_keypoints)[["i", "j"]].assign(source="votes"))
+        parts.append(vote_pairs(feats, opts.votes, opts.vote_keypoints, index_keypoints=opts.vote_index_keypoints)
+                     [["i", "j"]].assign(source="votes"))
     if order_keys is not None and opts.window:
         parts.append(window_pairs(order_keys, usable, opts.window).assign(source="window"))
     cand = (

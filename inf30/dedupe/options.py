@@ -28,7 +28,9 @@ class DedupeOptions:
     neighbors: int = option(20, "Stage 3 candidates per image: its nearest images by whole-image descriptor.")
     votes: int = option(10, "Stage 3 candidates per image: the images whose local descriptors are most often "
                             "nearest to its own (finds its crops and its source frame; 0 = off).")
-    vote_keypoints: int = option(128, "Stage 3: descriptors per image (the strongest) that vote and are voted for.")
+    vote_keypoints: int = option(128, "Stage 3: descriptors per image (the strongest) that vote.")
+    vote_index_keypoints: int = option(0, "Stage 3: descriptors per image (the strongest) that are voted for, if more "
+                                          "than vote-keypoints (finds more crops; the vote index grows with it).")
     window: int = option(8, "Stage 3 candidates per image: the next N images in source order (item key: "
                             "folder, file name, video time; 0 = off).")
     min_similarity: float = option(0.3, "Stage 3: index candidates below this cosine similarity are not verified.")
@@ -61,6 +63,8 @@ class DedupeOptions:
             raise UsageError("votes must be 0 (off) or more")
         if not 1 <= self.vote_keypoints <= 10_000:
             raise UsageError(f"vote keypoints must be in 1..10000, got {self.vote_keypoints}")
+        if not 0 <= self.vote_index_keypoints <= 10_000:
+            raise UsageError(f"vote index keypoints must be in 0..10000, got {self.vote_index_keypoints}")
         if self.window < 0:
             raise UsageError("window must be 0 (off) or more")
         if not -1.0 <= self.min_similarity <= 1.0:
