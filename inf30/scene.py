@@ -48,7 +48,7 @@ class SceneParams:
                                      "with at least photo-inliers inliers aligns the two thumbnails' gradient fields "
                                      "to this agreement (0 = off; for low-texture and re-gained crops).")
     photo_inliers: int = option(8, "Stage 3: inliers a similarity needs before the thumbnails are compared under it.")
-    strong_inliers: int = option(50, "Stage 3: an ORB link with fewer inliers is weak, like a photometric one: it joins "
+    strong_inliers: int = option(60, "Stage 3: an ORB link with fewer inliers is weak, like a photometric one: it joins "
                                      "a lone image to a group but never joins two groups (0 = every ORB link is strong).")
 
     def validate(self) -> None:

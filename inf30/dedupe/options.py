@@ -34,7 +34,7 @@ class DedupeOptions:
     window: int = option(8, "Stage 3 candidates per image: the next N images in source order (item key: "
                             "folder, file name, video time; 0 = off).")
     min_similarity: float = option(0.3, "Stage 3: index candidates below this cosine similarity are not verified.")
-    hops: int = option(3, "Groups: an anchor takes the images within N strong links (0 = the whole connected "
+    hops: int = option(0, "Groups: an anchor takes the images within N strong links (0 = the whole connected "
                           "component, verified lazily; N > 0: every candidate is verified).")
     vocab_size: int = option(256, "Stage 3: visual words of the whole-image descriptor (trained on the dataset).")
     order: tuple[str, ...] = option(("size", "entropy"), "Anchor order keys, each descending, comma-separated "
