@@ -298,6 +298,13 @@ def components(n: int, edges) -> np.ndarray:
     return connected_components(g, directed=False)[1]
 
 
+def anchor_ranks(images: list[np.ndarray], names: list[str], order: tuple[str, ...]) -> np.ndarray:
+    """Anchor order (N,) of the images as ``dedupe_dataset`` ranks them (size, entropy, then the name as id)."""
+    info = pd.DataFrame({"width": [im.shape[1] for im in images], "height": [im.shape[0] for im in images],
+                         "entropy": [entropy8(im) for im in images], "id": names})
+    return anchor_rank(info, order)
+
+
 def dedupe_groups(rank: np.ndarray, edges, hops: int) -> np.ndarray:
     """Group label (N,) of each image: its anchor, as :func:`inf30.dedupe.assign_anchors` groups them."""
     label = np.arange(len(rank))
@@ -407,9 +414,7 @@ def main() -> None:
     e23 = find_edges(codes, valid, feats, opts, names, progress=True, stats=stats, order_keys=order_keys, trace=trace)
     t_edges = time.perf_counter() - t
     # groups exactly as dedupe_dataset forms them: anchor order (size, entropy, then a stable key), hops
-    info = pd.DataFrame({"width": [im.shape[1] for im in images], "height": [im.shape[0] for im in images],
-                         "entropy": [entropy8(im) for im in images], "id": names})
-    rank = anchor_rank(info, opts.order)
+    rank = anchor_ranks(images, names, opts.order)
     g2, g23 = (group_pairs(dedupe_groups(rank, e, opts.hops)) for e in (e2, e23))
     cand = trace["candidates"]
     cset = set(zip(cand["i"].astype(int), cand["j"].astype(int), strict=True))

@@ -188,7 +188,7 @@ def bench_votes(sizes: list[int], keypoints: int = 128) -> None:
 def bench_stage3(data: Path, fraction: float) -> None:
     """Stage 3 on a real curation mix with one process: pairs and ms per pair, and the 1 M projection."""
     sys.path.insert(0, str(REPO / "benchmarks"))
-    from dedupe_quality import build_collection
+    from dedupe_quality import anchor_ranks, build_collection
 
     images, labels = build_collection(data, 0, fraction, True)
     n = len(images)
@@ -200,14 +200,7 @@ def bench_stage3(data: Path, fraction: float) -> None:
     order_keys = [("variants/" if lab["aug"] != "orig" else "originals/") + lab["name"] for lab in labels]
     names = [lab["name"] for lab in labels]
     opts = DedupeOptions(workers=1)
-    import pandas as pd
-
-    from inf30.dedupe import anchor_rank
-    from inf30.entropy import entropy8
-
-    info = pd.DataFrame({"width": [im.shape[1] for im in images], "height": [im.shape[0] for im in images],
-                         "entropy": [entropy8(im) for im in images], "id": names})
-    rank = anchor_rank(info, opts.order)  # as dedupe_dataset: the photometric test only where it can matter
+    rank = anchor_ranks(images, names, opts.order)  # as dedupe_dataset: the photometric test only where it matters
     stats = DedupeSummary()
     t = time.perf_counter()
     find_edges(codes, valid, feats, opts, names, stats=stats, order_keys=order_keys, rank=rank)

@@ -72,11 +72,6 @@ class SceneParams:
             if not ok:
                 raise UsageError(message)
 
-    def is_strong(self, check: PairCheck) -> bool:
-        """Whether a :func:`verify_pair` result is a strong link (groups walk on through it): the ORB test
-        passed with at least ``strong_inliers`` inliers. Other links of the same scene are weak (leaves)."""
-        return bool(check.same) and check.corr != check.corr and check.inliers >= self.strong_inliers
-
     def feature_key(self) -> str:
         """Short hash of the parameters that change the cached features (not the verification ones)."""
         keys = {k: v for k, v in asdict(self).items() if k in ("side", "nfeatures", "fast_threshold")}
@@ -122,15 +117,10 @@ def _shrink(gray: np.ndarray, side: int) -> np.ndarray:
 
 
 def _equalize(gray: np.ndarray, clahe: float = 0.0) -> np.ndarray:
+    """Global histogram equalization of (H, W) uint8, or CLAHE (8 x 8 tiles) with clip limit ``clahe`` > 0."""
     if clahe > 0:
         return cv2.createCLAHE(clipLimit=clahe, tileGridSize=(8, 8)).apply(gray)
     return cv2.equalizeHist(gray)
-
-
-def working_copy(gray: np.ndarray, side: int, clahe: float = 0.0) -> np.ndarray:
-    """8-bit gray (H, W) -> equalized copy whose long side is at most ``side`` px (area interpolation);
-    ``clahe`` > 0: adaptive equalization with that clip limit instead of global equalization."""
-    return _equalize(_shrink(np.asarray(gray, dtype=np.uint8), side), clahe)
 
 
 def extract_features(gray: np.ndarray, params: SceneParams | None = None) -> LocalFeatures:

@@ -326,6 +326,22 @@ def test_finetune_engine_then_evaluate_test_split(hituav_dir: Path, tmp_path: Pa
     assert list((run / "predictions").glob("*.det.png"))
 
 
+def _train_steps(task, model, train, steps: int = 3) -> tuple[list[float], dict]:
+    """``steps`` AdamW steps (layer decay 0.75) on the first two training samples: the losses and the last
+    step's logged terms."""
+    opt = torch.optim.AdamW(model.param_groups(0.1, 0.75), lr=1e-4)
+    batch = task.collate([train[0], train[1]])
+    model.train()
+    losses = []
+    for _ in range(steps):
+        loss, logs = task.loss(model, batch, torch.device("cpu"))
+        losses.append(float(loss.detach()))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return losses, logs
+
+
 def test_mask_rcnn_on_sirst_pixel_masks(sirst_dir: Path, tmp_path: Path):
     """SIRST has pixel masks: `masks="auto"` builds Mask R-CNN; its loss, mask metrics and drawn masks."""
     torch.manual_seed(0)
@@ -339,16 +355,7 @@ def test_mask_rcnn_on_sirst_pixel_masks(sirst_dir: Path, tmp_path: Path):
         for m, (x0, y0, x1, y1) in zip(t["masks"], t["boxes"].tolist(), strict=True):
             ys, xs = torch.nonzero(m, as_tuple=True)
             assert len(xs) and x0 - 1.5 <= xs.min() and xs.max() <= x1 + 0.5 and y0 - 1.5 <= ys.min() and ys.max() <= y1 + 0.5
-    opt = torch.optim.AdamW(model.param_groups(0.1, 0.75), lr=1e-4)
-    batch = task.collate([train[0], train[1]])
-    model.train()
-    losses = []
-    for _ in range(3):
-        loss, logs = task.loss(model, batch, torch.device("cpu"))
-        losses.append(float(loss.detach()))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    losses, logs = _train_steps(task, model, train)
     assert "loss_mask" in logs and losses[-1] < losses[0]
     test = task.dataset(sirst_dir, "test", False, 256)
     result = task.evaluate(model, torch.utils.data.Subset(test, range(2)), torch.device("cpu"))
@@ -366,16 +373,7 @@ def test_cascade_head_trains_and_predicts(hituav_dir: Path):
     heads = model.roi_heads
     assert [m.high_threshold for m in heads.matchers] == [0.5, 0.6, 0.7] and len(heads.heads) == 3
     assert not any(k.startswith(("roi_heads.box_head.", "roi_heads.box_predictor.")) for k in model.state_dict())
-    opt = torch.optim.AdamW(model.param_groups(0.1, 0.75), lr=1e-4)
-    batch = task.collate([train[0], train[1]])
-    model.train()
-    totals = []
-    for _ in range(3):
-        loss, logs = task.loss(model, batch, torch.device("cpu"))
-        totals.append(float(loss.detach()))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    totals, logs = _train_steps(task, model, train)
     assert {f"loss_classifier_{t}" for t in range(3)} <= set(logs) and totals[-1] < totals[0]
     assert all(p.grad is not None for p in heads.heads[2].parameters())
     val = task.dataset(hituav_dir, "val", False, 256)

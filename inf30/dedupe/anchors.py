@@ -12,7 +12,8 @@ def assign_anchors(
     """Groups from the verified graph (stage 2 and stage 3 edges), in two passes.
 
     rank: (N,) int, the visiting position of each image (0 first). edges: columns i, j, stage (2 or 3),
-    evidence (str) and optionally weak (bool: a stage 3 link from the photometric test; absent = none).
+    evidence (str) and optionally weak (bool: a stage 3 link that may only make a leaf, see
+    :func:`~inf30.dedupe.strong_links`; absent = none).
 
     1. Strong links: images are visited by rank; one not yet in a group is an anchor and takes every image
        not yet in a group that is connected to it through at most ``hops`` strong edges (0 = any number),
@@ -21,9 +22,9 @@ def assign_anchors(
     2. Weak links: images left alone by pass 1 (anchors without members) are visited by rank; each joins, as
        a leaf, the group of its best weakly linked neighbour (the one whose anchor comes first, then by
        rank) that is no leaf itself, lies less than ``hops`` links from its anchor, and is in a group or
-       comes earlier (two lone images: the later one joins the earlier, as anchors go). A weak link therefore never joins two
-       groups: one wrong link costs one image, and the frame a crop was cut from keeps its own group (its
-       strong neighbours included) whatever the sizes.
+       comes earlier (two lone images: the later one joins the earlier, as anchors go). A weak link
+       therefore never joins two groups: one wrong link costs one image, and the frame a crop was cut from
+       keeps its own group (its strong neighbours included) whatever the sizes.
 
     Each taken image records the edge that reached it. Returns {dropped index: (anchor index, stage,
     evidence, parent index)}; the parent is the anchor itself for a direct link. Depends only on the edges

@@ -71,6 +71,16 @@ def candidate_pairs(
     return _dedupe_pairs(i, j, sim, len(desc))
 
 
+def _stack(feats: list[LocalFeatures], keypoints: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``keypoints`` strongest descriptors of each usable image, stacked (D, 32) uint8, and the image
+    index (D,) of each."""
+    counts = np.array([min(len(f.desc), keypoints) if f.usable else 0 for f in feats], np.int64)
+    if not counts.any():
+        return np.zeros((0, 32), np.uint8), np.zeros(0, np.int64)
+    desc = np.concatenate([np.asarray(f.desc[:c]) for f, c in zip(feats, counts, strict=True) if c])
+    return np.ascontiguousarray(desc), np.repeat(np.arange(len(feats)), counts)
+
+
 def vote_pairs(
     feats: list[LocalFeatures],
     top: int,
@@ -90,18 +100,11 @@ def vote_pairs(
     strongest ones, spread over the whole frame, miss. Returns unique pairs i < j with columns i, j, votes
     (the larger count of the two directions)."""
     empty = pd.DataFrame({"i": np.zeros(0, np.int64), "j": np.zeros(0, np.int64), "votes": np.zeros(0, np.int32)})
-    counts = np.array([min(len(f.desc), keypoints) if f.usable else 0 for f in feats], np.int64)
-    if top < 1 or (counts > 0).sum() < 2:
+    desc, owner = _stack(feats, keypoints)  # the queries
+    if top < 1 or len(np.unique(owner)) < 2:
         return empty
     n = len(feats)
-    desc = np.ascontiguousarray(np.concatenate([np.asarray(f.desc[:c]) for f, c in zip(feats, counts, strict=True) if c]))
-    owner = np.repeat(np.arange(n), counts)  # of the queries
-    if index_keypoints > keypoints:
-        icounts = np.array([min(len(f.desc), index_keypoints) if f.usable else 0 for f in feats], np.int64)
-        base = np.ascontiguousarray(np.concatenate([np.asarray(f.desc[:c]) for f, c in zip(feats, icounts, strict=True) if c]))
-        base_owner = np.repeat(np.arange(n), icounts)
-    else:
-        base, base_owner = desc, owner
+    base, base_owner = _stack(feats, index_keypoints) if index_keypoints > keypoints else (desc, owner)
     index = binary_index(base, nprobe=8, flat_limit=VOTE_FLAT_LIMIT)
     kk = min(k + 1, len(base))
     keys = []

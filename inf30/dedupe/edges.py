@@ -35,8 +35,9 @@ def find_edges(
     (None: none). Stage 3 verifies lazily (:func:`verify_lazily`): the edges it returns connect the same
     groups as verifying every candidate would. ``rank`` (N,), the anchor order of
     :func:`~inf30.dedupe.assign_anchors`: with it, the photometric test (a weak link, used by groups only for
-    an image left alone by the strong links) runs only on failing pairs with such an image, in a second round after
-    the ORB test of every pair: the groups are those of running it everywhere, at a fraction of the cost. ``trace`` (a dict) receives the stage 3 ``candidates`` (with
+    an image left alone by the strong links) runs only on failing pairs with such an image, in a second
+    round after the ORB test of every pair: the groups are those of running it everywhere, at a fraction of
+    the cost. ``trace`` (a dict) receives the stage 3 ``candidates`` (with
     ``inliers``, -1 where skipped). Returns a DataFrame i, j, stage (2 or 3), evidence (str), hamming,
     inliers, similarity (-1 where not applicable), weak (a stage 3 link made by the photometric test or with
     fewer than ``strong_inliers`` ORB inliers, which groups take as a leaf only, see
@@ -74,8 +75,8 @@ def find_edges(
         v = verify_lazily(feats, cand, replace(p, photo_corr=0.0) if two_rounds else p,
                           uf if opts.hops == 0 else UnionFind(0), opts.workers, progress, dist=dist)
         if two_rounds:  # the photometric test where a weak link can still change a group
-            strong = pd.concat([pd.DataFrame({"i": q["i"], "j": q["j"], "stage": q["stage"], "evidence": ""})
-                                for q in parts] + [v.loc[strong_links(v, p), ["i", "j"]].assign(stage=3, evidence="")])
+            strong = pd.concat([q[["i", "j", "stage", "evidence"]] for q in parts]
+                               + [v.loc[strong_links(v, p), ["i", "j"]].assign(stage=3, evidence="")])
             grouped = np.zeros(n, bool)
             for member, (anchor, *_rest) in assign_anchors(rank, strong, opts.hops).items():
                 grouped[[member, anchor]] = True

@@ -33,7 +33,8 @@ def _verify_chunk(args: tuple[list[tuple[LocalFeatures, LocalFeatures]], ScenePa
 
 def strong_links(res: pd.DataFrame, params: SceneParams) -> np.ndarray:
     """(M,) bool: which checks (columns inliers, corr, same, as :func:`verify_candidates` returns them) are
-    strong links (:meth:`~inf30.scene.SceneParams.is_strong`): groups walk on through these only."""
+    strong links, the ones groups walk on through: the ORB test passed (no photometric correlation) with at
+    least ``params.strong_inliers`` inliers. Other links of one scene are weak: group leaves."""
     return (res["same"].to_numpy() & res["corr"].isna().to_numpy()
             & (res["inliers"].to_numpy() >= params.strong_inliers))
 
@@ -48,7 +49,8 @@ def verify_candidates(
 ) -> pd.DataFrame:
     """Verification of candidate pairs (columns i, j index ``feats``): a frame of M rows in their order with
     columns inliers (int32), corr (float32, nan where not computed) and same (bool), the
-    :class:`~inf30.scene.PairCheck` of each pair; same result for any worker count. Chunks of pairs run through ``dist`` (an ordered :class:`Distributor`, e.g. one kept
+    :class:`~inf30.scene.PairCheck` of each pair; same result for any worker count. Chunks of pairs run
+    through ``dist`` (an ordered :class:`Distributor`, e.g. one kept
     open across rounds; by default local processes, ``workers`` of them). A chunk whose worker failed on
     every attempt is a :class:`JobFailed`."""
     ij = list(zip(pairs["i"].to_numpy(), pairs["j"].to_numpy(), strict=True))
@@ -102,10 +104,10 @@ def verify_lazily(
 
     Pairs are taken in a fixed order (similarity descending, then i, j) in rounds of :data:`LAZY_BATCH`; a
     pair whose two images are already connected by strong links (``uf``: the stage 2 links and the strong
-    links of earlier rounds; weak links are group leaves, they join nothing) is skipped, since its verification could not change any drop. The rest of the round is
-    verified (in parallel) and the duplicates join their groups. Returns the verified pairs with their
-    checks (columns i, j, similarity, inliers, corr, same). The connected components are those a verification of
-    every candidate would give; the result depends on the candidates only, never on the worker count. An
+    links of earlier rounds; weak links are group leaves, they join nothing) is skipped, since its
+    verification could not change any drop. The rest of the round is verified (in parallel) and the strong
+    links join their components. Returns the verified pairs with their checks (columns i, j, similarity,
+    inliers, corr, same). The components are those a verification of every candidate would give; the result depends on the candidates only, never on the worker count. An
     empty ``uf`` (``UnionFind(0)``) verifies every candidate (for groups limited to a number of hops).
     ``dist``: the ordered :class:`Distributor` the rounds share (default: ``workers`` local processes).
     """
