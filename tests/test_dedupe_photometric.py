@@ -197,3 +197,49 @@ def test_photometric_round_only_where_it_can_matter_gives_the_same_groups(sirst6
         assert g1 == g2 and len(g1) >= 10, (hops, g1, g2)
         assert 0 < gated.photo_pairs < every.checked_pairs - every.verified_pairs, gated
         assert e1["weak"].any()  # the photometric test did link something here
+
+
+def test_leaf_links_tested_lazily_give_the_groups_of_testing_every_pair() -> None:
+    """resolve_leaf_links tests a lone image's unknown weak links in pass 2's order only until a link to a
+    settled group member is known: on 400 random graphs (strong edges, known and unknown weak links, hops
+    0, 1 and 2) the groups equal those of testing every pair, it never tests a pair twice or one of two
+    grouped images, and it skips a good share of the tests."""
+    from inf30.dedupe import assign_anchors, resolve_leaf_links
+
+    def with_weak(strong: pd.DataFrame, i: np.ndarray, j: np.ndarray, link: np.ndarray) -> pd.DataFrame:
+        w = pd.DataFrame({"i": i[link], "j": j[link], "stage": 3, "evidence": [f"w{a}-{b}" for a, b in
+                          zip(i[link], j[link], strict=True)], "weak": True})
+        return pd.concat([strong.assign(weak=False), w], ignore_index=True)
+
+    unknown = tested = 0
+    for seed in range(400):
+        rng = np.random.default_rng(seed)
+        n = int(rng.integers(5, 40))
+        rank = rng.permutation(n)
+        si, sj = rng.integers(0, n, (2, int(rng.integers(0, n))))
+        ok = si != sj
+        strong = pd.DataFrame({"i": np.minimum(si, sj)[ok], "j": np.maximum(si, sj)[ok],
+                               "stage": rng.choice([2, 3], int(ok.sum())), "evidence": "s"}).drop_duplicates(["i", "j"])
+        pi, pj = rng.integers(0, n, (2, int(rng.integers(0, 3 * n))))
+        key = np.unique(np.minimum(pi, pj) * n + np.maximum(pi, pj))
+        pi, pj = key // n, key % n
+        keep = pi != pj
+        pi, pj = pi[keep], pj[keep]
+        truth = rng.random(len(pi)) < rng.uniform(0.05, 0.6)
+        state = np.where(rng.random(len(pi)) < 0.3, truth.astype(np.int8), np.int8(-1))  # some known (ORB)
+        for hops in (0, 1, 2):
+            calls: list[np.ndarray] = []
+
+            def check(rows: np.ndarray, calls: list = calls, truth: np.ndarray = truth) -> np.ndarray:
+                calls.append(rows)
+                return truth[rows]
+
+            out = resolve_leaf_links(rank, strong, pi, pj, state, check, hops)
+            asked = np.concatenate(calls) if calls else np.zeros(0, np.int64)
+            assert len(np.unique(asked)) == len(asked) and np.all(state[asked] == -1)  # each unknown at most once
+            assert np.array_equal(out[asked], truth[asked]) and np.array_equal(out[state >= 0], state[state >= 0])
+            full = assign_anchors(rank, with_weak(strong, pi, pj, truth), hops)
+            assert assign_anchors(rank, with_weak(strong, pi, pj, out == 1), hops) == full, (seed, hops)
+            unknown += int((state < 0).sum())
+            tested += len(asked)
+    assert tested < 0.7 * unknown, (tested, unknown)

@@ -89,3 +89,76 @@ def anchor_rank(df: pd.DataFrame, order: tuple[str, ...]) -> np.ndarray:
     rank = np.empty(len(df), np.int64)
     rank[perm] = np.arange(len(df))
     return rank
+
+
+LEAF_STEP = 2  # unknown weak links tested per lone image and round by :func:`resolve_leaf_links`
+
+
+def resolve_leaf_links(
+    rank: np.ndarray,
+    strong: pd.DataFrame,
+    i: np.ndarray,
+    j: np.ndarray,
+    state: np.ndarray,
+    check,
+    hops: int = 0,
+    step: int = LEAF_STEP,
+) -> np.ndarray:
+    """Test only the weak links that can change pass 2 of :func:`assign_anchors` (its leaves), in rounds.
+
+    rank: (N,) anchor order. strong: the strong edges (columns i, j, stage, evidence), which fix pass 1.
+    i, j: (M,) the other pairs; state (M,) int8: 1 a known weak link, 0 no link, -1 unknown (the test is
+    still to run). check(rows) -> (len(rows),) bool runs the test on those rows (a batch, in parallel).
+
+    Pass 2 lets an image the strong links leave alone (a lone y) join the group of its weakly linked
+    neighbour x with the smallest key (rank of x's anchor, rank of x) among the eligible ones. So for each
+    lone y its pairs are tested in key order, ``step`` at a time in rounds over all lone images, until a link
+    to an x already in a group of pass 1 (within ``hops``: always eligible) is known: no later key can win.
+    Pairs of two images in groups, and pairs to group members at the ``hops`` limit, are never tested. The
+    returned state (M,) has 1 or 0 where tested; rows left at -1 were not needed: taken as no link, the
+    groups equal those of testing every row (tested). Depends on the inputs only, not on workers.
+    """
+    state = np.asarray(state, np.int8).copy()
+    n = len(rank)
+    taken = assign_anchors(rank, strong, hops) if len(strong) else {}
+    anchor, grouped, depth = np.arange(n), np.zeros(n, bool), np.zeros(n, np.int64)
+    for m, (a, _st, _ev, parent) in taken.items():
+        anchor[m] = a
+        grouped[[m, a]] = True
+        x = parent
+        depth[m] = 1
+        while x in taken:  # strong links from the anchor, along the recorded parents
+            x, depth[m] = taken[x][3], depth[m] + 1
+    settled = grouped & ((hops == 0) | (depth < hops))  # eligible for every lone image, whatever pass 2 does
+    queue: dict[int, list[tuple[int, int, int, int]]] = {}
+    for q, (a, b) in enumerate(zip(np.asarray(i, np.int64), np.asarray(j, np.int64), strict=True)):
+        for y, x in ((int(a), int(b)), (int(b), int(a))):
+            if not grouped[y] and (settled[x] or not grouped[x]):  # members at the hops limit never take y
+                queue.setdefault(y, []).append((int(rank[anchor[x]]), int(rank[x]), q, x))
+    queue = {y: sorted(o) for y, o in queue.items()}  # the order pass 2 prefers: anchor rank, then rank
+    pos = dict.fromkeys(queue, 0)
+
+    def decided(q: int, x: int) -> bool:  # a link to a settled member: no later key can win
+        return state[q] == 1 and bool(settled[x])
+
+    while True:
+        batch: list[int] = []
+        for y in sorted(queue, key=lambda v: rank[v]):
+            o, k = queue[y], pos[y]
+            while k < len(o) and state[o[k][2]] >= 0 and not decided(o[k][2], o[k][3]):
+                k += 1  # known and not deciding
+            pos[y] = k
+            if k == len(o) or decided(o[k][2], o[k][3]):
+                pos[y] = len(o)
+                continue
+            asked = 0
+            while k < len(o) and asked < step and not decided(o[k][2], o[k][3]):
+                if state[o[k][2]] < 0:
+                    batch.append(o[k][2])
+                    asked += 1
+                k += 1
+        queue = {y: o for y, o in queue.items() if pos[y] < len(o)}
+        if not batch:
+            return state
+        rows = np.unique(np.asarray(batch, np.int64))
+        state[rows] = np.asarray(check(rows), bool).astype(np.int8)

@@ -7,7 +7,7 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 
-from inf30.dedupe.anchors import assign_anchors
+from inf30.dedupe.anchors import resolve_leaf_links
 from inf30.dedupe.candidates import scene_candidates
 from inf30.dedupe.hashes import near_copy_pairs
 from inf30.dedupe.options import DedupeOptions, DedupeSummary
@@ -74,21 +74,25 @@ def find_edges(
         dist = opts.distributor_for(ordered=True)
         v = verify_lazily(feats, cand, replace(p, photo_corr=0.0) if two_rounds else p,
                           uf if opts.hops == 0 else UnionFind(0), opts.workers, progress, dist=dist)
-        if two_rounds:  # the photometric test where a weak link can still change a group
+        if two_rounds:  # the photometric test where a weak link can still change a group, lazily
             strong = pd.concat([q[["i", "j", "stage", "evidence"]] for q in parts]
                                + [v.loc[strong_links(v, p), ["i", "j"]].assign(stage=3, evidence="")])
-            grouped = np.zeros(n, bool)
-            for member, (anchor, *_rest) in assign_anchors(rank, strong, opts.hops).items():
-                grouped[[member, anchor]] = True
-            vi, vj = v["i"].to_numpy(np.int64), v["j"].to_numpy(np.int64)
-            again = np.flatnonzero(~v["same"].to_numpy() & ~(grouped[vi] & grouped[vj]))
-            if len(again):
-                res = verify_candidates(feats, v.iloc[again][["i", "j"]], p, opts.workers, dist=dist)
+            known = v["same"].to_numpy()  # ORB links (the strong ones join groups; weak ones are known leaves)
+            for col in ("inliers", "corr", "same"):
+                v[col] = v[col].to_numpy().copy()
+            tested: list[int] = []
+
+            def photometric(rows: np.ndarray) -> np.ndarray:
+                res = verify_candidates(feats, v.iloc[rows][["i", "j"]], p, opts.workers, dist=dist)
                 for col in ("inliers", "corr", "same"):
-                    v[col] = v[col].to_numpy().copy()
-                    v.iloc[again, v.columns.get_loc(col)] = res[col].to_numpy()
+                    v.iloc[rows, v.columns.get_loc(col)] = res[col].to_numpy()
+                tested.append(len(rows))
+                return res["same"].to_numpy()
+
+            resolve_leaf_links(rank, strong, v["i"].to_numpy(np.int64), v["j"].to_numpy(np.int64),
+                               np.where(known, 1, -1).astype(np.int8), photometric, opts.hops)
             if stats is not None:
-                stats.photo_pairs = len(again)
+                stats.photo_pairs = sum(tested)
         if trace is not None:
             key = v["i"].to_numpy(np.int64) * n + v["j"].to_numpy(np.int64)
             inl = pd.Series(v["inliers"].to_numpy(), index=key)
