@@ -65,8 +65,9 @@ def load_gray(path: Path) -> np.ndarray:
     return np.asarray(Image.open(path).convert("L"))
 
 
-def augment(img: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
-    """One synthetic near-duplicate of an 8-bit gray image (H, W)."""
+def augment(img: np.ndarray, kind: str, rng: np.random.Generator, info: dict | None = None) -> np.ndarray:
+    """One synthetic near-duplicate of an 8-bit gray image (H, W); ``info`` (a dict) receives the source box
+    (x, y, w, h) of a ``curate`` crop."""
     h, w = img.shape
     if kind in ("crop", "zoom", "combo"):
         area = rng.uniform(0.6, 0.9)
@@ -108,6 +109,8 @@ def augment(img: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
         ch = min(h, int(round(h * np.sqrt(area * aspect))))
         cw = min(w, int(round(w * np.sqrt(area / aspect))))
         y, x = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
+        if info is not None:
+            info["box"] = (int(x), int(y), int(cw), int(ch))
         out = img[y : y + ch, x : x + cw].astype(np.float32)
         scale = rng.uniform(0.75, 2.0)
         sx, sy = scale * rng.uniform(0.95, 1.05), scale
@@ -150,8 +153,9 @@ def build_collection(
         images.append(augment(img, kind, rng))
         labels.append({"base": base, "hit": hit, "aug": kind, "name": f"{f.stem}~{kind}"})
         if curate:
-            images.append(augment(img, "curate", crng))
-            labels.append({"base": base, "hit": hit, "aug": "curate", "name": f"{f.stem}~curate"})
+            info: dict = {}
+            images.append(augment(img, "curate", crng, info))
+            labels.append({"base": base, "hit": hit, "aug": "curate", "name": f"{f.stem}~curate", **info})
     return images, labels
 
 

@@ -246,6 +246,9 @@ def bench_stage3(data: Path, fraction: float) -> None:
           f"verification {hours * per_image:.2f} core-hours (hops={opts.hops}), {hours * lazy_per_image:.2f} (hops=0, "
           f"lazily; more duplicates skip more); candidates (vocabulary, index, votes) "
           f"{hours * 1000 * t_cand / n:.2f} core-hours at this size (the votes' search grows with N, see above)")
+    worst = lazy.candidate_pairs / n * (ms_orb + ms_pair)
+    print(f"  bound for a collection without duplicates (no pair is skipped, every pair fails the ORB test and every "
+          f"image is alone, so every candidate gets both rounds): {hours * worst:.2f} core-hours at 1 M")
 
 
 def main() -> None:

@@ -176,18 +176,21 @@ def test_weak_links_are_leaves_of_groups() -> None:
     assert assign_anchors(rank, e) == {x: (A, 3, "Ax", A), y: (A, 3, "xy", x)}
 
 
-def test_photometric_round_only_where_it_can_matter_gives_the_same_groups(sirst60, hit3) -> None:
-    """With the anchor order given, stage 3 runs the photometric test only on pairs with an image the strong
-    links leave alone (round 2): fewer pairs get it, and the groups equal those of testing every pair."""
+def test_photometric_round_only_where_it_can_matter_gives_the_same_groups(sirst60, hit3, monkeypatch) -> None:
+    """With the anchor order given, stage 3 runs the photometric test only where a weak link can matter:
+    in the verification on pairs with an image without strong links yet, then (hops > 0) in a second round
+    on the pairs a lone image needs. Fewer pairs get it, and the groups equal those of testing every pair."""
+    import inf30.dedupe.verify as dv
     from inf30.dedupe import DedupeOptions, DedupeSummary, assign_anchors, find_edges
 
+    monkeypatch.setattr(dv, "LAZY_BATCH", 16)  # rounds small enough for strong links to be known early
     imgs = []
     for k, img in enumerate(sirst60[:16]):
         imgs += [img, curation_crop(img, 0.35, 0.3, 0.6, 1.5, 1.8)] if k % 2 else [img, img[5:, 7:]]
     imgs += hit3
     feats = [extract_features(im) for im in imgs]
     rank = np.argsort(np.argsort([-im.size for im in imgs], kind="stable"))
-    for hops in (2, 0):
+    for hops in (2, 1, 0):
         opts = DedupeOptions(workers=1, hops=hops, window=0)
         every, gated = DedupeSummary(), DedupeSummary()
         e1 = find_edges(None, None, feats, opts, stats=every)
@@ -195,8 +198,38 @@ def test_photometric_round_only_where_it_can_matter_gives_the_same_groups(sirst6
         g1 = {m: a for m, (a, *_) in assign_anchors(rank, e1, hops).items()}
         g2 = {m: a for m, (a, *_) in assign_anchors(rank, e2, hops).items()}
         assert g1 == g2 and len(g1) >= 10, (hops, g1, g2)
-        assert 0 < gated.photo_pairs < every.checked_pairs - every.verified_pairs, gated
+        assert 0 < gated.photo_pairs < every.photo_pairs, (hops, gated, every)
+        assert every.photo_pairs >= every.checked_pairs - every.verified_pairs and every.photo_retests == 0
+        assert (gated.photo_retests == 0) if hops == 0 else True, gated  # components: no second round
         assert e1["weak"].any()  # the photometric test did link something here
+
+
+def test_second_photometric_round_for_groups_limited_in_hops(hituav_dir: Path, monkeypatch) -> None:
+    """A HIT-UAV sequence with a curation crop of each frame, visited crops first: with hops > 0 a frame with
+    strong links can still end alone (its neighbours taken by an earlier anchor), so the second round tests
+    pairs the first one left; the groups equal those of testing every pair, for hops 1, 2 and 0."""
+    from test_dedupe import hit_sequence
+
+    import inf30.dedupe.verify as dv
+    from inf30.dedupe import DedupeOptions, DedupeSummary, assign_anchors, find_edges
+
+    monkeypatch.setattr(dv, "LAZY_BATCH", 16)
+    imgs = []
+    for _, frame in hit_sequence(hituav_dir, "0_100_30_0", 12):
+        imgs += [frame, curation_crop(frame, 0.3, 0.2, 0.5, 1.4, 1.6)]
+    feats = [extract_features(im) for im in imgs]
+    rank = np.arange(len(imgs))[::-1].copy()  # crops (and later frames) first
+    retests = {}
+    for hops in (1, 2, 0):
+        opts = DedupeOptions(workers=1, hops=hops, window=0)
+        every, gated = DedupeSummary(), DedupeSummary()
+        e1 = find_edges(None, None, feats, opts, stats=every)
+        e2 = find_edges(None, None, feats, opts, stats=gated, rank=rank)
+        g1 = {m: a for m, (a, *_) in assign_anchors(rank, e1, hops).items()}
+        assert {m: a for m, (a, *_) in assign_anchors(rank, e2, hops).items()} == g1 and len(g1) >= 19, hops
+        assert gated.photo_pairs <= every.photo_pairs
+        retests[hops] = gated.photo_retests
+    assert retests[2] > 0 and retests[0] == 0, retests
 
 
 def test_leaf_links_tested_lazily_give_the_groups_of_testing_every_pair() -> None:

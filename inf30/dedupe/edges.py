@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 import pandas as pd
 
@@ -35,9 +33,11 @@ def find_edges(
     (None: none). Stage 3 verifies lazily (:func:`verify_lazily`): the edges it returns connect the same
     groups as verifying every candidate would. ``rank`` (N,), the anchor order of
     :func:`~inf30.dedupe.assign_anchors`: with it, the photometric test (a weak link, used by groups only for
-    an image left alone by the strong links) runs only on failing pairs with such an image, in a second
-    round after the ORB test of every pair: the groups are those of running it everywhere, at a fraction of
-    the cost. ``trace`` (a dict) receives the stage 3 ``candidates`` (with
+    an image the strong links leave alone) runs only where it can matter: in the verification itself on
+    failing pairs with an image that has no strong link yet, then (only with ``hops`` > 0, where an image
+    with strong links can still end alone) in a second round on the untested pairs a lone image needs,
+    in pass 2's order until its group is decided (:func:`~inf30.dedupe.resolve_leaf_links`). The groups are
+    those of running it on every pair (tested), at a fraction of the cost. ``trace`` (a dict) receives the stage 3 ``candidates`` (with
     ``inliers``, -1 where skipped). Returns a DataFrame i, j, stage (2 or 3), evidence (str), hamming,
     inliers, similarity (-1 where not applicable), weak (a stage 3 link made by the photometric test or with
     fewer than ``strong_inliers`` ORB inliers, which groups take as a leaf only, see
@@ -70,29 +70,36 @@ def find_edges(
     if opts.scene and feats is not None and len(feats) > 1:
         cand = scene_candidates(feats, opts, train_ids, order_keys)
         p = opts.scene_params
-        two_rounds = rank is not None and p.photo_corr > 0
+        gated = rank is not None and p.photo_corr > 0
         dist = opts.distributor_for(ordered=True)
-        v = verify_lazily(feats, cand, replace(p, photo_corr=0.0) if two_rounds else p,
-                          uf if opts.hops == 0 else UnionFind(0), opts.workers, progress, dist=dist)
-        if two_rounds:  # the photometric test where a weak link can still change a group, lazily
+        linked = None
+        if gated:  # the photometric test only where a weak link can still matter (see the docstring)
+            linked = np.zeros(n, bool)
+            for q in parts:
+                linked[q["i"].to_numpy()] = linked[q["j"].to_numpy()] = True
+        v = verify_lazily(feats, cand, p, uf if opts.hops == 0 else UnionFind(0), opts.workers, progress,
+                          dist=dist, linked=linked)
+        photo = v["photo"].to_numpy() & (~v["same"].to_numpy() | v["corr"].notna().to_numpy())  # it ran
+        retested: list[int] = []
+        if gated:  # round 2: the pairs still untested that a lone image's weak link may need (hops > 0)
             strong = pd.concat([q[["i", "j", "stage", "evidence"]] for q in parts]
                                + [v.loc[strong_links(v, p), ["i", "j"]].assign(stage=3, evidence="")])
-            known = v["same"].to_numpy()  # ORB links (the strong ones join groups; weak ones are known leaves)
+            state = np.where(v["same"].to_numpy(), 1, np.where(v["photo"].to_numpy(), 0, -1)).astype(np.int8)
             for col in ("inliers", "corr", "same"):
                 v[col] = v[col].to_numpy().copy()
-            tested: list[int] = []
 
             def photometric(rows: np.ndarray) -> np.ndarray:
                 res = verify_candidates(feats, v.iloc[rows][["i", "j"]], p, opts.workers, dist=dist)
                 for col in ("inliers", "corr", "same"):
                     v.iloc[rows, v.columns.get_loc(col)] = res[col].to_numpy()
-                tested.append(len(rows))
+                retested.append(len(rows))
                 return res["same"].to_numpy()
 
-            resolve_leaf_links(rank, strong, v["i"].to_numpy(np.int64), v["j"].to_numpy(np.int64),
-                               np.where(known, 1, -1).astype(np.int8), photometric, opts.hops)
-            if stats is not None:
-                stats.photo_pairs = sum(tested)
+            resolve_leaf_links(rank, strong, v["i"].to_numpy(np.int64), v["j"].to_numpy(np.int64), state,
+                               photometric, opts.hops)
+        if stats is not None:
+            stats.photo_pairs = int(photo.sum()) + sum(retested)
+            stats.photo_retests = sum(retested)
         if trace is not None:
             key = v["i"].to_numpy(np.int64) * n + v["j"].to_numpy(np.int64)
             inl = pd.Series(v["inliers"].to_numpy(), index=key)

@@ -98,7 +98,8 @@ class DedupeSummary:
     unreadable: int = 0
     candidate_pairs: int = 0
     checked_pairs: int = 0
-    photo_pairs: int = 0  # pairs given the photometric test in a second round (with an anchor order)
+    photo_pairs: int = 0  # pairs given the photometric test (where the ORB test failed)
+    photo_retests: int = 0  # of them, pairs tested again in a second round (groups limited in hops)
     verified_pairs: int = 0
     seconds: float = 0.0
 
@@ -113,7 +114,8 @@ class DedupeSummary:
             ("unreadable images (skipped)", self.unreadable),
             ("stage 3 candidate pairs / checked / duplicates",
              f"{self.candidate_pairs} / {self.checked_pairs} / {self.verified_pairs}"),
-            ("stage 3 pairs also given the photometric test", self.photo_pairs),
+            ("stage 3 pairs also given the photometric test (in round 2)",
+             f"{self.photo_pairs} ({self.photo_retests})"),
             ("seconds", f"{self.seconds:.1f}"),
         ]
         w = max(len(r[0]) for r in rows)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from dataclasses import replace
 
 import cv2
 import faiss
@@ -19,14 +20,16 @@ from inf30.scene import LocalFeatures, PairCheck, SceneParams, verify_pair
 LAZY_BATCH = 512  # candidate pairs per round of lazy verification (fixed: the result never depends on workers)
 
 
-def _verify_chunk(args: tuple[list[tuple[LocalFeatures, LocalFeatures]], SceneParams]) -> list[PairCheck]:
-    """Verify a chunk of pairs on one core (OpenCV and faiss single-threaded while it runs)."""
+def _verify_chunk(args: tuple[list[tuple[LocalFeatures, LocalFeatures, bool]], SceneParams]) -> list[PairCheck]:
+    """Verify a chunk of pairs on one core (OpenCV and faiss single-threaded while it runs); a pair's flag
+    False leaves out the photometric test."""
     cv2.setNumThreads(1)
     threads = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(1)
     try:
         pairs, params = args
-        return [verify_pair(a, b, params) for a, b in pairs]
+        orb_only = replace(params, photo_corr=0.0)
+        return [verify_pair(a, b, params if photo else orb_only) for a, b, photo in pairs]
     finally:
         faiss.omp_set_num_threads(threads)
 
@@ -46,18 +49,21 @@ def verify_candidates(
     workers: int = 1,
     progress: bool = False,
     dist: Distributor | None = None,
+    photo: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Verification of candidate pairs (columns i, j index ``feats``): a frame of M rows in their order with
     columns inliers (int32), corr (float32, nan where not computed) and same (bool), the
-    :class:`~inf30.scene.PairCheck` of each pair; same result for any worker count. Chunks of pairs run
+    :class:`~inf30.scene.PairCheck` of each pair; same result for any worker count. ``photo`` (M,) bool: the
+    pairs that get the photometric test if ``params`` has it (default all). Chunks of pairs run
     through ``dist`` (an ordered :class:`Distributor`, e.g. one kept
     open across rounds; by default local processes, ``workers`` of them). A chunk whose worker failed on
     every attempt is a :class:`JobFailed`."""
-    ij = list(zip(pairs["i"].to_numpy(), pairs["j"].to_numpy(), strict=True))
+    flags = np.ones(len(pairs), bool) if photo is None else np.asarray(photo, bool)
+    ij = list(zip(pairs["i"].to_numpy(), pairs["j"].to_numpy(), flags, strict=True))
     n_workers = workers or os.cpu_count() or 1
     size = max(16, min(256, -(-len(ij) // max(1, 4 * n_workers))))  # several chunks per worker, at most 256 pairs
     chunks = [ij[s : s + size] for s in range(0, len(ij), size)]
-    tasks = [([(feats[i], feats[j]) for i, j in c], params) for c in chunks]
+    tasks = [([(feats[i], feats[j], bool(f)) for i, j, f in c], params) for c in chunks]
     dist = dist or Distributor(workers=workers, ordered=True, preload=("inf30.dedupe",))
     out: list[PairCheck] = []
     with tqdm(total=len(ij), desc="verify pairs", unit="pair", disable=not progress) as bar:
@@ -99,6 +105,7 @@ def verify_lazily(
     workers: int = 1,
     progress: bool = False,
     dist: Distributor | None = None,
+    linked: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Verify the candidate pairs (columns i, j, similarity) that can still change a group.
 
@@ -110,6 +117,10 @@ def verify_lazily(
     inliers, corr, same). The components are those a verification of every candidate would give; the result depends on the candidates only, never on the worker count. An
     empty ``uf`` (``UnionFind(0)``) verifies every candidate (for groups limited to a number of hops).
     ``dist``: the ordered :class:`Distributor` the rounds share (default: ``workers`` local processes).
+    ``linked`` (N,) bool, the images with a strong link so far (stage 2): then the photometric test of
+    ``params`` runs only on pairs with an image that has none yet (updated in place as strong links are
+    found), the only pairs where a weak link can still matter if no later strong link comes; the column
+    ``photo`` says which pairs it was asked for (it runs where the ORB test fails).
     """
     lazy = len(uf.parent) > 0  # an empty UnionFind: verify every candidate
     order = np.lexsort((cand["j"].to_numpy(), cand["i"].to_numpy(), -cand["similarity"].to_numpy()))
@@ -124,13 +135,17 @@ def verify_lazily(
             sel = [k for k in rows if not lazy or uf.find(ci[k]) != uf.find(cj[k])]
             if sel:
                 part = c.iloc[sel]
-                res = verify_candidates(feats, part, params, workers, dist=dist)
-                done.append(pd.concat([part.reset_index(drop=True), res], axis=1))
+                photo = np.ones(len(sel), bool) if linked is None else ~(linked[ci[sel]] & linked[cj[sel]])
+                res = verify_candidates(feats, part, params, workers, dist=dist, photo=photo)
+                done.append(pd.concat([part.reset_index(drop=True), res.assign(photo=photo)], axis=1))
                 strong = strong_links(res, params)  # weak links are group leaves: they join nothing
                 for a, b, st in zip(ci[sel], cj[sel], strong, strict=True):
-                    if lazy and st:
+                    if st and lazy:
                         uf.union(int(a), int(b))
+                    if st and linked is not None:
+                        linked[[a, b]] = True
             bar.update(min(LAZY_BATCH, len(c) - start))
     if not done:
-        return c.iloc[:0].assign(inliers=np.zeros(0, np.int32), corr=np.zeros(0, np.float32), same=np.zeros(0, bool))
+        return c.iloc[:0].assign(inliers=np.zeros(0, np.int32), corr=np.zeros(0, np.float32), same=np.zeros(0, bool),
+                                 photo=np.zeros(0, bool))
     return pd.concat(done, ignore_index=True)
