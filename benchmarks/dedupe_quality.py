@@ -415,10 +415,12 @@ def main() -> None:
     t = time.perf_counter()
     trace: dict = {}
     stats = DedupeSummary()
-    e23 = find_edges(codes, valid, feats, opts, names, progress=True, stats=stats, order_keys=order_keys, trace=trace)
-    t_edges = time.perf_counter() - t
-    # groups exactly as dedupe_dataset forms them: anchor order (size, entropy, then a stable key), hops
+    # groups exactly as dedupe_dataset forms them: anchor order (size, entropy, then a stable key), hops; with the
+    # order, the photometric test runs only where a weak link can matter, as in a dedupe run
     rank = anchor_ranks(images, names, opts.order)
+    e23 = find_edges(codes, valid, feats, opts, names, progress=True, stats=stats, order_keys=order_keys, trace=trace,
+                     rank=rank)
+    t_edges = time.perf_counter() - t
     g2, g23 = (group_pairs(dedupe_groups(rank, e, opts.hops)) for e in (e2, e23))
     cand = trace["candidates"]
     cset = set(zip(cand["i"].astype(int), cand["j"].astype(int), strict=True))
@@ -428,7 +430,8 @@ def main() -> None:
           f"candidates + verification {t_edges:.1f}s (machine shared with other work)")
     print(f"stage 3: {stats.candidate_pairs} candidate pairs ({stats.candidate_pairs / n:.1f} per image), "
           f"{stats.checked_pairs} verified ({stats.checked_pairs / n:.1f} per image; lazily, with hops=0, pairs "
-          f"already in one group are skipped), {stats.verified_pairs} duplicates")
+          f"already in one group are skipped), {stats.verified_pairs} duplicates; the photometric test ran on "
+          f"{stats.photo_pairs} ({stats.photo_retests} in a second round)")
     print("\nscored as groups: a pair is found when both images end in one group (what a dedupe run drops);")
     print("imagededup is scored on its pairs under the threshold (it has no groups)")
     print(f"\n{'method':<52} {'precision':>9} {'recall':>7} {'TP':>6} {'FP':>6}")

@@ -185,10 +185,15 @@ def bench_votes(sizes: list[int], keypoints: int = 128) -> None:
     print("index size at 1 M images: 1e6 x 128 x (32 B code + 8 B id) = 5.1 GB")
 
 
-def bench_stage3(data: Path, fraction: float) -> None:
-    """Stage 3 on a real curation mix with one process: pairs and ms per pair, and the 1 M projection."""
+def bench_stage3(data: Path, fraction: float, opts: DedupeOptions) -> None:
+    """Stage 3 on a real curation mix with one process: pairs and ms per pair, and the 1 M projection, for
+    ``opts`` and, in the same run, for the candidates of issue 17's third step (20 index neighbours, 10 votes)."""
     sys.path.insert(0, str(REPO / "benchmarks"))
+    from dataclasses import replace
+
     from dedupe_quality import anchor_ranks, build_collection
+
+    from inf30.dedupe import scene_candidates, verify_candidates
 
     images, labels = build_collection(data, 0, fraction, True)
     n = len(images)
@@ -199,56 +204,50 @@ def bench_stage3(data: Path, fraction: float) -> None:
     codes, valid = hex_to_codes([[compute_hashes(im)["phash"] for im in images]])
     order_keys = [("variants/" if lab["aug"] != "orig" else "originals/") + lab["name"] for lab in labels]
     names = [lab["name"] for lab in labels]
-    opts = DedupeOptions(workers=1)
     rank = anchor_ranks(images, names, opts.order)  # as dedupe_dataset: the photometric test only where it matters
-    stats = DedupeSummary()
-    t = time.perf_counter()
-    find_edges(codes, valid, feats, opts, names, stats=stats, order_keys=order_keys, rank=rank)
-    t_edges = time.perf_counter() - t
-    lazy = DedupeSummary()  # connected components (hops 0): verified lazily
-    find_edges(codes, valid, feats, DedupeOptions(workers=1, hops=0), names, stats=lazy, order_keys=order_keys,
-               rank=rank)
-    # verification alone, timed on the pairs the lazy pass verified (one process)
-    from inf30.dedupe import scene_candidates, verify_candidates
-
     t = time.perf_counter()
     cand = scene_candidates(feats, opts, names, order_keys)
     t_cand = time.perf_counter() - t
+    # verification alone, timed on a sample of the candidates (one process)
     sample = cand.iloc[:: max(1, len(cand) // 3000)]
-    from dataclasses import replace
+    orb_params = replace(opts.scene_params, photo_corr=0.0)
+    failing = sample[~verify_candidates(feats, sample, orb_params)["same"].to_numpy()]
+    ms_orb, ms_fail_orb, ms_fail_full = [], [], []
+    for _ in range(2):  # interleaved, best of 2: the ORB test, and on the pairs failing it with and without test 2
+        for out, pairs, params in ((ms_orb, sample, orb_params), (ms_fail_orb, failing, orb_params),
+                                   (ms_fail_full, failing, opts.scene_params)):
+            t = time.perf_counter()
+            verify_candidates(feats, pairs, params)
+            out.append(1000 * (time.perf_counter() - t) / len(pairs))
+    ms_orb, ms_full = min(ms_orb), min(ms_fail_full)
+    ms_photo = ms_full - min(ms_fail_orb)  # the photometric test alone, on a pair failing the ORB test
 
-    ms_on, ms_off = [], []
-    for _ in range(2):  # interleaved, best of 2: with and without the photometric test (issue 17)
-        t = time.perf_counter()
-        verify_candidates(feats, sample, opts.scene_params)
-        ms_on.append(1000 * (time.perf_counter() - t) / len(sample))
-        t = time.perf_counter()
-        verify_candidates(feats, sample, replace(opts.scene_params, photo_corr=0.0))
-        ms_off.append(1000 * (time.perf_counter() - t) / len(sample))
-    ms_pair, ms_orb = min(ms_on), min(ms_off)
-    # per image: every checked pair gets the ORB test, the pairs of round 2 the whole check again
-    per_image = (stats.checked_pairs * ms_orb + stats.photo_pairs * ms_pair) / n
-    lazy_per_image = (lazy.checked_pairs * ms_orb + lazy.photo_pairs * ms_pair) / n
     print(f"\nstage 3 on {n} real images (curation mix, fraction {fraction}), one process, shared machine:")
     print(f"  features {1000 * t_feat / n:.1f} ms/image; candidates (vocabulary, index, votes, window) "
-          f"{1000 * t_cand / n:.1f} ms/image; find_edges total {t_edges:.1f} s")
-    lazy_checked = lazy.checked_pairs / n
-    print(f"  candidate pairs {stats.candidate_pairs / n:.1f} per image, {stats.checked_pairs / n:.1f} verified with "
-          f"hops={opts.hops} (lazily when 0; {stats.verified_pairs} duplicates); with hops=0: {lazy_checked:.1f} "
-          f"per image ({lazy.checked_pairs} of {lazy.candidate_pairs})")
-    print(f"  verification without the photometric test (--photo-corr 0) {ms_orb:.2f} ms per pair; with it "
-          f"{ms_pair:.2f} ({ms_pair / ms_orb:.2f}x); photometric round on {stats.photo_pairs / n:.1f} pairs per image "
-          f"({stats.photo_pairs} of {stats.checked_pairs}; hops=0: {lazy.photo_pairs})")
-    print(f"  verification {per_image:.1f} ms per image (hops=0, lazily: {lazy_per_image:.1f} ms per image); "
-          f"with the photometric test on every pair it would be {stats.checked_pairs / n * ms_pair:.1f}")
+          f"{1000 * t_cand / n:.1f} ms/image")
+    print(f"  ORB test {ms_orb:.2f} ms per pair; the photometric test adds {ms_photo:.2f} ms to a pair failing the "
+          f"ORB test (both: {ms_full:.2f} ms)")
     hours = 1e6 / 3.6e6  # 1 M images, ms -> hours
-    print(f"  projection at 1 M images (same pairs per image and the same share of duplicates): stage 3 "
-          f"verification {hours * per_image:.2f} core-hours (hops={opts.hops}), {hours * lazy_per_image:.2f} (hops=0, "
-          f"lazily; more duplicates skip more); candidates (vocabulary, index, votes) "
-          f"{hours * 1000 * t_cand / n:.2f} core-hours at this size (the votes' search grows with N, see above)")
-    worst = lazy.candidate_pairs / n * (ms_orb + ms_pair)
-    print(f"  bound for a collection without duplicates (no pair is skipped, every pair fails the ORB test and every "
-          f"image is alone, so every candidate gets both rounds): {hours * worst:.2f} core-hours at 1 M")
+    print("  projection at 1 M images: the same pairs per image and share of duplicates; the bound: a collection "
+          "without duplicates\n  (no pair skipped, every pair fails the ORB test with an image alone: every "
+          "candidate gets both tests)")
+    print(f"  {'candidates':<44} {'pairs/img':>9} {'verified':>8} {'test 2':>7} {'round 2':>7} {'ms/img':>7} "
+          f"{'core-h 1M':>9} {'bound':>6}")
+    ref = replace(opts, neighbors=20, votes=10, window=8)
+    for name, o in ((f"--neighbors {opts.neighbors} --votes {opts.votes} --window {opts.window} --hops {opts.hops}",
+                     opts), ("issue 17 third step (20, 10, 8)", ref)):
+        st = DedupeSummary()
+        t = time.perf_counter()
+        find_edges(codes, valid, feats, o, names, stats=st, order_keys=order_keys, rank=rank)
+        t_edges = time.perf_counter() - t
+        # every checked pair: the ORB test; the photometric test where asked; round 2 runs the ORB test again
+        ms = (st.checked_pairs * ms_orb + st.photo_pairs * ms_photo + st.photo_retests * ms_orb) / n
+        bound = st.candidate_pairs / n * ms_full
+        print(f"  {name:<44} {st.candidate_pairs / n:9.1f} {st.checked_pairs / n:8.1f} {st.photo_pairs / n:7.1f} "
+              f"{st.photo_retests / n:7.1f} {ms:7.1f} {hours * ms:9.2f} {hours * bound:6.2f}   "
+              f"(find_edges {t_edges:.1f} s)")
+    print(f"  candidates (vocabulary, index, votes) {hours * 1000 * t_cand / n:.2f} core-hours at this size "
+          f"(the votes' search grows with N, see above)")
 
 
 def main() -> None:
@@ -260,6 +259,11 @@ def main() -> None:
     ap.add_argument("--skip-hashing", action="store_true")
     ap.add_argument("--vote-sizes", default="", help="sizes for the local-descriptor vote benchmark (e.g. 10000,100000)")
     ap.add_argument("--stage3", type=float, default=0.0, help="run stage 3 on this share of the real curation mix")
+    d = DedupeOptions()
+    ap.add_argument("--neighbors", type=int, default=d.neighbors, help="stage 3 run: index candidates per image")
+    ap.add_argument("--votes", type=int, default=d.votes, help="stage 3 run: vote candidates per image")
+    ap.add_argument("--window", type=int, default=d.window, help="stage 3 run: source-order candidates per image")
+    ap.add_argument("--hops", type=int, default=d.hops, help="stage 3 run: group reach (0 = components)")
     args = ap.parse_args()
     if not args.skip_hashing:
         bench_hashing(args.data)
@@ -272,7 +276,10 @@ def main() -> None:
     if args.vote_sizes:
         bench_votes([int(s) for s in args.vote_sizes.split(",")])
     if args.stage3:
-        bench_stage3(args.data, args.stage3)
+        d = DedupeOptions(workers=1)
+        bench_stage3(args.data, args.stage3, DedupeOptions(workers=1, neighbors=args.neighbors, votes=args.votes,
+                                                            window=args.window, hops=args.hops,
+                                                            scene_params=d.scene_params))
 
 
 if __name__ == "__main__":

@@ -220,8 +220,8 @@ def test_second_photometric_round_for_groups_limited_in_hops(hituav_dir: Path, m
     feats = [extract_features(im) for im in imgs]
     rank = np.arange(len(imgs))[::-1].copy()  # crops (and later frames) first
     retests = {}
-    for hops in (1, 2, 0):
-        opts = DedupeOptions(workers=1, hops=hops, window=0)
+    for hops in (1, 2, 0):  # many candidates per image: pairs between frames the first round leaves untested
+        opts = DedupeOptions(workers=1, hops=hops, window=0, neighbors=20, votes=10)
         every, gated = DedupeSummary(), DedupeSummary()
         e1 = find_edges(None, None, feats, opts, stats=every)
         e2 = find_edges(None, None, feats, opts, stats=gated, rank=rank)

@@ -25,8 +25,8 @@ class DedupeOptions:
     hash_threshold: int = option(8, "Stage 2: max Hamming distance per 64-bit hash (k hashes: k times it).")
     scene: bool = option(True, "Run stage 3 (scene-level near-duplicates: ORB + RANSAC).")
     scene_params: SceneParams = option(help="ORB feature and verification parameters.", factory=SceneParams)
-    neighbors: int = option(20, "Stage 3 candidates per image: its nearest images by whole-image descriptor.")
-    votes: int = option(10, "Stage 3 candidates per image: the images whose local descriptors are most often "
+    neighbors: int = option(5, "Stage 3 candidates per image: its nearest images by whole-image descriptor.")
+    votes: int = option(5, "Stage 3 candidates per image: the images whose local descriptors are most often "
                             "nearest to its own (finds its crops and its source frame; 0 = off).")
     vote_keypoints: int = option(128, "Stage 3: descriptors per image (the strongest) that vote.")
     vote_index_keypoints: int = option(0, "Stage 3: descriptors per image (the strongest) that are voted for, if more "
