@@ -305,6 +305,7 @@ def dedupe_cmd(
     vote_keypoints: int = opt(DedupeOptions, "vote_keypoints"),
     vote_index_keypoints: int = opt(DedupeOptions, "vote_index_keypoints"),
     window: int = opt(DedupeOptions, "window"),
+    lone_pairs: int = opt(DedupeOptions, "lone_pairs"),
     min_similarity: float = opt(DedupeOptions, "min_similarity"),
     hops: int = opt(DedupeOptions, "hops"),
     vocab_size: int = opt(DedupeOptions, "vocab_size"),

@@ -353,6 +353,7 @@ def main() -> None:
     ap.add_argument("--votes", type=int, default=d.votes, help="stage 3 local-descriptor vote candidates (0 = off)")
     ap.add_argument("--window", type=int, default=d.window, help="stage 3 source-order window (0 = off)")
     ap.add_argument("--vote-index-keypoints", type=int, default=d.vote_index_keypoints)
+    ap.add_argument("--lone-pairs", type=int, default=d.lone_pairs, help="second-hand pairs per lone image (0 = off)")
     ap.add_argument("--min-similarity", type=float, default=d.min_similarity)
     ap.add_argument("--hops", type=int, default=d.hops, help="group reach in verified links (0 = components)")
     ap.add_argument("--min-inliers", type=int, default=d.scene_params.min_inliers)
@@ -397,7 +398,7 @@ def main() -> None:
                  photo_corr=args.photo_corr, photo_inliers=args.photo_inliers, strong_inliers=args.strong_inliers)
     opts = DedupeOptions(workers=args.workers, neighbors=args.neighbors, votes=args.votes,
                          window=args.window, min_similarity=args.min_similarity, hops=args.hops, scene_params=sp,
-                         vote_index_keypoints=args.vote_index_keypoints)
+                         vote_index_keypoints=args.vote_index_keypoints, lone_pairs=args.lone_pairs)
     t = time.perf_counter()
     hexes = [compute_hashes(im, opts.hashes)["phash"] for im in tqdm(images, desc="our phash")]
     codes, valid = hex_to_codes([hexes])
@@ -431,7 +432,8 @@ def main() -> None:
     print(f"stage 3: {stats.candidate_pairs} candidate pairs ({stats.candidate_pairs / n:.1f} per image), "
           f"{stats.checked_pairs} verified ({stats.checked_pairs / n:.1f} per image; lazily, with hops=0, pairs "
           f"already in one group are skipped), {stats.verified_pairs} duplicates; the photometric test ran on "
-          f"{stats.photo_pairs} ({stats.photo_retests} in a second round)")
+          f"{stats.photo_pairs} ({stats.photo_retests} in a second round); {stats.lone_checked} pairs of lone images "
+          f"and their candidates' groups")
     print("\nscored as groups: a pair is found when both images end in one group (what a dedupe run drops);")
     print("imagededup is scored on its pairs under the threshold (it has no groups)")
     print(f"\n{'method':<52} {'precision':>9} {'recall':>7} {'TP':>6} {'FP':>6}")

@@ -231,8 +231,8 @@ def bench_stage3(data: Path, fraction: float, opts: DedupeOptions) -> None:
     print("  projection at 1 M images: the same pairs per image and share of duplicates; the bound: a collection "
           "without duplicates\n  (no pair skipped, every pair fails the ORB test with an image alone: every "
           "candidate gets both tests)")
-    print(f"  {'candidates':<44} {'pairs/img':>9} {'verified':>8} {'test 2':>7} {'round 2':>7} {'ms/img':>7} "
-          f"{'core-h 1M':>9} {'bound':>6}")
+    print(f"  {'candidates':<44} {'pairs/img':>9} {'verified':>8} {'test 2':>7} {'round 2':>7} {'lone':>5} "
+          f"{'ms/img':>7} {'core-h 1M':>9} {'bound':>6}")
     ref = replace(opts, neighbors=20, votes=10, window=8)
     for name, o in ((f"--neighbors {opts.neighbors} --votes {opts.votes} --window {opts.window} --hops {opts.hops}",
                      opts), ("issue 17 third step (20, 10, 8)", ref)):
@@ -240,11 +240,12 @@ def bench_stage3(data: Path, fraction: float, opts: DedupeOptions) -> None:
         t = time.perf_counter()
         find_edges(codes, valid, feats, o, names, stats=st, order_keys=order_keys, rank=rank)
         t_edges = time.perf_counter() - t
-        # every checked pair: the ORB test; the photometric test where asked; round 2 runs the ORB test again
-        ms = (st.checked_pairs * ms_orb + st.photo_pairs * ms_photo + st.photo_retests * ms_orb) / n
-        bound = st.candidate_pairs / n * ms_full
+        # every checked pair: the ORB test; the photometric test where asked; round 2 runs the ORB test again;
+        # the pairs of lone images and anchors (counted in checked_pairs) get both tests
+        ms = (st.checked_pairs * ms_orb + (st.photo_pairs + st.lone_checked) * ms_photo + st.photo_retests * ms_orb) / n
+        bound = (st.candidate_pairs + st.lone_checked) / n * ms_full
         print(f"  {name:<44} {st.candidate_pairs / n:9.1f} {st.checked_pairs / n:8.1f} {st.photo_pairs / n:7.1f} "
-              f"{st.photo_retests / n:7.1f} {ms:7.1f} {hours * ms:9.2f} {hours * bound:6.2f}   "
+              f"{st.photo_retests / n:7.1f} {st.lone_checked / n:5.2f} {ms:7.1f} {hours * ms:9.2f} {hours * bound:6.2f}   "
               f"(find_edges {t_edges:.1f} s)")
     print(f"  candidates (vocabulary, index, votes) {hours * 1000 * t_cand / n:.2f} core-hours at this size "
           f"(the votes' search grows with N, see above)")
@@ -264,6 +265,7 @@ def main() -> None:
     ap.add_argument("--votes", type=int, default=d.votes, help="stage 3 run: vote candidates per image")
     ap.add_argument("--window", type=int, default=d.window, help="stage 3 run: source-order candidates per image")
     ap.add_argument("--hops", type=int, default=d.hops, help="stage 3 run: group reach (0 = components)")
+    ap.add_argument("--lone-pairs", type=int, default=d.lone_pairs, help="stage 3 run: second-hand pairs per lone image")
     args = ap.parse_args()
     if not args.skip_hashing:
         bench_hashing(args.data)
@@ -279,6 +281,7 @@ def main() -> None:
         d = DedupeOptions(workers=1)
         bench_stage3(args.data, args.stage3, DedupeOptions(workers=1, neighbors=args.neighbors, votes=args.votes,
                                                             window=args.window, hops=args.hops,
+                                                            lone_pairs=args.lone_pairs,
                                                             scene_params=d.scene_params))
 
 

@@ -276,3 +276,57 @@ def test_leaf_links_tested_lazily_give_the_groups_of_testing_every_pair() -> Non
             unknown += int((state < 0).sum())
             tested += len(asked)
     assert tested < 0.7 * unknown, (tested, unknown)
+
+
+def test_lone_image_is_tested_against_its_candidates_groups(sirst60, hit3, monkeypatch) -> None:
+    """A curation crop whose only candidate of its family is a noisy copy of its frame (which it does not
+    match; the copy and the frame are near-copies by pHash) ends alone; with ``lone_pairs`` it is also tested
+    against the copy's strong neighbour, the frame, and joins that group as a leaf. Real SIRST frames, crops
+    and HIT-UAV frames; only the candidate list is fixed (a real search ranks these pairs as it likes)."""
+    import inf30.dedupe.edges as de
+    from inf30.dedupe import (
+        DedupeOptions,
+        DedupeSummary,
+        assign_anchors,
+        find_edges,
+        hex_to_codes,
+        lone_pairs,
+    )
+    from inf30.hashing import compute_hashes
+
+    imgs, fam = [], []
+    for k in (2, 14, 31, 36):  # frames whose crop matches the frame, not the noisy copy (measured)
+        frame = sirst60[k]
+        noisy = np.clip(frame + np.random.default_rng(k).normal(0, 8, frame.shape), 0, 255).astype(np.uint8)
+        fam.append((len(imgs), len(imgs) + 1, len(imgs) + 2))
+        imgs += [frame, noisy, curation_crop(frame, 0.35, 0.3, 0.6, 1.5, 1.8)]
+    imgs += hit3
+    feats = [extract_features(im) for im in imgs]
+    codes, valid = hex_to_codes([[compute_hashes(im)["phash"] for im in imgs]])
+    n = len(imgs)
+    pairs = [(c, noisy) for _, noisy, c in fam] + [(c, n - 1) for _, _, c in fam] + [(0, 3), (n - 3, n - 2)]
+    cand = pd.DataFrame(sorted((min(a, b), max(a, b)) for a, b in pairs), columns=["i", "j"]).assign(similarity=0.5)
+
+    def fixed(feats, opts, train_ids, order_keys, descriptors):  # the contract of scene_candidates
+        descriptors.append(np.full((n, 4), 0.5, np.float32))
+        return cand.assign(source="index")
+
+    monkeypatch.setattr(de, "scene_candidates", fixed)
+    rank = np.argsort(np.argsort([-im.size for im in imgs], kind="stable"))
+    for extra in (0, 3):
+        stats = DedupeSummary()
+        e = find_edges(codes, valid, feats, DedupeOptions(workers=1, lone_pairs=extra), stats=stats, rank=rank)
+        groups = {m: a for m, (a, *_) in assign_anchors(rank, e).items()}
+        for frame, noisy, c in fam:
+            assert {groups.get(frame, frame), groups.get(noisy, noisy)} == {min(frame, noisy, key=lambda x: rank[x])}
+            joined = groups.get(c) == groups.get(noisy, noisy)
+            assert joined == bool(extra), (extra, frame, groups)
+        assert len(set(groups.values())) == len(fam)  # one group per family, nothing across
+        assert stats.lone_checked == (len(fam) if extra else 0), stats
+    link = e[(e["i"].isin([c for *_, c in fam]) | e["j"].isin([c for *_, c in fam])) & (e["stage"] == 3)]
+    assert link["weak"].all()  # a second-hand link is a leaf: it never joins two groups
+    # the function itself: at most ``lone_pairs`` per lone image, never a candidate again, none for grouped images
+    v = cand.assign(inliers=0, corr=np.float32("nan"), same=False)
+    stage2 = e[e["stage"] == 2][["i", "j", "stage", "evidence"]]
+    got = lone_pairs(cand, v, [stage2], rank, DedupeOptions(lone_pairs=1), np.full((n, 4), 0.5, np.float32))
+    assert sorted(map(tuple, got[["i", "j"]].to_numpy())) == sorted((f, c) for f, _, c in fam)

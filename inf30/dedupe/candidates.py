@@ -162,13 +162,17 @@ def scene_candidates(
     opts: DedupeOptions,
     train_ids: list[str] | None = None,
     order_keys: list[str] | None = None,
+    descriptors: list | None = None,
 ) -> pd.DataFrame:
     """Stage 3 candidate pairs of N images from three sources: whole-image descriptor neighbours
     (``neighbors``), local-descriptor votes (``votes``: crops and their source frames) and source-order
     neighbours (``window``). Returns unique pairs i < j with columns i, j, similarity (whole-image cosine,
-    the verification order) and source (the first of ``index``, ``votes``, ``window`` that found it)."""
+    the verification order) and source (the first of ``index``, ``votes``, ``window`` that found it).
+    ``descriptors`` (a list) receives the whole-image descriptors (N, vocab)."""
     usable = np.array([f.usable for f in feats])
     desc = global_descriptors(feats, opts, train_ids)
+    if descriptors is not None:
+        descriptors.append(desc)
     parts = [candidate_pairs(desc, usable, opts.neighbors, opts.min_similarity).assign(source="index")]
     if opts.votes:
         parts.append(vote_pairs(feats, opts.votes, opts.vote_keypoints, index_keypoints=opts.vote_index_keypoints)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from inf30.dedupe.anchors import resolve_leaf_links
+from inf30.dedupe.anchors import assign_anchors, resolve_leaf_links
 from inf30.dedupe.candidates import scene_candidates
 from inf30.dedupe.hashes import near_copy_pairs
 from inf30.dedupe.options import DedupeOptions, DedupeSummary
@@ -68,7 +68,8 @@ def find_edges(
             for a, b in zip(parts[0]["i"], parts[0]["j"], strict=True):
                 uf.union(int(a), int(b))
     if opts.scene and feats is not None and len(feats) > 1:
-        cand = scene_candidates(feats, opts, train_ids, order_keys)
+        descriptors: list[np.ndarray] = []
+        cand = scene_candidates(feats, opts, train_ids, order_keys, descriptors)
         p = opts.scene_params
         gated = rank is not None and p.photo_corr > 0
         dist = opts.distributor_for(ordered=True)
@@ -100,6 +101,14 @@ def find_edges(
         if stats is not None:
             stats.photo_pairs = int(photo.sum()) + sum(retested)
             stats.photo_retests = sum(retested)
+        v["lone"] = False
+        if gated and opts.lone_pairs:  # images still alone: test them against the groups of their candidates
+            extra = lone_pairs(cand, v, parts, rank, opts, descriptors[0])
+            if len(extra):
+                res = verify_candidates(feats, extra, p, opts.workers, dist=dist)
+                v = pd.concat([v, pd.concat([extra, res], axis=1).assign(photo=True, lone=True)], ignore_index=True)
+            if stats is not None:
+                stats.lone_checked = len(extra)
         if trace is not None:
             key = v["i"].to_numpy(np.int64) * n + v["j"].to_numpy(np.int64)
             inl = pd.Series(v["inliers"].to_numpy(), index=key)
@@ -124,7 +133,8 @@ def find_edges(
                     "hamming": -1,
                     "inliers": v["inliers"].to_numpy(),
                     "similarity": v["similarity"].to_numpy(),
-                    "weak": ~strong_links(v, opts.scene_params),  # photometric, or too few ORB inliers
+                    # photometric, too few ORB inliers, or a lone image's link to an anchor: group leaves only
+                    "weak": ~strong_links(v, opts.scene_params) | v["lone"].to_numpy(),
                 }
             )
         )
@@ -132,3 +142,40 @@ def find_edges(
     if not parts:
         return pd.DataFrame(columns=["i", "j", "stage", "evidence", "hamming", "inliers", "similarity", "weak"])
     return pd.concat(parts, ignore_index=True)
+
+
+def lone_pairs(cand: pd.DataFrame, v: pd.DataFrame, parts: list[pd.DataFrame], rank: np.ndarray,
+               opts: DedupeOptions, desc: np.ndarray) -> pd.DataFrame:
+    """Second-hand pairs for the images the verified links leave in no group (lone): each lone image y and,
+    through its candidates x that are in a group, x's group anchor and the images strongly linked to x, up
+    to ``opts.lone_pairs`` of them per lone image that are not candidates already, the most similar to y
+    first (whole-image descriptors ``desc`` (N, D), L2-normalized; ties by rank). A crop whose
+    candidate is a re-gained or noisy copy of its frame that it does not match is then tested against the
+    frame itself (the copy's strong neighbour). v: the verified candidates (i, j, similarity, inliers,
+    corr, same); parts: the stage 2 edges. Returns columns i, j (i < j), similarity, sorted by pair."""
+    links = v[v["same"].to_numpy()]
+    weak = ~strong_links(links, opts.scene_params)
+    edges = pd.concat([q[["i", "j", "stage", "evidence"]].assign(weak=False) for q in parts]
+                      + [links[["i", "j"]].assign(stage=3, evidence="", weak=weak)])
+    n = len(rank)
+    anchor, grouped = np.arange(n), np.zeros(n, bool)
+    for member, (a, *_rest) in assign_anchors(rank, edges, opts.hops).items():
+        anchor[member], grouped[[member, a]] = a, True
+    strong = edges[~edges["weak"].to_numpy()]
+    si, sj = strong["i"].to_numpy(np.int64), strong["j"].to_numpy(np.int64)
+    hop = pd.DataFrame({"x": np.r_[si, sj, np.arange(n)], "z": np.r_[sj, si, anchor]})  # x -> strong neighbour, anchor
+    i, j = cand["i"].to_numpy(np.int64), cand["j"].to_numpy(np.int64)
+    y, x = np.r_[i, j], np.r_[j, i]
+    pick = ~grouped[y] & grouped[x]
+    near = pd.DataFrame({"y": y[pick], "x": x[pick]}).merge(hop, on="x")
+    near["zrank"] = rank[near["z"].to_numpy()]
+    near = near[near["z"].to_numpy() != near["y"].to_numpy()]
+    near["similarity"] = np.einsum("nd,nd->n", desc[near["y"].to_numpy()], desc[near["z"].to_numpy()])
+    near = near.sort_values(["y", "similarity", "zrank"], ascending=[True, False, True], kind="stable")
+    a = np.minimum(near["y"].to_numpy(), near["z"].to_numpy())
+    b = np.maximum(near["y"].to_numpy(), near["z"].to_numpy())
+    near = near.assign(key=a * n + b)
+    near = near[~np.isin(near["key"].to_numpy(), i * n + j)].drop_duplicates(["y", "key"])
+    chosen = near.groupby("y", sort=True).head(opts.lone_pairs).drop_duplicates("key").sort_values("key")
+    key = chosen["key"].to_numpy()
+    return pd.DataFrame({"i": key // n, "j": key % n, "similarity": chosen["similarity"].to_numpy(np.float32)})

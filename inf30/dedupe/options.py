@@ -33,6 +33,8 @@ class DedupeOptions:
                                           "than vote-keypoints (finds more crops; the vote index grows with it).")
     window: int = option(8, "Stage 3 candidates per image: the next N images in source order (item key: "
                             "folder, file name, video time; 0 = off).")
+    lone_pairs: int = option(3, "Stage 3: an image no link puts in a group is also tested against up to N images of the "
+                                "groups of its candidates: their anchor and strong neighbours (0 = off; such links are weak).")
     min_similarity: float = option(0.3, "Stage 3: index candidates below this cosine similarity are not verified.")
     hops: int = option(0, "Groups: an anchor takes the images within N strong links (0 = the whole connected "
                           "component, verified lazily; N > 0: every candidate is verified).")
@@ -67,6 +69,8 @@ class DedupeOptions:
             raise UsageError(f"vote index keypoints must be in 0..10000, got {self.vote_index_keypoints}")
         if self.window < 0:
             raise UsageError("window must be 0 (off) or more")
+        if self.lone_pairs < 0:
+            raise UsageError("lone pairs must be 0 (off) or more")
         if not -1.0 <= self.min_similarity <= 1.0:
             raise UsageError(f"min similarity is a cosine in -1..1, got {self.min_similarity}")
         if not 1 <= self.vocab_size <= 65536:
@@ -100,6 +104,7 @@ class DedupeSummary:
     checked_pairs: int = 0
     photo_pairs: int = 0  # pairs given the photometric test (where the ORB test failed)
     photo_retests: int = 0  # of them, pairs tested again in a second round (groups limited in hops)
+    lone_checked: int = 0  # pairs of a lone image and a group member of one of its candidates (--lone-pairs)
     verified_pairs: int = 0
     seconds: float = 0.0
 
@@ -116,6 +121,7 @@ class DedupeSummary:
              f"{self.candidate_pairs} / {self.checked_pairs} / {self.verified_pairs}"),
             ("stage 3 pairs also given the photometric test (in round 2)",
              f"{self.photo_pairs} ({self.photo_retests})"),
+            ("stage 3 pairs of a lone image and its candidates' groups", self.lone_checked),
             ("seconds", f"{self.seconds:.1f}"),
         ]
         w = max(len(r[0]) for r in rows)
