@@ -33,7 +33,7 @@ class DedupeOptions:
                                           "than vote-keypoints (finds more crops; the vote index grows with it).")
     window: int = option(8, "Stage 3 candidates per image: the next N images in source order (item key: "
                             "folder, file name, video time; 0 = off).")
-    lone_pairs: int = option(3, "Stage 3: an image no link puts in a group is also tested against up to N images of the "
+    lone_pairs: int = option(20, "Stage 3: an image no link puts in a group is also tested against up to N images of the "
                                 "groups of its candidates: their anchor and strong neighbours (0 = off; such links are weak).")
     min_similarity: float = option(0.3, "Stage 3: index candidates below this cosine similarity are not verified.")
     hops: int = option(0, "Groups: an anchor takes the images within N strong links (0 = the whole connected "
