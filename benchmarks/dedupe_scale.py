@@ -14,11 +14,15 @@
    descriptors (each with up to 20 flipped bits): search time per image, index size, planted pairs found.
 5. Stage 3 on real images (``--stage3``): a curation mix (HIT-UAV frames and SIRST images, each with a
    synthetic variant and a 20-60 % curation crop, as in ``dedupe_quality.py``) through the dedupe's own
-   ``find_edges`` with one process: candidate pairs per image, pairs verified lazily per image, ms per
-   verified pair, and the projection of stage 3 verification at 1 M images in core-hours.
+   ``find_edges`` with one process: candidate pairs per image, pairs verified lazily per image, photometric
+   tests and second-hand pairs per image, ms per pair, the projection of stage 3 verification at 1 M images
+   in core-hours and its bound for a collection without duplicates; for the given candidate options
+   (``--neighbors --votes --window --hops --lone-pairs``) and, in the same run, issue 17's third-step
+   candidates (20, 10, 8).
 
     .venv/bin/python benchmarks/dedupe_scale.py [--sizes 10000,100000,1000000] [--skip-search]
     .venv/bin/python benchmarks/dedupe_scale.py --skip-hashing --skip-search --vote-sizes 10000,100000 --stage3 0.2
+    .venv/bin/python benchmarks/dedupe_scale.py --skip-hashing --skip-search --stage3 0.25 [--window 4]
 """
 
 from __future__ import annotations
