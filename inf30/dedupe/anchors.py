@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pandas as pd
 
@@ -100,7 +102,7 @@ def resolve_leaf_links(
     i: np.ndarray,
     j: np.ndarray,
     state: np.ndarray,
-    check,
+    check: Callable[[np.ndarray], np.ndarray],
     hops: int = 0,
     step: int = LEAF_STEP,
 ) -> np.ndarray:

@@ -82,7 +82,7 @@ def find_edges(
                           dist=dist, linked=linked)
         photo = v["photo"].to_numpy() & (~v["same"].to_numpy() | v["corr"].notna().to_numpy())  # it ran
         retested: list[int] = []
-        if gated:  # round 2: the pairs still untested that a lone image's weak link may need (hops > 0)
+        if gated and opts.hops:  # round 2: untested pairs a lone image may need (with components there are none)
             strong = pd.concat([q[["i", "j", "stage", "evidence"]] for q in parts]
                                + [v.loc[strong_links(v, p), ["i", "j"]].assign(stage=3, evidence="")])
             state = np.where(v["same"].to_numpy(), 1, np.where(v["photo"].to_numpy(), 0, -1)).astype(np.int8)
