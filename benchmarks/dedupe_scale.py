@@ -245,8 +245,9 @@ def bench_stage3(data: Path, fraction: float, opts: DedupeOptions) -> None:
         find_edges(codes, valid, feats, o, names, stats=st, order_keys=order_keys, rank=rank)
         t_edges = time.perf_counter() - t
         # every checked pair: the ORB test; the photometric test where asked; round 2 runs the ORB test again;
-        # the pairs of lone images and anchors (counted in checked_pairs) get both tests
-        ms = (st.checked_pairs * ms_orb + (st.photo_pairs + st.lone_checked) * ms_photo + st.photo_retests * ms_orb) / n
+        # the second-hand pairs of lone images (counted apart) get both tests
+        ms = (st.checked_pairs * ms_orb + st.photo_pairs * ms_photo + st.photo_retests * ms_orb
+              + st.lone_checked * ms_full) / n
         bound = (st.candidate_pairs + st.lone_checked) / n * ms_full
         print(f"  {name:<44} {st.candidate_pairs / n:9.1f} {st.checked_pairs / n:8.1f} {st.photo_pairs / n:7.1f} "
               f"{st.photo_retests / n:7.1f} {st.lone_checked / n:5.2f} {ms:7.1f} {hours * ms:9.2f} {hours * bound:6.2f}   "

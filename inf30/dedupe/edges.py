@@ -118,7 +118,7 @@ def find_edges(
                                               same=same.reindex(ckey).fillna(False).astype(bool).to_numpy())
         if stats is not None:
             stats.candidate_pairs = len(cand)
-            stats.checked_pairs = len(v)
+            stats.checked_pairs = int((~v["lone"]).sum())  # candidates verified (the lone pairs are counted apart)
         v = v[v["same"].to_numpy()]
         if stats is not None:
             stats.verified_pairs = len(v)

@@ -104,7 +104,8 @@ class DedupeSummary:
     checked_pairs: int = 0
     photo_pairs: int = 0  # pairs given the photometric test (where the ORB test failed)
     photo_retests: int = 0  # of them, pairs tested again in a second round (groups limited in hops)
-    lone_checked: int = 0  # pairs of a lone image and a group member of one of its candidates (--lone-pairs)
+    lone_checked: int = 0  # pairs of a lone image and a group member of one of its candidates (--lone-pairs),
+    # verified with both tests besides the checked candidates
     verified_pairs: int = 0
     seconds: float = 0.0
 
