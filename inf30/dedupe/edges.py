@@ -37,7 +37,9 @@ def find_edges(
     failing pairs with an image that has no strong link yet, then (only with ``hops`` > 0, where an image
     with strong links can still end alone) in a second round on the untested pairs a lone image needs,
     in pass 2's order until its group is decided (:func:`~inf30.dedupe.resolve_leaf_links`). The groups are
-    those of running it on every pair (tested), at a fraction of the cost. ``trace`` (a dict) receives the stage 3 ``candidates`` (with
+    those of running it on every pair (tested), at a fraction of the cost. With ``rank``, the images
+    still in no group are also tested against their candidates' groups (:func:`lone_pairs`,
+    ``opts.lone_pairs``; weak links). ``trace`` (a dict) receives the stage 3 ``candidates`` (with
     ``inliers``, -1 where skipped). Returns a DataFrame i, j, stage (2 or 3), evidence (str), hamming,
     inliers, similarity (-1 where not applicable), weak (a stage 3 link made by the photometric test or with
     fewer than ``strong_inliers`` ORB inliers, which groups take as a leaf only, see
