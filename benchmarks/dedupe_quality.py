@@ -48,8 +48,8 @@ from inf30.dedupe import (  # noqa: E402
     DedupeOptions,
     DedupeSummary,
     anchor_rank,
-    assign_anchors,
     find_edges,
+    group_arrays,
     hex_to_codes,
 )
 from inf30.entropy import entropy8  # noqa: E402
@@ -65,9 +65,8 @@ def load_gray(path: Path) -> np.ndarray:
     return np.asarray(Image.open(path).convert("L"))
 
 
-def augment(img: np.ndarray, kind: str, rng: np.random.Generator, info: dict | None = None) -> np.ndarray:
-    """One synthetic near-duplicate of an 8-bit gray image (H, W); ``info`` (a dict) receives the source box
-    (x, y, w, h) of a ``curate`` crop."""
+def augment(img: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
+    """One synthetic near-duplicate of an 8-bit gray image (H, W)."""
     h, w = img.shape
     if kind in ("crop", "zoom", "combo"):
         area = rng.uniform(0.6, 0.9)
@@ -109,8 +108,6 @@ def augment(img: np.ndarray, kind: str, rng: np.random.Generator, info: dict | N
         ch = min(h, int(round(h * np.sqrt(area * aspect))))
         cw = min(w, int(round(w * np.sqrt(area / aspect))))
         y, x = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
-        if info is not None:
-            info["box"] = (int(x), int(y), int(cw), int(ch))
         out = img[y : y + ch, x : x + cw].astype(np.float32)
         scale = rng.uniform(0.75, 2.0)
         sx, sy = scale * rng.uniform(0.95, 1.05), scale
@@ -153,9 +150,8 @@ def build_collection(
         images.append(augment(img, kind, rng))
         labels.append({"base": base, "hit": hit, "aug": kind, "name": f"{f.stem}~{kind}"})
         if curate:
-            info: dict = {}
-            images.append(augment(img, "curate", crng, info))
-            labels.append({"base": base, "hit": hit, "aug": "curate", "name": f"{f.stem}~curate", **info})
+            images.append(augment(img, "curate", crng))
+            labels.append({"base": base, "hit": hit, "aug": "curate", "name": f"{f.stem}~curate"})
     return images, labels
 
 
@@ -311,11 +307,7 @@ def anchor_ranks(images: list[np.ndarray], names: list[str], order: tuple[str, .
 
 def dedupe_groups(rank: np.ndarray, edges, hops: int) -> np.ndarray:
     """Group label (N,) of each image: its anchor, as :func:`inf30.dedupe.assign_anchors` groups them."""
-    label = np.arange(len(rank))
-    if len(edges):
-        for member, (anchor, *_rest) in assign_anchors(rank, edges, hops).items():
-            label[member] = anchor
-    return label
+    return group_arrays(rank, edges, hops)[0]
 
 
 def group_pairs(comp: np.ndarray) -> set[tuple[int, int]]:

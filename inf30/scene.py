@@ -333,11 +333,6 @@ def thumb_correlation(a: LocalFeatures, b: LocalFeatures, model: np.ndarray) -> 
     return float((np.dot(ax, bx) + np.dot(ay, by)) / den) if den > 0 else float("nan")
 
 
-def is_scene_duplicate(check: PairCheck) -> bool:
-    """Decision rule on a :func:`verify_pair` result."""
-    return bool(check.same)
-
-
 # ------------------------------------------------------------------------------------ global descriptor
 def unpack_bits(desc: np.ndarray) -> np.ndarray:
     """(N, 32) uint8 ORB descriptors -> (N, 256) float32 of 0/1 bits."""

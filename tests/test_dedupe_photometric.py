@@ -176,12 +176,24 @@ def test_weak_links_are_leaves_of_groups() -> None:
     assert assign_anchors(rank, e) == {x: (A, 3, "Ax", A), y: (A, 3, "xy", x)}
 
 
+def every_and_gated(feats: list, rank: np.ndarray, opts) -> tuple[dict, dict, object, object, pd.DataFrame]:
+    """Stage 3 twice: the photometric test on every failing pair (no anchor order given) and only where it
+    can matter (with ``rank``). Returns both groups (member -> anchor), both summaries and the first edges."""
+    from inf30.dedupe import DedupeSummary, assign_anchors, find_edges
+
+    every, gated = DedupeSummary(), DedupeSummary()
+    e1 = find_edges(None, None, feats, opts, stats=every)
+    e2 = find_edges(None, None, feats, opts, stats=gated, rank=rank)
+    g1, g2 = ({m: a for m, (a, *_) in assign_anchors(rank, e, opts.hops).items()} for e in (e1, e2))
+    return g1, g2, every, gated, e1
+
+
 def test_photometric_round_only_where_it_can_matter_gives_the_same_groups(sirst60, hit3, monkeypatch) -> None:
     """With the anchor order given, stage 3 runs the photometric test only where a weak link can matter:
     in the verification on pairs with an image without strong links yet, then (hops > 0) in a second round
     on the pairs a lone image needs. Fewer pairs get it, and the groups equal those of testing every pair."""
     import inf30.dedupe.verify as dv
-    from inf30.dedupe import DedupeOptions, DedupeSummary, assign_anchors, find_edges
+    from inf30.dedupe import DedupeOptions
 
     monkeypatch.setattr(dv, "LAZY_BATCH", 16)  # rounds small enough for strong links to be known early
     imgs = []
@@ -191,16 +203,11 @@ def test_photometric_round_only_where_it_can_matter_gives_the_same_groups(sirst6
     feats = [extract_features(im) for im in imgs]
     rank = np.argsort(np.argsort([-im.size for im in imgs], kind="stable"))
     for hops in (2, 1, 0):
-        opts = DedupeOptions(workers=1, hops=hops, window=0)
-        every, gated = DedupeSummary(), DedupeSummary()
-        e1 = find_edges(None, None, feats, opts, stats=every)
-        e2 = find_edges(None, None, feats, opts, stats=gated, rank=rank)
-        g1 = {m: a for m, (a, *_) in assign_anchors(rank, e1, hops).items()}
-        g2 = {m: a for m, (a, *_) in assign_anchors(rank, e2, hops).items()}
+        g1, g2, every, gated, e1 = every_and_gated(feats, rank, DedupeOptions(workers=1, hops=hops, window=0))
         assert g1 == g2 and len(g1) >= 10, (hops, g1, g2)
         assert 0 < gated.photo_pairs < every.photo_pairs, (hops, gated, every)
         assert every.photo_pairs >= every.checked_pairs - every.verified_pairs and every.photo_retests == 0
-        assert (gated.photo_retests == 0) if hops == 0 else True, gated  # components: no second round
+        assert hops or gated.photo_retests == 0, gated  # components: no second round
         assert e1["weak"].any()  # the photometric test did link something here
 
 
@@ -211,7 +218,7 @@ def test_second_photometric_round_for_groups_limited_in_hops(hituav_dir: Path, m
     from test_dedupe import hit_sequence
 
     import inf30.dedupe.verify as dv
-    from inf30.dedupe import DedupeOptions, DedupeSummary, assign_anchors, find_edges
+    from inf30.dedupe import DedupeOptions
 
     monkeypatch.setattr(dv, "LAZY_BATCH", 16)
     imgs = []
@@ -222,11 +229,8 @@ def test_second_photometric_round_for_groups_limited_in_hops(hituav_dir: Path, m
     retests = {}
     for hops in (1, 2, 0):  # many candidates per image: pairs between frames the first round leaves untested
         opts = DedupeOptions(workers=1, hops=hops, window=0, neighbors=20, votes=10)
-        every, gated = DedupeSummary(), DedupeSummary()
-        e1 = find_edges(None, None, feats, opts, stats=every)
-        e2 = find_edges(None, None, feats, opts, stats=gated, rank=rank)
-        g1 = {m: a for m, (a, *_) in assign_anchors(rank, e1, hops).items()}
-        assert {m: a for m, (a, *_) in assign_anchors(rank, e2, hops).items()} == g1 and len(g1) >= 19, hops
+        g1, g2, every, gated, _ = every_and_gated(feats, rank, opts)
+        assert g2 == g1 and len(g1) >= 19, hops
         assert gated.photo_pairs <= every.photo_pairs
         retests[hops] = gated.photo_retests
     assert retests[2] > 0 and retests[0] == 0, retests

@@ -31,7 +31,7 @@ This package re-exports their public names.
 
 from __future__ import annotations
 
-from inf30.dedupe.anchors import anchor_rank, assign_anchors, resolve_leaf_links
+from inf30.dedupe.anchors import anchor_rank, assign_anchors, group_arrays, resolve_leaf_links
 from inf30.dedupe.cache import (
     CACHE_DIR,
     CHUNK,
@@ -60,7 +60,7 @@ from inf30.dedupe.verify import LAZY_BATCH, UnionFind, strong_links, verify_cand
 
 __all__ = [
     "CACHE_DIR", "CHUNK", "DEDUPE_DIR", "FLAT_LIMIT", "FLOAT_FLAT_LIMIT", "LAZY_BATCH", "ORDER_KEYS", "OWN_REASONS",
-    "VOTE_FLAT_LIMIT", "DedupeOptions", "DedupeSummary", "FeatureCache", "UnionFind", "anchor_rank", "assign_anchors", "lone_pairs", "resolve_leaf_links",
+    "VOTE_FLAT_LIMIT", "DedupeOptions", "DedupeSummary", "FeatureCache", "UnionFind", "anchor_rank", "assign_anchors", "group_arrays", "lone_pairs", "resolve_leaf_links",
     "binary_index", "candidate_pairs", "compute_features", "contact_sheet", "dedupe_dataset", "find_edges",
     "float_index", "global_descriptors", "hex_to_codes", "mark_dropped", "merge_caches", "near_copy_pairs",
     "read_gray", "scene_candidates", "strong_links", "verify_candidates", "verify_lazily", "vote_pairs", "window_pairs",

@@ -93,6 +93,22 @@ def anchor_rank(df: pd.DataFrame, order: tuple[str, ...]) -> np.ndarray:
     return rank
 
 
+def group_arrays(rank: np.ndarray, edges: pd.DataFrame, hops: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The groups of :func:`assign_anchors` as arrays over the N images: anchor (N,) (an image's own index
+    when it is in no group), grouped (N,) bool (anchors with members included) and depth (N,), the links
+    from its anchor along the recorded parents (0 for anchors and images in no group)."""
+    n = len(rank)
+    taken = assign_anchors(rank, edges, hops) if len(edges) else {}
+    anchor, grouped, depth = np.arange(n), np.zeros(n, bool), np.zeros(n, np.int64)
+    for m, (a, _st, _ev, parent) in taken.items():
+        anchor[m] = a
+        grouped[[m, a]] = True
+        x, depth[m] = parent, 1
+        while x in taken:
+            x, depth[m] = taken[x][3], depth[m] + 1
+    return anchor, grouped, depth
+
+
 LEAF_STEP = 2  # unknown weak links tested per lone image and round by :func:`resolve_leaf_links`
 
 
@@ -121,16 +137,7 @@ def resolve_leaf_links(
     groups equal those of testing every row (tested). Depends on the inputs only, not on workers.
     """
     state = np.asarray(state, np.int8).copy()
-    n = len(rank)
-    taken = assign_anchors(rank, strong, hops) if len(strong) else {}
-    anchor, grouped, depth = np.arange(n), np.zeros(n, bool), np.zeros(n, np.int64)
-    for m, (a, _st, _ev, parent) in taken.items():
-        anchor[m] = a
-        grouped[[m, a]] = True
-        x = parent
-        depth[m] = 1
-        while x in taken:  # strong links from the anchor, along the recorded parents
-            x, depth[m] = taken[x][3], depth[m] + 1
+    anchor, grouped, depth = group_arrays(rank, strong, hops)
     settled = grouped & ((hops == 0) | (depth < hops))  # eligible for every lone image, whatever pass 2 does
     queue: dict[int, list[tuple[int, int, int, int]]] = {}
     for q, (a, b) in enumerate(zip(np.asarray(i, np.int64), np.asarray(j, np.int64), strict=True)):

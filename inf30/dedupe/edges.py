@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from inf30.dedupe.anchors import assign_anchors, resolve_leaf_links
+from inf30.dedupe.anchors import group_arrays, resolve_leaf_links
 from inf30.dedupe.candidates import scene_candidates
 from inf30.dedupe.hashes import near_copy_pairs
 from inf30.dedupe.options import DedupeOptions, DedupeSummary
@@ -160,9 +160,7 @@ def lone_pairs(cand: pd.DataFrame, v: pd.DataFrame, parts: list[pd.DataFrame], r
     edges = pd.concat([q[["i", "j", "stage", "evidence"]].assign(weak=False) for q in parts]
                       + [links[["i", "j"]].assign(stage=3, evidence="", weak=weak)])
     n = len(rank)
-    anchor, grouped = np.arange(n), np.zeros(n, bool)
-    for member, (a, *_rest) in assign_anchors(rank, edges, opts.hops).items():
-        anchor[member], grouped[[member, a]] = a, True
+    anchor, grouped, _depth = group_arrays(rank, edges, opts.hops)
     strong = edges[~edges["weak"].to_numpy()]
     si, sj = strong["i"].to_numpy(np.int64), strong["j"].to_numpy(np.int64)
     hop = pd.DataFrame({"x": np.r_[si, sj, np.arange(n)], "z": np.r_[sj, si, anchor]})  # x -> strong neighbour, anchor
