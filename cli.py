@@ -306,6 +306,7 @@ def dedupe_cmd(
     vote_index_keypoints: int = opt(DedupeOptions, "vote_index_keypoints"),
     window: int = opt(DedupeOptions, "window"),
     lone_pairs: int = opt(DedupeOptions, "lone_pairs"),
+    lone_crops: int = opt(DedupeOptions, "lone_crops"),
     min_similarity: float = opt(DedupeOptions, "min_similarity"),
     hops: int = opt(DedupeOptions, "hops"),
     vocab_size: int = opt(DedupeOptions, "vocab_size"),
@@ -326,6 +327,7 @@ def dedupe_cmd(
     clahe: float = opt(SceneParams, "clahe"),
     photo_corr: float = opt(SceneParams, "photo_corr"),
     photo_inliers: int = opt(SceneParams, "photo_inliers"),
+    crop_corr: float = opt(SceneParams, "crop_corr"),
     strong_inliers: int = opt(SceneParams, "strong_inliers"),
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:

@@ -52,6 +52,7 @@ from inf30.dedupe.candidates import (
     window_pairs,
 )
 from inf30.dedupe.core import OWN_REASONS, dedupe_dataset
+from inf30.dedupe.crops import locate_crop, search_crops
 from inf30.dedupe.edges import find_edges, lone_pairs
 from inf30.dedupe.hashes import FLAT_LIMIT, binary_index, hex_to_codes, near_copy_pairs
 from inf30.dedupe.options import ORDER_KEYS, DedupeOptions, DedupeSummary
@@ -60,7 +61,7 @@ from inf30.dedupe.verify import LAZY_BATCH, UnionFind, strong_links, verify_cand
 
 __all__ = [
     "CACHE_DIR", "CHUNK", "DEDUPE_DIR", "FLAT_LIMIT", "FLOAT_FLAT_LIMIT", "LAZY_BATCH", "ORDER_KEYS", "OWN_REASONS",
-    "VOTE_FLAT_LIMIT", "DedupeOptions", "DedupeSummary", "FeatureCache", "UnionFind", "anchor_rank", "assign_anchors", "group_arrays", "lone_pairs", "resolve_leaf_links",
+    "VOTE_FLAT_LIMIT", "DedupeOptions", "DedupeSummary", "FeatureCache", "UnionFind", "anchor_rank", "assign_anchors", "group_arrays", "locate_crop", "lone_pairs", "search_crops", "resolve_leaf_links",
     "binary_index", "candidate_pairs", "compute_features", "contact_sheet", "dedupe_dataset", "find_edges",
     "float_index", "global_descriptors", "hex_to_codes", "mark_dropped", "merge_caches", "near_copy_pairs",
     "read_gray", "scene_candidates", "strong_links", "verify_candidates", "verify_lazily", "vote_pairs", "window_pairs",

@@ -7,6 +7,7 @@ import pandas as pd
 
 from inf30.dedupe.anchors import group_arrays, resolve_leaf_links
 from inf30.dedupe.candidates import scene_candidates
+from inf30.dedupe.crops import crop_links, lone_crop_pairs, search_crops
 from inf30.dedupe.hashes import near_copy_pairs
 from inf30.dedupe.options import DedupeOptions, DedupeSummary
 from inf30.dedupe.verify import UnionFind, strong_links, verify_candidates, verify_lazily
@@ -39,7 +40,8 @@ def find_edges(
     in pass 2's order until its group is decided (:func:`~inf30.dedupe.resolve_leaf_links`). The groups are
     those of running it on every pair (tested), at a fraction of the cost. With ``rank``, the images
     still in no group are also tested against their candidates' groups (:func:`lone_pairs`,
-    ``opts.lone_pairs``; weak links). ``trace`` (a dict) receives the stage 3 ``candidates`` (with
+    ``opts.lone_pairs``; weak links), and those still alone get the crop search (:mod:`inf30.dedupe.crops`,
+    ``crop_corr``, ``opts.lone_crops``; weak links). ``trace`` (a dict) receives the stage 3 ``candidates`` (with
     ``inliers``, -1 where skipped). Returns a DataFrame i, j, stage (2 or 3), evidence (str), hamming,
     inliers, similarity (-1 where not applicable), weak (a stage 3 link made by the photometric test or with
     fewer than ``strong_inliers`` ORB inliers, which groups take as a leaf only, see
@@ -111,6 +113,17 @@ def find_edges(
                 v = pd.concat([v, pd.concat([extra, res], axis=1).assign(photo=True, lone=True)], ignore_index=True)
             if stats is not None:
                 stats.lone_checked = len(extra)
+        crops = None
+        if rank is not None and p.crop_corr > 0 and opts.lone_crops:  # last: the crop search for the images still alone
+            links = v[v["same"].to_numpy()]
+            edges = pd.concat([q[["i", "j", "stage", "evidence"]].assign(weak=False) for q in parts]
+                              + [links[["i", "j"]].assign(stage=3, evidence="",
+                                                          weak=~strong_links(links, p) | links["lone"].to_numpy())])
+            anchor, grouped, _depth = group_arrays(rank, edges, opts.hops)
+            pairs = lone_crop_pairs(cand, anchor, grouped, rank, descriptors[0], opts.lone_crops)
+            crops = crop_links(pairs, search_crops(feats, pairs, dist, opts.workers, progress), rank, p.crop_corr)
+            if stats is not None:
+                stats.crop_searched, stats.crop_linked = len(pairs), len(crops)
         if trace is not None:
             key = v["i"].to_numpy(np.int64) * n + v["j"].to_numpy(np.int64)
             inl = pd.Series(v["inliers"].to_numpy(), index=key)
@@ -140,6 +153,8 @@ def find_edges(
                 }
             )
         )
+        if crops is not None:
+            parts.append(crops)
     parts = [p for p in parts if len(p)]
     if not parts:
         return pd.DataFrame(columns=["i", "j", "stage", "evidence", "hamming", "inliers", "similarity", "weak"])

@@ -1,0 +1,165 @@
+"""Crop search: the last test of stage 3, for the images no link puts in a group (lone images).
+
+A curated crop of a low-texture frame (a flat sky with one target, a cloud edge, a horizon) is re-gained,
+resized and saved as JPEG; its ORB keypoints then sit on noise and block edges, so neither the ORB test nor the
+photometric test (which needs a few right ORB matches for its hypothesis) links it to its frame. The crop
+search needs no keypoints: it slides the lone image's thumbnail over the thumbnail of each group anchor among
+its candidates' groups, at 14 sizes from 0.4 to 1 of the anchor's long side (crops of about 20 % of the frame
+and up), and scores each placement by the zero-mean correlation of the two normalized gradient fields
+(:func:`gradient_field`, OpenCV's ``TM_CCOEFF_NORMED`` over the 2 channels). Gradient directions survive
+any monotonic gain change; the zero mean removes a sky's smooth brightness ramp, which every sky shares. A
+lone image whose best placement scores at least ``crop_corr`` joins that anchor's group as a leaf (a weak
+link). Coarse to fine: every size at half resolution, then the best size and its two neighbours at full
+thumbnail resolution in a window of +-:data:`FINE_WINDOW` px. Measured in docs/benchmarks.md (issue 17,
+fifth step): the same scores as the full-resolution search at half its cost, 1.6 ms a pair on one core.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import cv2
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from inf30.distribute import Distributor
+from inf30.errors import JobFailed
+from inf30.scene import LocalFeatures
+
+SCALES = np.exp(np.linspace(np.log(0.4), np.log(1.0), 14))  # template long side / anchor long side
+COARSE = 0.5  # resolution of the first pass, relative to the thumbnails
+FINE_WINDOW = 4  # px (thumbnail) around the coarse position searched at full resolution
+MIN_TEMPLATE = 8  # px: smaller templates are not tried
+
+
+class CropMatch(NamedTuple):
+    """Best placement of a small image inside a large one: ``score`` (zero-mean gradient-field correlation,
+    -1 where nothing was tried), ``scale`` (the small image's long side / the large one's) and the top-left
+    corner ``x``, ``y`` in the large thumbnail's pixels."""
+
+    score: float
+    scale: float
+    x: int
+    y: int
+
+
+NO_CROP = CropMatch(-1.0, 0.0, 0, 0)
+
+
+def gradient_field(img: np.ndarray) -> np.ndarray:
+    """(h, w) image -> (h, w, 2) float32 field: Sobel gradients of the image smoothed by a Gaussian of sigma
+    1 px, each divided by (its magnitude + the median magnitude of the image), so that strong edges and
+    texture weigh alike and flat regions little."""
+    t = cv2.GaussianBlur(np.asarray(img, np.float32), (0, 0), 1.0)
+    gx = cv2.Sobel(t, cv2.CV_32F, 1, 0, ksize=3)
+    gy = cv2.Sobel(t, cv2.CV_32F, 0, 1, ksize=3)
+    norm = np.hypot(gx, gy)
+    norm += float(np.median(norm)) + 1e-3
+    return cv2.merge([gx / norm, gy / norm])
+
+
+def _resized(img: np.ndarray, w: int, h: int) -> np.ndarray:
+    """float32 copy of ``img`` at (w, h) px (area interpolation when it shrinks)."""
+    shrink = w < img.shape[1]
+    return cv2.resize(np.asarray(img, np.float32), (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
+def _template_size(small: np.ndarray, large_shape: tuple[int, int], scale: float) -> tuple[int, int]:
+    """(w, h) of ``small`` resized so its long side is ``scale`` times the long side of ``large_shape``."""
+    k = scale * max(large_shape) / max(small.shape)
+    return max(1, round(small.shape[1] * k)), max(1, round(small.shape[0] * k))
+
+
+def locate_crop(small: np.ndarray, large: np.ndarray) -> CropMatch:
+    """Where ``small`` (h, w) gray thumbnail best matches a region of ``large`` (H, W), at the sizes of
+    :data:`SCALES`: a :class:`CropMatch` (:data:`NO_CROP` when no size fits or an image is flat or tiny)."""
+    if min(small.shape) < MIN_TEMPLATE or min(large.shape) < 2 * MIN_TEMPLATE:
+        return NO_CROP
+    coarse = _resized(large, max(1, round(large.shape[1] * COARSE)), max(1, round(large.shape[0] * COARSE)))
+    field = gradient_field(coarse)
+    best, best_k, best_xy = -2.0, -1, (0, 0)
+    for k, s in enumerate(SCALES):
+        tw, th = _template_size(small, coarse.shape, s)
+        if min(tw, th) < MIN_TEMPLATE // 2 or th > coarse.shape[0] or tw > coarse.shape[1]:
+            continue
+        _, v, _, loc = cv2.minMaxLoc(cv2.matchTemplate(field, gradient_field(_resized(small, tw, th)), cv2.TM_CCOEFF_NORMED))
+        if v > best:
+            best, best_k, best_xy = v, k, loc
+    if best_k < 0:
+        return NO_CROP
+    field = gradient_field(large)
+    out = NO_CROP
+    x0, y0 = round(best_xy[0] / COARSE), round(best_xy[1] / COARSE)
+    for k in range(max(0, best_k - 1), min(len(SCALES), best_k + 2)):
+        tw, th = _template_size(small, large.shape, SCALES[k])
+        if min(tw, th) < MIN_TEMPLATE or th > large.shape[0] or tw > large.shape[1]:
+            continue
+        xa, ya = max(0, x0 - FINE_WINDOW), max(0, y0 - FINE_WINDOW)
+        xb, yb = min(large.shape[1] - tw, x0 + FINE_WINDOW), min(large.shape[0] - th, y0 + FINE_WINDOW)
+        if xb < xa or yb < ya:
+            continue
+        r = cv2.matchTemplate(field[ya : yb + th, xa : xb + tw], gradient_field(_resized(small, tw, th)),
+                              cv2.TM_CCOEFF_NORMED)
+        _, v, _, loc = cv2.minMaxLoc(r)
+        if np.isfinite(v) and v > out.score:
+            out = CropMatch(float(v), float(SCALES[k]), xa + loc[0], ya + loc[1])
+    return out
+
+
+def _search_chunk(pairs: list[tuple[np.ndarray, np.ndarray]]) -> list[CropMatch]:
+    """Crop matches of a chunk of (small, large) thumbnail pairs on one core."""
+    cv2.setNumThreads(1)
+    return [locate_crop(a, b) for a, b in pairs]
+
+
+def search_crops(feats: list[LocalFeatures], pairs: pd.DataFrame, dist: Distributor | None = None,
+                 workers: int = 1, progress: bool = False) -> pd.DataFrame:
+    """:func:`locate_crop` of image ``y``'s thumbnail inside image ``z``'s for each row of ``pairs``
+    (columns y, z index ``feats``), in chunks through ``dist`` (ordered; default ``workers`` local
+    processes). Returns columns score (float32), scale (float32), in the rows' order; the same for any
+    worker count."""
+    todo = [(feats[y].thumb, feats[z].thumb) for y, z in zip(pairs["y"], pairs["z"], strict=True)]
+    chunks = [todo[s : s + 64] for s in range(0, len(todo), 64)]
+    dist = dist or Distributor(workers=workers, ordered=True, preload=("inf30.dedupe",))
+    out: list[CropMatch] = []
+    with tqdm(total=len(todo), desc="crop search", unit="pair", disable=not progress) as bar:
+        for res in dist(_search_chunk, chunks, weight=len, bar=bar):
+            if not res.ok:
+                raise JobFailed(f"the crop search of {len(chunks[res.index])} pairs failed: {res.error}")
+            out += res.value
+    return pd.DataFrame({"score": np.array([m.score for m in out], np.float32),
+                         "scale": np.array([m.scale for m in out], np.float32)})
+
+
+def lone_crop_pairs(cand: pd.DataFrame, anchor: np.ndarray, grouped: np.ndarray, rank: np.ndarray,
+                    desc: np.ndarray, limit: int) -> pd.DataFrame:
+    """The pairs the crop search tests: each lone image y (not ``grouped``) with the anchors of the groups
+    of its candidates x (``cand`` columns i, j), at most ``limit`` per y, the most similar to y first
+    (whole-image descriptors ``desc`` (N, D), L2-normalized; ties by anchor rank). Returns columns y, z
+    (the anchor), similarity, sorted by y, then that order."""
+    i, j = cand["i"].to_numpy(np.int64), cand["j"].to_numpy(np.int64)
+    y, x = np.r_[i, j], np.r_[j, i]
+    pick = ~grouped[y] & grouped[x]
+    d = pd.DataFrame({"y": y[pick], "z": anchor[x[pick]]}).drop_duplicates()
+    if not len(d):
+        return pd.DataFrame({"y": np.zeros(0, np.int64), "z": np.zeros(0, np.int64), "similarity": np.zeros(0, np.float32)})
+    d["similarity"] = np.einsum("nd,nd->n", desc[d["y"].to_numpy()], desc[d["z"].to_numpy()]).astype(np.float32)
+    d["zrank"] = rank[d["z"].to_numpy()]
+    d = d.sort_values(["y", "similarity", "zrank"], ascending=[True, False, True], kind="stable")
+    return d.groupby("y", sort=True).head(limit)[["y", "z", "similarity"]].reset_index(drop=True)
+
+
+def crop_links(pairs: pd.DataFrame, found: pd.DataFrame, rank: np.ndarray, min_score: float) -> pd.DataFrame:
+    """Each lone image's best crop match (``pairs`` y, z, similarity and their ``found`` score, scale) with a
+    score of at least ``min_score`` (ties: the anchor first in ``rank``), as stage 3 weak links: columns i,
+    j (i < j), stage, evidence, hamming, inliers, similarity, weak, like :func:`~inf30.dedupe.find_edges`."""
+    d = pd.concat([pairs.reset_index(drop=True), found.reset_index(drop=True)], axis=1)
+    d = d[d["score"].to_numpy() >= min_score].assign(zrank=lambda t: rank[t["z"].to_numpy()])
+    d = d.sort_values(["y", "score", "zrank"], ascending=[True, False, True], kind="stable").drop_duplicates("y")
+    y, z = d["y"].to_numpy(np.int64), d["z"].to_numpy(np.int64)
+    return pd.DataFrame({
+        "i": np.minimum(y, z), "j": np.maximum(y, z), "stage": 3,
+        "evidence": [f"crop search: corr={s:.3f},scale={k:.2f}" for s, k in zip(d["score"], d["scale"], strict=True)],
+        "hamming": -1, "inliers": -1, "similarity": d["similarity"].to_numpy(), "weak": True,
+    })
