@@ -346,6 +346,8 @@ def main() -> None:
     ap.add_argument("--window", type=int, default=d.window, help="stage 3 source-order window (0 = off)")
     ap.add_argument("--vote-index-keypoints", type=int, default=d.vote_index_keypoints)
     ap.add_argument("--lone-pairs", type=int, default=d.lone_pairs, help="second-hand pairs per lone image (0 = off)")
+    ap.add_argument("--lone-crops", type=int, default=d.lone_crops, help="anchors crop-searched per lone image (0 = off)")
+    ap.add_argument("--crop-corr", type=float, default=d.scene_params.crop_corr, help="crop search threshold (0 = off)")
     ap.add_argument("--min-similarity", type=float, default=d.min_similarity)
     ap.add_argument("--hops", type=int, default=d.hops, help="group reach in verified links (0 = components)")
     ap.add_argument("--min-inliers", type=int, default=d.scene_params.min_inliers)
@@ -387,10 +389,12 @@ def main() -> None:
         print(f"wrote {args.sheet}")
 
     sp = replace(d.scene_params, min_inliers=args.min_inliers, min_inlier_ratio=args.min_inlier_ratio, clahe=args.clahe,
-                 photo_corr=args.photo_corr, photo_inliers=args.photo_inliers, strong_inliers=args.strong_inliers)
+                 photo_corr=args.photo_corr, photo_inliers=args.photo_inliers, strong_inliers=args.strong_inliers,
+                 crop_corr=args.crop_corr)
     opts = DedupeOptions(workers=args.workers, neighbors=args.neighbors, votes=args.votes,
                          window=args.window, min_similarity=args.min_similarity, hops=args.hops, scene_params=sp,
-                         vote_index_keypoints=args.vote_index_keypoints, lone_pairs=args.lone_pairs)
+                         vote_index_keypoints=args.vote_index_keypoints, lone_pairs=args.lone_pairs,
+                         lone_crops=args.lone_crops)
     t = time.perf_counter()
     hexes = [compute_hashes(im, opts.hashes)["phash"] for im in tqdm(images, desc="our phash")]
     codes, valid = hex_to_codes([hexes])
@@ -425,7 +429,8 @@ def main() -> None:
           f"{stats.checked_pairs} verified ({stats.checked_pairs / n:.1f} per image; lazily, with hops=0, pairs "
           f"already in one group are skipped), {stats.verified_pairs} duplicates; the photometric test ran on "
           f"{stats.photo_pairs} ({stats.photo_retests} in a second round); {stats.lone_checked} pairs of lone images "
-          f"and their candidates' groups")
+          f"and their candidates' groups; the crop search tried {stats.crop_searched} pairs of lone images and "
+          f"anchors and linked {stats.crop_linked}")
     print("\nscored as groups: a pair is found when both images end in one group (what a dedupe run drops);")
     print("imagededup is scored on its pairs under the threshold (it has no groups)")
     print(f"\n{'method':<52} {'precision':>9} {'recall':>7} {'TP':>6} {'FP':>6}")

@@ -15,10 +15,11 @@
 5. Stage 3 on real images (``--stage3``): a curation mix (HIT-UAV frames and SIRST images, each with a
    synthetic variant and a 20-60 % curation crop, as in ``dedupe_quality.py``) through the dedupe's own
    ``find_edges`` with one process: candidate pairs per image, pairs verified lazily per image, photometric
-   tests and second-hand pairs per image, ms per pair, the projection of stage 3 verification at 1 M images
-   in core-hours and its bound for a collection without duplicates; for the given candidate options
-   (``--neighbors --votes --window --hops --lone-pairs``) and, in the same run, issue 17's third-step
-   candidates (20, 10, 8).
+   tests, second-hand pairs and crop searches per image, ms per pair, the projection of stage 3 verification
+   at 1 M images in core-hours and its bound for a collection without duplicates (where the crop search
+   never runs: no lone image has a grouped candidate), and the crop search's own worst case; for the given
+   options (``--neighbors --votes --window --hops --lone-pairs --lone-crops``) and, in the same run, issue 17's
+   third-step candidates (20, 10, 8).
 
     .venv/bin/python benchmarks/dedupe_scale.py [--sizes 10000,100000,1000000] [--skip-search]
     .venv/bin/python benchmarks/dedupe_scale.py --skip-hashing --skip-search --vote-sizes 10000,100000 --stage3 0.2
@@ -36,6 +37,7 @@ from pathlib import Path
 import cv2
 import imagehash
 import numpy as np
+import pandas as pd
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -197,7 +199,7 @@ def bench_stage3(data: Path, fraction: float, opts: DedupeOptions) -> None:
 
     from dedupe_quality import anchor_ranks, build_collection
 
-    from inf30.dedupe import scene_candidates, verify_candidates
+    from inf30.dedupe import scene_candidates, search_crops, verify_candidates
 
     images, labels = build_collection(data, 0, fraction, True)
     n = len(images)
@@ -225,18 +227,25 @@ def bench_stage3(data: Path, fraction: float, opts: DedupeOptions) -> None:
             out.append(1000 * (time.perf_counter() - t) / len(pairs))
     ms_orb, ms_full = min(ms_orb), min(ms_fail_full)
     ms_photo = ms_full - min(ms_fail_orb)  # the photometric test alone, on a pair failing the ORB test
+    crop_sample = pd.DataFrame({"y": sample["i"].to_numpy()[:1000], "z": sample["j"].to_numpy()[:1000]})
+    ms_crop = []
+    for _ in range(2):
+        t = time.perf_counter()
+        search_crops(feats, crop_sample, workers=1)
+        ms_crop.append(1000 * (time.perf_counter() - t) / len(crop_sample))
+    ms_crop = min(ms_crop)
 
     print(f"\nstage 3 on {n} real images (curation mix, fraction {fraction}), one process, shared machine:")
     print(f"  features {1000 * t_feat / n:.1f} ms/image; candidates (vocabulary, index, votes, window) "
           f"{1000 * t_cand / n:.1f} ms/image")
     print(f"  ORB test {ms_orb:.2f} ms per pair; the photometric test adds {ms_photo:.2f} ms to a pair failing the "
-          f"ORB test (both: {ms_full:.2f} ms)")
+          f"ORB test (both: {ms_full:.2f} ms); the crop search {ms_crop:.2f} ms per pair")
     hours = 1e6 / 3.6e6  # 1 M images, ms -> hours
     print("  projection at 1 M images: the same pairs per image and share of duplicates; the bound: a collection "
           "without duplicates\n  (no pair skipped, every pair fails the ORB test with an image alone: every "
           "candidate gets both tests)")
     print(f"  {'candidates':<44} {'pairs/img':>9} {'verified':>8} {'test 2':>7} {'round 2':>7} {'lone':>5} "
-          f"{'ms/img':>7} {'core-h 1M':>9} {'bound':>6}")
+          f"{'crops':>5} {'ms/img':>7} {'core-h 1M':>9} {'bound':>6}")
     ref = replace(opts, neighbors=20, votes=10, window=8)
     for name, o in ((f"--neighbors {opts.neighbors} --votes {opts.votes} --window {opts.window} --hops {opts.hops}",
                      opts), ("issue 17 third step (20, 10, 8)", ref)):
@@ -247,11 +256,14 @@ def bench_stage3(data: Path, fraction: float, opts: DedupeOptions) -> None:
         # every checked pair: the ORB test; the photometric test where asked; round 2 runs the ORB test again;
         # the second-hand pairs of lone images (counted apart) get both tests
         ms = (st.checked_pairs * ms_orb + st.photo_pairs * ms_photo + st.photo_retests * ms_orb
-              + st.lone_checked * ms_full) / n
+              + st.lone_checked * ms_full + st.crop_searched * ms_crop) / n
         bound = (st.candidate_pairs + st.lone_checked) / n * ms_full
         print(f"  {name:<44} {st.candidate_pairs / n:9.1f} {st.checked_pairs / n:8.1f} {st.photo_pairs / n:7.1f} "
-              f"{st.photo_retests / n:7.1f} {st.lone_checked / n:5.2f} {ms:7.1f} {hours * ms:9.2f} {hours * bound:6.2f}   "
+              f"{st.photo_retests / n:7.1f} {st.lone_checked / n:5.2f} {st.crop_searched / n:5.2f} {ms:7.1f} {hours * ms:9.2f} {hours * bound:6.2f}   "
               f"(find_edges {t_edges:.1f} s)")
+    worst = min(opts.lone_crops, 2 * len(cand) / n)  # every image alone, each candidate in another group
+    print(f"  crop search worst case (every image alone, each candidate in a group of its own): {worst:.1f} pairs "
+          f"per image, {hours * worst * ms_crop:.2f} core-hours at 1 M images (--lone-crops caps it)")
     print(f"  candidates (vocabulary, index, votes) {hours * 1000 * t_cand / n:.2f} core-hours at this size "
           f"(the votes' search grows with N, see above)")
 
@@ -271,6 +283,7 @@ def main() -> None:
     ap.add_argument("--window", type=int, default=d.window, help="stage 3 run: source-order candidates per image")
     ap.add_argument("--hops", type=int, default=d.hops, help="stage 3 run: group reach (0 = components)")
     ap.add_argument("--lone-pairs", type=int, default=d.lone_pairs, help="stage 3 run: second-hand pairs per lone image")
+    ap.add_argument("--lone-crops", type=int, default=d.lone_crops, help="stage 3 run: anchors crop-searched per lone image")
     args = ap.parse_args()
     if not args.skip_hashing:
         bench_hashing(args.data)
@@ -286,7 +299,7 @@ def main() -> None:
         d = DedupeOptions(workers=1)
         bench_stage3(args.data, args.stage3, DedupeOptions(workers=1, neighbors=args.neighbors, votes=args.votes,
                                                             window=args.window, hops=args.hops,
-                                                            lone_pairs=args.lone_pairs,
+                                                            lone_pairs=args.lone_pairs, lone_crops=args.lone_crops,
                                                             scene_params=d.scene_params))
 
 

@@ -10,8 +10,9 @@ and up), and scores each placement by the zero-mean correlation of the two norma
 any monotonic gain change; the zero mean removes a sky's smooth brightness ramp, which every sky shares. A
 lone image whose best placement scores at least ``crop_corr`` joins that anchor's group as a leaf (a weak
 link). Coarse to fine: every size at half resolution, then the best size and its two neighbours at full
-thumbnail resolution in a window of +-:data:`FINE_WINDOW` px. Measured in docs/benchmarks.md (issue 17,
-fifth step): the same scores as the full-resolution search at half its cost, 1.6 ms a pair on one core.
+thumbnail resolution in a window of +-:data:`FINE_WINDOW` px, only where the coarse score reaches
+:data:`COARSE_EXIT`. Measured in docs/benchmarks.md (issue 17, fifth step): the same scores as the
+full-resolution search at a fraction of its cost.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ SCALES = np.exp(np.linspace(np.log(0.4), np.log(1.0), 14))  # template long side
 COARSE = 0.5  # resolution of the first pass, relative to the thumbnails
 FINE_WINDOW = 4  # px (thumbnail) around the coarse position searched at full resolution
 MIN_TEMPLATE = 8  # px: smaller templates are not tried
+COARSE_EXIT = 0.5  # a pair whose best coarse placement scores lower is not refined (no pair that reaches 0.8 did)
+CHUNK = 64  # pairs per task (sorted by lone image: its template fields are computed once per task)
 
 
 class CropMatch(NamedTuple):
@@ -71,24 +74,46 @@ def _template_size(small: np.ndarray, large_shape: tuple[int, int], scale: float
     return max(1, round(small.shape[1] * k)), max(1, round(small.shape[0] * k))
 
 
-def locate_crop(small: np.ndarray, large: np.ndarray) -> CropMatch:
+class FieldCache:
+    """Gradient fields of resized thumbnails, kept by (image key, width, height): a lone image is searched
+    over many anchors and an anchor hosts many lone images, so each field is computed once per chunk."""
+
+    def __init__(self) -> None:
+        self.fields: dict[tuple, np.ndarray] = {}
+
+    def __call__(self, key: object, img: np.ndarray, w: int, h: int) -> np.ndarray:
+        k = (key, w, h)
+        if k not in self.fields:
+            self.fields[k] = gradient_field(img if (w, h) == (img.shape[1], img.shape[0]) else _resized(img, w, h))
+        return self.fields[k]
+
+
+def locate_crop(small: np.ndarray, large: np.ndarray, cache: FieldCache | None = None,
+                keys: tuple[object, object] = ("small", "large")) -> CropMatch:
     """Where ``small`` (h, w) gray thumbnail best matches a region of ``large`` (H, W), at the sizes of
-    :data:`SCALES`: a :class:`CropMatch` (:data:`NO_CROP` when no size fits or an image is flat or tiny)."""
+    :data:`SCALES`: a :class:`CropMatch` (:data:`NO_CROP` when no size fits or an image is tiny). A pair
+    whose best coarse placement scores below :data:`COARSE_EXIT` is not refined: its score is the coarse one
+    (far below any useful threshold). ``cache`` (with ``keys`` naming the two images) shares fields across
+    calls."""
     if min(small.shape) < MIN_TEMPLATE or min(large.shape) < 2 * MIN_TEMPLATE:
         return NO_CROP
-    coarse = _resized(large, max(1, round(large.shape[1] * COARSE)), max(1, round(large.shape[0] * COARSE)))
-    field = gradient_field(coarse)
+    field_of = cache or FieldCache()
+    ks, kl = keys
+    ch, cw = max(1, round(large.shape[0] * COARSE)), max(1, round(large.shape[1] * COARSE))
+    field = field_of(kl, large, cw, ch)
     best, best_k, best_xy = -2.0, -1, (0, 0)
     for k, s in enumerate(SCALES):
-        tw, th = _template_size(small, coarse.shape, s)
-        if min(tw, th) < MIN_TEMPLATE // 2 or th > coarse.shape[0] or tw > coarse.shape[1]:
+        tw, th = _template_size(small, (ch, cw), s)
+        if min(tw, th) < MIN_TEMPLATE // 2 or th > ch or tw > cw:
             continue
-        _, v, _, loc = cv2.minMaxLoc(cv2.matchTemplate(field, gradient_field(_resized(small, tw, th)), cv2.TM_CCOEFF_NORMED))
+        _, v, _, loc = cv2.minMaxLoc(cv2.matchTemplate(field, field_of(ks, small, tw, th), cv2.TM_CCOEFF_NORMED))
         if v > best:
             best, best_k, best_xy = v, k, loc
     if best_k < 0:
         return NO_CROP
-    field = gradient_field(large)
+    if best < COARSE_EXIT:
+        return CropMatch(float(best), float(SCALES[best_k]), round(best_xy[0] / COARSE), round(best_xy[1] / COARSE))
+    field = field_of(kl, large, large.shape[1], large.shape[0])
     out = NO_CROP
     x0, y0 = round(best_xy[0] / COARSE), round(best_xy[1] / COARSE)
     for k in range(max(0, best_k - 1), min(len(SCALES), best_k + 2)):
@@ -99,32 +124,35 @@ def locate_crop(small: np.ndarray, large: np.ndarray) -> CropMatch:
         xb, yb = min(large.shape[1] - tw, x0 + FINE_WINDOW), min(large.shape[0] - th, y0 + FINE_WINDOW)
         if xb < xa or yb < ya:
             continue
-        r = cv2.matchTemplate(field[ya : yb + th, xa : xb + tw], gradient_field(_resized(small, tw, th)),
-                              cv2.TM_CCOEFF_NORMED)
+        r = cv2.matchTemplate(field[ya : yb + th, xa : xb + tw], field_of(ks, small, tw, th), cv2.TM_CCOEFF_NORMED)
         _, v, _, loc = cv2.minMaxLoc(r)
         if np.isfinite(v) and v > out.score:
             out = CropMatch(float(v), float(SCALES[k]), xa + loc[0], ya + loc[1])
     return out
 
 
-def _search_chunk(pairs: list[tuple[np.ndarray, np.ndarray]]) -> list[CropMatch]:
-    """Crop matches of a chunk of (small, large) thumbnail pairs on one core."""
+def _search_chunk(args: tuple[list[tuple[int, int]], dict[int, np.ndarray]]) -> list[CropMatch]:
+    """Crop matches of a chunk of (small, large) image pairs (keys of the thumbnails ``thumbs``) on one core,
+    each field computed once."""
     cv2.setNumThreads(1)
-    return [locate_crop(a, b) for a, b in pairs]
+    pairs, thumbs = args
+    cache = FieldCache()
+    return [locate_crop(thumbs[y], thumbs[z], cache, (y, z)) for y, z in pairs]
 
 
 def search_crops(feats: list[LocalFeatures], pairs: pd.DataFrame, dist: Distributor | None = None,
                  workers: int = 1, progress: bool = False) -> pd.DataFrame:
     """:func:`locate_crop` of image ``y``'s thumbnail inside image ``z``'s for each row of ``pairs``
-    (columns y, z index ``feats``), in chunks through ``dist`` (ordered; default ``workers`` local
-    processes). Returns columns score (float32), scale (float32), in the rows' order; the same for any
-    worker count."""
-    todo = [(feats[y].thumb, feats[z].thumb) for y, z in zip(pairs["y"], pairs["z"], strict=True)]
-    chunks = [todo[s : s + 64] for s in range(0, len(todo), 64)]
+    (columns y, z index ``feats``), in chunks of :data:`CHUNK` pairs through ``dist`` (ordered; default
+    ``workers`` local processes). Returns columns score (float32), scale (float32), in the rows' order; the
+    same for any worker count."""
+    todo = list(zip(pairs["y"].to_numpy().tolist(), pairs["z"].to_numpy().tolist(), strict=True))
+    chunks = [todo[s : s + CHUNK] for s in range(0, len(todo), CHUNK)]
+    tasks = [(c, {k: feats[k].thumb for pair in c for k in pair}) for c in chunks]
     dist = dist or Distributor(workers=workers, ordered=True, preload=("inf30.dedupe",))
     out: list[CropMatch] = []
     with tqdm(total=len(todo), desc="crop search", unit="pair", disable=not progress) as bar:
-        for res in dist(_search_chunk, chunks, weight=len, bar=bar):
+        for res in dist(_search_chunk, tasks, weight=lambda t: len(t[0]), bar=bar):
             if not res.ok:
                 raise JobFailed(f"the crop search of {len(chunks[res.index])} pairs failed: {res.error}")
             out += res.value
