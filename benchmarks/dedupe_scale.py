@@ -261,7 +261,7 @@ def bench_stage3(data: Path, fraction: float, opts: DedupeOptions) -> None:
         print(f"  {name:<44} {st.candidate_pairs / n:9.1f} {st.checked_pairs / n:8.1f} {st.photo_pairs / n:7.1f} "
               f"{st.photo_retests / n:7.1f} {st.lone_checked / n:5.2f} {st.crop_searched / n:5.2f} {ms:7.1f} {hours * ms:9.2f} {hours * bound:6.2f}   "
               f"(find_edges {t_edges:.1f} s)")
-    worst = min(opts.lone_crops, 2 * len(cand) / n)  # every image alone, each candidate in another group
+    worst = min(opts.lone_crops, 4 * len(cand) / n)  # every image alone, each candidate (and its anchor) in a group
     print(f"  crop search worst case (every image alone, each candidate in a group of its own): {worst:.1f} pairs "
           f"per image, {hours * worst * ms_crop:.2f} core-hours at 1 M images (--lone-crops caps it)")
     print(f"  candidates (vocabulary, index, votes) {hours * 1000 * t_cand / n:.2f} core-hours at this size "

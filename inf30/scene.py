@@ -50,10 +50,10 @@ class SceneParams:
     photo_inliers: int = option(8, "Stage 3: inliers a similarity needs before the thumbnails are compared under it.")
     strong_inliers: int = option(60, "Stage 3: an ORB link with fewer inliers is weak, like a photometric one: it joins "
                                      "a lone image to a group but never joins two groups (0 = every ORB link is strong).")
-    crop_corr: float = option(0.80, "Stage 3: a lone image (in no group after every other test) joins the group of an "
-                                    "anchor among its candidates' groups when its thumbnail, searched over the anchor's "
-                                    "at 0.4 to 1 of its size, matches a region's gradient field to this zero-mean "
-                                    "correlation (a crop of a low-texture frame; 0 = off; a weak link).")
+    crop_corr: float = option(0.80, "Stage 3: a lone image (in no group after every other test) joins the group of a "
+                                    "grouped candidate or its anchor when its thumbnail, searched over that image's at 0.4 "
+                                    "to 1 of its size, matches a region's gradient field to this zero-mean correlation "
+                                    "(a crop of a low-texture frame; 0 = off; a weak link).")
 
     def validate(self) -> None:
         """:class:`inf30.errors.UsageError` (a ValueError) with a one-line message for a parameter out of range."""

@@ -95,7 +95,7 @@ def test_lone_crop_is_joined_to_its_frames_group_by_the_crop_search(sirst60, hit
     rank = np.argsort(np.argsort([-im.size for im in imgs], kind="stable"))
     try:
         runs = {}
-        for lone_crops, workers in ((0, 1), (32, 1), (32, 2)):
+        for lone_crops, workers in ((0, 1), (48, 1), (48, 2)):
             stats = DedupeSummary()
             opts = DedupeOptions(workers=workers, lone_pairs=0, lone_crops=lone_crops)
             e = find_edges(codes, valid, feats, opts, stats=stats, rank=rank)
@@ -104,35 +104,39 @@ def test_lone_crop_is_joined_to_its_frames_group_by_the_crop_search(sirst60, hit
                 assert groups.get(noisy) == frame  # the pHash near-copy, the frame its anchor
                 assert groups.get(c) == (frame if lone_crops and frame != fam[-1][0] else None), (lone_crops, c)
             assert hit not in groups
-            assert (stats.crop_searched, stats.crop_linked) == ((len(fam) + 1, len(fam) - 1) if lone_crops else (0, 0))
+            # each lone crop and the HIT-UAV frame: its grouped candidate (the noisy copy) and that group's anchor
+            assert (stats.crop_searched, stats.crop_linked) == ((2 * (len(fam) + 1), len(fam) - 1) if lone_crops else (0, 0))
             runs[(lone_crops, workers)] = e
     finally:
         mp.undo()
-    e = runs[(32, 1)]
+    e = runs[(48, 1)]
     links = e[e["evidence"].str.startswith("crop search")]
     assert len(links) == len(fam) - 1 and links["weak"].all() and (links["stage"] == 3).all()
-    pd.testing.assert_frame_equal(e, runs[(32, 2)])
+    pd.testing.assert_frame_equal(e, runs[(48, 2)])
 
 
 def test_lone_crop_pairs_and_links_pick_by_similarity_then_rank() -> None:
-    """Pair choice: only images in no group, paired with the anchors of their candidates' groups, at most
-    ``limit`` each, the most similar first; a link: each lone image's best score at or over the threshold,
-    ties to the anchor first in rank."""
+    """Pair choice: only images in no group, paired with their grouped candidates and those groups' anchors,
+    at most ``limit`` each, the most similar first, ties by rank; a link: each lone image's best score at or
+    over the threshold, ties to the image first in rank."""
     # groups: 0 <- 1, 2 <- 3; images 4 and 5 are alone; 6 is alone with no grouped candidate
     anchor = np.array([0, 0, 2, 2, 4, 5, 6])
     grouped = np.array([True, True, True, True, False, False, False])
     rank = np.array([1, 2, 0, 3, 4, 5, 6])
     desc = np.tile(np.float32([1, 0]), (7, 1))
-    desc[2], desc[5] = (0.6, 0.8), (0, 1)  # 4 is more similar to anchor 0 (1.0) than to anchor 2 (0.6)
+    desc[2], desc[5] = (0.6, 0.8), (0, 1)  # 4: 1.0 to 0, 1 and 3, 0.6 to 2; 5: 0.8 to 2, 0 to 3
     cand = pd.DataFrame({"i": [1, 3, 4, 4, 5, 6], "j": [4, 4, 6, 5, 3, 5], "similarity": 0.5})
-    got = lone_crop_pairs(cand, anchor, grouped, rank, desc, limit=2)
-    assert list(map(tuple, got[["y", "z"]].to_numpy())) == [(4, 0), (4, 2), (5, 2)]
-    assert list(map(tuple, lone_crop_pairs(cand, anchor, grouped, rank, desc, 1)[["y", "z"]].to_numpy())) == [(4, 0), (5, 2)]
-    found = pd.DataFrame({"score": np.float32([0.9, 0.9, 0.7]), "scale": np.float32([0.5, 0.6, 0.5])})
-    links = crop_links(got, found, rank, 0.8)
-    assert list(map(tuple, links[["i", "j"]].to_numpy())) == [(2, 4)]  # a tie: anchor 2 comes first in rank
+    got = lone_crop_pairs(cand, anchor, grouped, rank, desc, limit=5)
+    assert list(map(tuple, got[["y", "z"]].to_numpy())) == [(4, 0), (4, 1), (4, 3), (4, 2), (5, 2), (5, 3)]
+    got = lone_crop_pairs(cand, anchor, grouped, rank, desc, limit=1)
+    assert list(map(tuple, got[["y", "z"]].to_numpy())) == [(4, 0), (5, 2)]
+    pairs = pd.DataFrame({"y": [4, 4, 4, 5], "z": [3, 1, 2, 2], "similarity": np.float32([1, 1, 0.6, 0.8])})
+    found = pd.DataFrame({"score": np.float32([0.7, 0.9, 0.9, 0.79]), "scale": np.float32([0.5, 0.5, 0.6, 0.5])})
+    links = crop_links(pairs, found, rank, 0.8)
+    assert list(map(tuple, links[["i", "j"]].to_numpy())) == [(2, 4)]  # a tie: image 2 comes first in rank
     assert links["weak"].all() and links["evidence"].iloc[0] == "crop search: corr=0.900,scale=0.60"
-    assert crop_links(got, found, rank, 0.95).empty
+    assert links["similarity"].iloc[0] == np.float32(0.6)
+    assert crop_links(pairs, found, rank, 0.95).empty
 
 
 def test_search_crops_runs_every_pair_in_order(sirst60) -> None:

@@ -3,12 +3,12 @@
 A curated crop of a low-texture frame (a flat sky with one target, a cloud edge, a horizon) is re-gained,
 resized and saved as JPEG; its ORB keypoints then sit on noise and block edges, so neither the ORB test nor the
 photometric test (which needs a few right ORB matches for its hypothesis) links it to its frame. The crop
-search needs no keypoints: it slides the lone image's thumbnail over the thumbnail of each group anchor among
-its candidates' groups, at 14 sizes from 0.4 to 1 of the anchor's long side (crops of about 20 % of the frame
+search needs no keypoints: it slides the lone image's thumbnail over the thumbnails of its candidates that are
+in a group and of their groups' anchors, at 14 sizes from 0.4 to 1 of the anchor's long side (crops of about 20 % of the frame
 and up), and scores each placement by the zero-mean correlation of the two normalized gradient fields
 (:func:`gradient_field`, OpenCV's ``TM_CCOEFF_NORMED`` over the 2 channels). Gradient directions survive
 any monotonic gain change; the zero mean removes a sky's smooth brightness ramp, which every sky shares. A
-lone image whose best placement scores at least ``crop_corr`` joins that anchor's group as a leaf (a weak
+lone image whose best placement scores at least ``crop_corr`` joins that image's group as a leaf (a weak
 link). Coarse to fine: every size at half resolution, then the best size and its two neighbours at full
 thumbnail resolution in a window of +-:data:`FINE_WINDOW` px, only where the coarse score reaches
 :data:`COARSE_EXIT`. Measured in docs/benchmarks.md (issue 17, fifth step): the same scores as the
@@ -162,14 +162,16 @@ def search_crops(feats: list[LocalFeatures], pairs: pd.DataFrame, dist: Distribu
 
 def lone_crop_pairs(cand: pd.DataFrame, anchor: np.ndarray, grouped: np.ndarray, rank: np.ndarray,
                     desc: np.ndarray, limit: int) -> pd.DataFrame:
-    """The pairs the crop search tests: each lone image y (not ``grouped``) with the anchors of the groups
-    of its candidates x (``cand`` columns i, j), at most ``limit`` per y, the most similar to y first
-    (whole-image descriptors ``desc`` (N, D), L2-normalized; ties by anchor rank). Returns columns y, z
-    (the anchor), similarity, sorted by y, then that order."""
+    """The pairs the crop search tests: each lone image y (not ``grouped``) with its candidates x (``cand``
+    columns i, j) that are in a group and their groups' anchors, at most ``limit`` per y, the most similar
+    to y first (whole-image descriptors ``desc`` (N, D), L2-normalized; ties by rank). A crop's frame is
+    often a candidate; when it is not, it is often the anchor of a candidate's group (a re-gained or shifted
+    copy of it was the candidate). Returns columns y, z, similarity, sorted by y, then that order."""
     i, j = cand["i"].to_numpy(np.int64), cand["j"].to_numpy(np.int64)
     y, x = np.r_[i, j], np.r_[j, i]
     pick = ~grouped[y] & grouped[x]
-    d = pd.DataFrame({"y": y[pick], "z": anchor[x[pick]]}).drop_duplicates()
+    y, x = y[pick], x[pick]
+    d = pd.DataFrame({"y": np.r_[y, y], "z": np.r_[x, anchor[x]]}).drop_duplicates()
     if not len(d):
         return pd.DataFrame({"y": np.zeros(0, np.int64), "z": np.zeros(0, np.int64), "similarity": np.zeros(0, np.float32)})
     d["similarity"] = np.einsum("nd,nd->n", desc[d["y"].to_numpy()], desc[d["z"].to_numpy()]).astype(np.float32)

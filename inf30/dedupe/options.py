@@ -35,8 +35,8 @@ class DedupeOptions:
                             "folder, file name, video time; 0 = off).")
     lone_pairs: int = option(20, "Stage 3: an image no link puts in a group is also tested against up to N images of the "
                                 "groups of its candidates: their anchor and strong neighbours (0 = off; such links are weak).")
-    lone_crops: int = option(32, "Stage 3: the crop search (--crop-corr) of a lone image tries up to N anchors of its "
-                                 "candidates' groups, the most similar first (0 = off).")
+    lone_crops: int = option(48, "Stage 3: the crop search (--crop-corr) of a lone image tries up to N of its grouped "
+                                 "candidates and their groups' anchors, the most similar first (0 = off).")
     min_similarity: float = option(0.3, "Stage 3: index candidates below this cosine similarity are not verified.")
     hops: int = option(0, "Groups: an anchor takes the images within N strong links (0 = the whole connected "
                           "component, verified lazily; N > 0: every candidate is verified).")
@@ -110,7 +110,7 @@ class DedupeSummary:
     photo_retests: int = 0  # of them, pairs tested again in a second round (groups limited in hops)
     lone_checked: int = 0  # pairs of a lone image and a group member of one of its candidates (--lone-pairs),
     # verified with both tests besides the checked candidates
-    crop_searched: int = 0  # pairs of a lone image and an anchor given the crop search (--lone-crops)
+    crop_searched: int = 0  # pairs of a lone image and a grouped candidate or anchor given the crop search
     crop_linked: int = 0  # lone images the crop search put in a group
     verified_pairs: int = 0
     seconds: float = 0.0
