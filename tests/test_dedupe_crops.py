@@ -95,7 +95,7 @@ def test_lone_crop_is_joined_to_its_frames_group_by_the_crop_search(sirst60, hit
     rank = np.argsort(np.argsort([-im.size for im in imgs], kind="stable"))
     try:
         runs = {}
-        for lone_crops, workers in ((0, 1), (48, 1), (48, 2)):
+        for lone_crops, workers in ((0, 1), (64, 1), (64, 2)):
             stats = DedupeSummary()
             opts = DedupeOptions(workers=workers, lone_pairs=0, lone_crops=lone_crops)
             e = find_edges(codes, valid, feats, opts, stats=stats, rank=rank)
@@ -109,10 +109,10 @@ def test_lone_crop_is_joined_to_its_frames_group_by_the_crop_search(sirst60, hit
             runs[(lone_crops, workers)] = e
     finally:
         mp.undo()
-    e = runs[(48, 1)]
+    e = runs[(64, 1)]
     links = e[e["evidence"].str.startswith("crop search")]
     assert len(links) == len(fam) - 1 and links["weak"].all() and (links["stage"] == 3).all()
-    pd.testing.assert_frame_equal(e, runs[(48, 2)])
+    pd.testing.assert_frame_equal(e, runs[(64, 2)])
 
 
 def test_lone_crop_pairs_and_links_pick_by_similarity_then_rank() -> None:

@@ -35,7 +35,7 @@ class DedupeOptions:
                             "folder, file name, video time; 0 = off).")
     lone_pairs: int = option(20, "Stage 3: an image no link puts in a group is also tested against up to N images of the "
                                 "groups of its candidates: their anchor and strong neighbours (0 = off; such links are weak).")
-    lone_crops: int = option(48, "Stage 3: the crop search (--crop-corr) of a lone image tries up to N of its grouped "
+    lone_crops: int = option(64, "Stage 3: the crop search (--crop-corr) of a lone image tries up to N of its grouped "
                                  "candidates and their groups' anchors, the most similar first (0 = off).")
     min_similarity: float = option(0.3, "Stage 3: index candidates below this cosine similarity are not verified.")
     hops: int = option(0, "Groups: an anchor takes the images within N strong links (0 = the whole connected "
