@@ -61,7 +61,8 @@ def contact_sheet(
         members = groups[groups["anchor"] == anchor].sort_values(["stage", "member"])
         items = [(anchor, f"anchor {anchor[:6]} +{len(members)}")]
         items += [
-            (m, ("copy " if st == 2 else "scene ") + ev.split(",")[0].split("=")[-1])
+            (m, ("copy " if st == 2 else "crop " if ev.startswith("crop search") else "scene ")
+             + ev.split(",")[0].split("=")[-1])  # Hamming distance, ORB inliers or crop-search correlation
             for m, st, ev in zip(members["member"], members["stage"], members["evidence"], strict=True)
         ]
         for c, (ident, text) in enumerate(items[:per_row]):
