@@ -299,6 +299,7 @@ def dedupe_cmd(
     dataset: Annotated[Path, typer.Argument(help="A built dataset folder (with manifest.parquet).")],
     hashes: str = opt(DedupeOptions, "hashes", to_cli=csv_text),
     hash_threshold: int = opt(DedupeOptions, "hash_threshold"),
+    copy_corr: float = opt(DedupeOptions, "copy_corr"),
     scene: bool = opt(DedupeOptions, "scene", "--scene/--no-scene"),
     neighbors: int = opt(DedupeOptions, "neighbors"),
     votes: int = opt(DedupeOptions, "votes"),

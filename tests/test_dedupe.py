@@ -397,11 +397,11 @@ def test_cli_passes_every_option_to_the_library(tmp_path: Path, monkeypatch, sir
             "--order", "entropy", "--workers", "1", "--sheet-groups", "2", "--side", "256", "--nfeatures", "300",
             "--fast-threshold", "7", "--min-keypoints", "20", "--ratio", "0.7", "--ransac-px", "3", "--min-inliers",
             "30", "--min-inlier-ratio", "0.4", "--max-scale", "2", "--clahe", "1.5", "--photo-corr", "0.6",
-            "--photo-inliers", "10", "--strong-inliers", "45", "--lone-pairs", "1", "--crop-corr", "0.9", "--lone-crops", "4"]
+            "--photo-inliers", "10", "--strong-inliers", "45", "--lone-pairs", "1", "--crop-corr", "0.9", "--lone-crops", "4", "--copy-corr", "0.7"]
     res = CliRunner().invoke(inf30_app, ["dedupe", str(tmp_path), *args, "-q"])
     assert res.exit_code == 0, res.output
     o = seen["opts"]
-    assert o.vote_index_keypoints == 200 and o.lone_pairs == 1 and o.lone_crops == 4
+    assert o.vote_index_keypoints == 200 and o.lone_pairs == 1 and o.lone_crops == 4 and o.copy_corr == 0.7
     assert (o.hashes, o.hash_threshold, o.scene, o.neighbors, o.votes, o.vote_keypoints, o.window, o.min_similarity,
             o.hops, o.vocab_size, o.order, o.workers, o.sheet_groups) == (
         ("phash", "dhash"), 5, False, 7, 3, 64, 2, 0.2, 0, 64, ("entropy",), 1, 2)
@@ -417,7 +417,8 @@ def test_cli_bad_options_and_missing_folder_exit_2_before_any_work(tmp_path: Pat
     for args in (["--hashes", "nope"], ["--neighbors", "0"], ["--window", "-1"], ["--min-inlier-ratio", "2"],
                  ["--min-inliers", "2"], ["--votes", "-3"], ["--order", "size,bogus"], ["--workers", "-1"],
                  ["--photo-corr", "1.5"], ["--photo-inliers", "2"], ["--strong-inliers", "-1"],
-                 ["--vote-index-keypoints", "-5"], ["--lone-pairs", "-1"], ["--crop-corr", "1.2"], ["--lone-crops", "-2"]):
+                 ["--vote-index-keypoints", "-5"], ["--lone-pairs", "-1"], ["--crop-corr", "1.2"], ["--lone-crops", "-2"],
+                 ["--copy-corr", "-0.1"]):
         res = CliRunner().invoke(inf30_app, ["dedupe", str(missing), *args, "-q"])
         assert res.exit_code == 2, (args, res.output)
         assert res.output.startswith("error: ") and res.output.count("\n") == 1, res.output

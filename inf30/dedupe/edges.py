@@ -8,7 +8,7 @@ import pandas as pd
 from inf30.dedupe.anchors import group_arrays, resolve_leaf_links
 from inf30.dedupe.candidates import scene_candidates
 from inf30.dedupe.crops import crop_links, lone_crop_pairs, search_crops
-from inf30.dedupe.hashes import near_copy_pairs
+from inf30.dedupe.hashes import copy_agreement, near_copy_pairs
 from inf30.dedupe.options import DedupeOptions, DedupeSummary
 from inf30.dedupe.verify import UnionFind, strong_links, verify_candidates, verify_lazily
 from inf30.scene import LocalFeatures
@@ -27,6 +27,10 @@ def find_edges(
     rank: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Stage 2 and 3 edges between N images.
+
+    A stage 2 near-copy is a link when the two thumbnails agree (:func:`~inf30.dedupe.hashes.copy_agreement`
+    at least ``opts.copy_corr``, where stage 3 runs and both have thumbnails); otherwise the pair becomes a
+    stage 3 candidate.
 
     codes: (N, 8k) uint8 hash codes with valid mask (N,) (None: skip stage 2). feats: N local features (None:
     skip stage 3). train_ids: N stable keys, the vocabulary is trained on images sampled in their sorted
@@ -48,18 +52,29 @@ def find_edges(
     :func:`inf30.dedupe.assign_anchors`).
     """
     parts = []
+    unconfirmed = pd.DataFrame({"i": np.zeros(0, np.int64), "j": np.zeros(0, np.int64)})  # stage 2 pairs for stage 3
     n = len(codes) if codes is not None else len(feats or [])
     uf = UnionFind(n)
     if codes is not None and len(codes) > 1:
         valid = code_valid if code_valid is not None else np.ones(len(codes), bool)
         rows = np.flatnonzero(valid)
         nc = near_copy_pairs(codes[rows], opts.hash_threshold * len(opts.hashes))
+        a, b = rows[nc["i"].to_numpy()], rows[nc["j"].to_numpy()]
+        nc = nc.assign(i=np.minimum(a, b), j=np.maximum(a, b))
+        if len(nc) and opts.copy_corr > 0 and opts.scene and feats is not None:  # confirm on the thumbnails
+            agree = np.array([copy_agreement(feats[x].thumb, feats[y].thumb)
+                              for x, y in zip(nc["i"], nc["j"], strict=True)])
+            doubt = agree < opts.copy_corr  # nan (a thumbnail missing) keeps the link
+            unconfirmed = nc[doubt][["i", "j"]].reset_index(drop=True)
+            nc = nc[~doubt]
+            if stats is not None:
+                stats.copies_unconfirmed = int(doubt.sum())
         if len(nc):
             parts.append(
                 pd.DataFrame(
                     {
-                        "i": rows[nc["i"].to_numpy()],
-                        "j": rows[nc["j"].to_numpy()],
+                        "i": nc["i"].to_numpy(),
+                        "j": nc["j"].to_numpy(),
                         "stage": 2,
                         "evidence": [f"hamming={d}" for d in nc["hamming"]],
                         "hamming": nc["hamming"].to_numpy(),
@@ -74,6 +89,12 @@ def find_edges(
     if opts.scene and feats is not None and len(feats) > 1:
         descriptors: list[np.ndarray] = []
         cand = scene_candidates(feats, opts, train_ids, order_keys, descriptors)
+        if len(unconfirmed):  # hash near-copies the thumbnails did not confirm: verified like any candidate
+            known = cand["i"].to_numpy(np.int64) * n + cand["j"].to_numpy(np.int64)
+            extra = unconfirmed[~np.isin(unconfirmed["i"].to_numpy(np.int64) * n + unconfirmed["j"].to_numpy(np.int64), known)]
+            sim = np.einsum("nd,nd->n", descriptors[0][extra["i"].to_numpy()], descriptors[0][extra["j"].to_numpy()])
+            cand = (pd.concat([cand, extra.assign(source="hash", similarity=sim.astype(np.float32))], ignore_index=True)
+                    .sort_values(["i", "j"], kind="stable").reset_index(drop=True))
         p = opts.scene_params
         gated = rank is not None and p.photo_corr > 0
         dist = opts.distributor_for(ordered=True)

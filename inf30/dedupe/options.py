@@ -23,6 +23,9 @@ class DedupeOptions:
     hashes: tuple[str, ...] = option(("phash",), "Stage 2 hashes, comma-separated (phash, dhash, whash, ahash); "
                                      "several are concatenated.")
     hash_threshold: int = option(8, "Stage 2: max Hamming distance per 64-bit hash (k hashes: k times it).")
+    copy_corr: float = option(0.8, "Stage 2: a hash near-copy is a link only if the two thumbnails (64 x 64, blurred) "
+                                    "correlate to at least this; otherwise stage 3 verifies the pair (nearly flat skies "
+                                    "collide in pHash; needs stage 3's thumbnails; 0 = off).")
     scene: bool = option(True, "Run stage 3 (scene-level near-duplicates: ORB + RANSAC).")
     scene_params: SceneParams = option(help="ORB feature and verification parameters.", factory=SceneParams)
     neighbors: int = option(5, "Stage 3 candidates per image: its nearest images by whole-image descriptor.")
@@ -59,6 +62,8 @@ class DedupeOptions:
                 raise UsageError(f"unknown order key {k!r}; choose from {', '.join(ORDER_KEYS)}")
         if not 0 <= self.hash_threshold <= 64:
             raise UsageError(f"hash threshold must be in 0..64, got {self.hash_threshold}")
+        if not 0.0 <= self.copy_corr <= 1.0:
+            raise UsageError(f"copy corr must be in 0..1 (0 = off), got {self.copy_corr}")
         if self.neighbors < 1:
             raise UsageError("neighbors must be at least 1")
         if self.hops < 0:
@@ -104,6 +109,7 @@ class DedupeSummary:
     groups: int = 0
     no_scene_features: int = 0
     unreadable: int = 0
+    copies_unconfirmed: int = 0  # stage 2 pairs whose thumbnails disagree (--copy-corr), verified in stage 3 instead
     candidate_pairs: int = 0
     checked_pairs: int = 0
     photo_pairs: int = 0  # pairs given the photometric test (where the ORB test failed)
@@ -124,6 +130,7 @@ class DedupeSummary:
             ("groups (anchors with members)", self.groups),
             ("images without scene features (stage 2 only)", self.no_scene_features),
             ("unreadable images (skipped)", self.unreadable),
+            ("stage 2 pairs the thumbnails did not confirm (verified in stage 3)", self.copies_unconfirmed),
             ("stage 3 candidate pairs / checked / duplicates",
              f"{self.candidate_pairs} / {self.checked_pairs} / {self.verified_pairs}"),
             ("stage 3 pairs also given the photometric test (in round 2)",
