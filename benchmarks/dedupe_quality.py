@@ -430,7 +430,8 @@ def main() -> None:
           f"already in one group are skipped), {stats.verified_pairs} duplicates; the photometric test ran on "
           f"{stats.photo_pairs} ({stats.photo_retests} in a second round); {stats.lone_checked} pairs of lone images "
           f"and their candidates' groups; the crop search tried {stats.crop_searched} pairs of lone images and "
-          f"anchors and linked {stats.crop_linked}")
+          f"grouped candidates or anchors and linked {stats.crop_linked}; {stats.copies_unconfirmed} stage 2 pairs "
+          f"the thumbnails did not confirm went to stage 3")
     print("\nscored as groups: a pair is found when both images end in one group (what a dedupe run drops);")
     print("imagededup is scored on its pairs under the threshold (it has no groups)")
     print(f"\n{'method':<52} {'precision':>9} {'recall':>7} {'TP':>6} {'FP':>6}")
