@@ -9,9 +9,9 @@ and up), and scores each placement by the zero-mean correlation of the two norma
 (:func:`gradient_field`, OpenCV's ``TM_CCOEFF_NORMED`` over the 2 channels). Gradient directions survive
 any monotonic gain change; the zero mean removes a sky's smooth brightness ramp, which every sky shares. A
 lone image whose best placement scores at least ``crop_corr`` joins that image's group as a leaf (a weak
-link). Coarse to fine: every size at half resolution, then the best size and its two neighbours at full
-thumbnail resolution in a window of +-:data:`FINE_WINDOW` px, only where the coarse score reaches
-:data:`COARSE_EXIT`. Measured in docs/benchmarks.md (issue 17, fifth step): the same scores as the
+link). Coarse to fine: every second size at half resolution, then the best size and the sizes within a
+step of it at full thumbnail resolution in a window of +-:data:`FINE_WINDOW` px, only where the coarse
+score reaches :data:`COARSE_EXIT`. Measured in docs/benchmarks.md (issue 17, fifth step): the same scores as the
 full-resolution search at a fraction of its cost.
 """
 
@@ -30,6 +30,7 @@ from inf30.scene import LocalFeatures
 
 SCALES = np.exp(np.linspace(np.log(0.4), np.log(1.0), 14))  # template long side / anchor long side
 COARSE = 0.5  # resolution of the first pass, relative to the thumbnails
+COARSE_STEP = 2  # the first pass tries every COARSE_STEP-th size; the second its neighbours within that step
 FINE_WINDOW = 4  # px (thumbnail) around the coarse position searched at full resolution
 MIN_TEMPLATE = 8  # px: smaller templates are not tried
 COARSE_EXIT = 0.5  # a pair whose best coarse placement scores lower is not refined (no pair that reaches 0.8 did)
@@ -102,8 +103,8 @@ def locate_crop(small: np.ndarray, large: np.ndarray, cache: FieldCache | None =
     ch, cw = max(1, round(large.shape[0] * COARSE)), max(1, round(large.shape[1] * COARSE))
     field = field_of(kl, large, cw, ch)
     best, best_k, best_xy = -2.0, -1, (0, 0)
-    for k, s in enumerate(SCALES):
-        tw, th = _template_size(small, (ch, cw), s)
+    for k in range(0, len(SCALES), COARSE_STEP):
+        tw, th = _template_size(small, (ch, cw), SCALES[k])
         if min(tw, th) < MIN_TEMPLATE // 2 or th > ch or tw > cw:
             continue
         _, v, _, loc = cv2.minMaxLoc(cv2.matchTemplate(field, field_of(ks, small, tw, th), cv2.TM_CCOEFF_NORMED))
@@ -116,7 +117,7 @@ def locate_crop(small: np.ndarray, large: np.ndarray, cache: FieldCache | None =
     field = field_of(kl, large, large.shape[1], large.shape[0])
     out = NO_CROP
     x0, y0 = round(best_xy[0] / COARSE), round(best_xy[1] / COARSE)
-    for k in range(max(0, best_k - 1), min(len(SCALES), best_k + 2)):
+    for k in range(max(0, best_k - COARSE_STEP), min(len(SCALES), best_k + COARSE_STEP + 1)):
         tw, th = _template_size(small, large.shape, SCALES[k])
         if min(tw, th) < MIN_TEMPLATE or th > large.shape[0] or tw > large.shape[1]:
             continue
