@@ -141,7 +141,7 @@ def test_lone_crop_pairs_and_links_pick_by_similarity_then_rank() -> None:
 
 def test_search_crops_runs_every_pair_in_order(sirst60) -> None:
     """search_crops gives locate_crop's scores in the rows' order (one local process), -1 for a pair with an
-    image too flat for a thumbnail."""
+    image too flat for a thumbnail, and an empty frame for no pairs."""
     from inf30.dedupe.crops import locate_crop
 
     feats = [extract_features(im) for im in sirst60[:4]]
@@ -150,3 +150,4 @@ def test_search_crops_runs_every_pair_in_order(sirst60) -> None:
     got = search_crops(feats, pairs, workers=1)
     want = [locate_crop(feats[y].thumb, feats[z].thumb).score for y, z in zip(pairs["y"], pairs["z"], strict=True)]
     assert np.allclose(got["score"].to_numpy(), want) and got["score"].iloc[2] == -1.0
+    assert search_crops(feats, pairs.iloc[:0]).empty  # nothing to search: no worker started

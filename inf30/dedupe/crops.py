@@ -148,6 +148,8 @@ def search_crops(feats: list[LocalFeatures], pairs: pd.DataFrame, dist: Distribu
     ``workers`` local processes). Returns columns score (float32), scale (float32), in the rows' order; the
     same for any worker count."""
     todo = list(zip(pairs["y"].to_numpy().tolist(), pairs["z"].to_numpy().tolist(), strict=True))
+    if not todo:
+        return pd.DataFrame({"score": np.zeros(0, np.float32), "scale": np.zeros(0, np.float32)})
     chunks = [todo[s : s + CHUNK] for s in range(0, len(todo), CHUNK)]
     tasks = [(c, {k: feats[k].thumb for pair in c for k in pair}) for c in chunks]
     dist = dist or Distributor(workers=workers, ordered=True, preload=("inf30.dedupe",))
