@@ -41,6 +41,24 @@ def hituav_dir(data_dir: Path) -> Path:
     return data_dir / "hit-uav"
 
 
+@pytest.fixture(scope="session")
+def sirst60(sirst_dir: Path) -> list:
+    """60 SIRST images (8-bit gray arrays) spread over the set (every 7th by name): mostly low-texture skies."""
+    import numpy as np
+    from PIL import Image
+
+    return [np.asarray(Image.open(f).convert("L")) for f in sorted((sirst_dir / "images").glob("*.png"))[::7][:60]]
+
+
+@pytest.fixture(scope="session")
+def hit3(hituav_dir: Path) -> list:
+    """3 HIT-UAV val frames (8-bit gray arrays), every 30th by name."""
+    import numpy as np
+    from PIL import Image
+
+    return [np.asarray(Image.open(f).convert("L")) for f in sorted((hituav_dir / "val").glob("*.jpg"))[::30][:3]]
+
+
 # ------------------------------------------------------------------------------------------ real frames
 def mixed_frames(data_dir: Path, n: int) -> list[Path]:
     """``n`` real frames, a fixed selection: the first ``n // 2`` SIRST images (mixed modes and sizes) and the

@@ -4,28 +4,15 @@ links."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
-from test_dedupe import curation_crop, gray
+from test_dedupe import curation_crop
 
 from inf30.dedupe.crops import crop_links, lone_crop_pairs, search_crops
 from inf30.scene import SceneParams, extract_features, verify_pair
 
 CROP = (0.35, 0.3, 0.6, 1.5, 1.8)  # curation_crop: 35 % of the area at (0.3, 0.6), 1.5x, stretch + gamma 1.8
-
-
-@pytest.fixture(scope="module")
-def sirst60(sirst_dir: Path) -> list[np.ndarray]:
-    """60 SIRST images spread over the set (every 7th by name): mostly low-texture skies."""
-    return [gray(f) for f in sorted((sirst_dir / "images").glob("*.png"))[::7][:60]]
-
-
-@pytest.fixture(scope="module")
-def hit3(hituav_dir: Path) -> list[np.ndarray]:
-    return [gray(f) for f in sorted((hituav_dir / "val").glob("*.jpg"))[::30][:3]]
 
 
 def test_crop_search_places_curated_crops_in_their_frames_and_in_no_other(sirst60, hit3) -> None:

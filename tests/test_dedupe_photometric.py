@@ -9,8 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pandas as pd
-import pytest
-from test_dedupe import curation_crop, gray
+from test_dedupe import curation_crop
 
 from inf30.dedupe.cache import FeatureCache
 from inf30.scene import (
@@ -21,17 +20,6 @@ from inf30.scene import (
     thumb_correlation,
     verify_pair,
 )
-
-
-@pytest.fixture(scope="module")
-def sirst60(sirst_dir: Path) -> list[np.ndarray]:
-    """60 SIRST images spread over the set (every 7th by name): mostly low-texture skies."""
-    return [gray(f) for f in sorted((sirst_dir / "images").glob("*.png"))[::7][:60]]
-
-
-@pytest.fixture(scope="module")
-def hit3(hituav_dir: Path) -> list[np.ndarray]:
-    return [gray(f) for f in sorted((hituav_dir / "val").glob("*.jpg"))[::30][:3]]
 
 
 def test_photometric_test_rescues_low_texture_crops_and_links_no_unrelated_pair(sirst60, hit3) -> None:

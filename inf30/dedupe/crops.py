@@ -22,10 +22,9 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
+from inf30.dedupe.verify import run_pair_chunks
 from inf30.distribute import Distributor
-from inf30.errors import JobFailed
 from inf30.scene import LocalFeatures
 
 SCALES = np.exp(np.linspace(np.log(0.4), np.log(1.0), 14))  # template long side / anchor long side
@@ -152,13 +151,8 @@ def search_crops(feats: list[LocalFeatures], pairs: pd.DataFrame, dist: Distribu
         return pd.DataFrame({"score": np.zeros(0, np.float32), "scale": np.zeros(0, np.float32)})
     chunks = [todo[s : s + CHUNK] for s in range(0, len(todo), CHUNK)]
     tasks = [(c, {k: feats[k].thumb for pair in c for k in pair}) for c in chunks]
-    dist = dist or Distributor(workers=workers, ordered=True, preload=("inf30.dedupe",))
-    out: list[CropMatch] = []
-    with tqdm(total=len(todo), desc="crop search", unit="pair", disable=not progress) as bar:
-        for res in dist(_search_chunk, tasks, weight=lambda t: len(t[0]), bar=bar):
-            if not res.ok:
-                raise JobFailed(f"the crop search of {len(chunks[res.index])} pairs failed: {res.error}")
-            out += res.value
+    out: list[CropMatch] = run_pair_chunks(_search_chunk, tasks, len(todo), dist, workers, progress, "crop search",
+                                           "the crop search")
     return pd.DataFrame({"score": np.array([m.score for m in out], np.float32),
                          "scale": np.array([m.scale for m in out], np.float32)})
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable
 from dataclasses import replace
 
 import cv2
@@ -32,6 +33,22 @@ def _verify_chunk(args: tuple[list[tuple[LocalFeatures, LocalFeatures, bool]], S
         return [verify_pair(a, b, params if photo else orb_only) for a, b, photo in pairs]
     finally:
         faiss.omp_set_num_threads(threads)
+
+
+def run_pair_chunks(fn: Callable[[tuple], list], tasks: list[tuple], total: int, dist: Distributor | None, workers: int,
+                    progress: bool, desc: str, what: str) -> list:
+    """``fn`` over ``tasks`` (each a chunk of pairs, its first item the list of pairs) through ``dist`` (an ordered
+    :class:`Distributor`; default ``workers`` local processes), the results concatenated in the tasks' order,
+    with a progress bar ``desc`` of ``total`` pairs. A chunk whose worker failed on every attempt is a
+    :class:`JobFailed` naming ``what``."""
+    dist = dist or Distributor(workers=workers, ordered=True, preload=("inf30.dedupe",))
+    out: list = []
+    with tqdm(total=total, desc=desc, unit="pair", disable=not progress) as bar:
+        for res in dist(fn, tasks, weight=lambda t: len(t[0]), bar=bar):
+            if not res.ok:
+                raise JobFailed(f"{what}: a chunk of {len(tasks[res.index][0])} pairs failed: {res.error}")
+            out += res.value
+    return out
 
 
 def strong_links(res: pd.DataFrame, params: SceneParams) -> np.ndarray:
@@ -64,13 +81,8 @@ def verify_candidates(
     size = max(16, min(256, -(-len(ij) // max(1, 4 * n_workers))))  # several chunks per worker, at most 256 pairs
     chunks = [ij[s : s + size] for s in range(0, len(ij), size)]
     tasks = [([(feats[i], feats[j], bool(f)) for i, j, f in c], params) for c in chunks]
-    dist = dist or Distributor(workers=workers, ordered=True, preload=("inf30.dedupe",))
-    out: list[PairCheck] = []
-    with tqdm(total=len(ij), desc="verify pairs", unit="pair", disable=not progress) as bar:
-        for res in dist(_verify_chunk, tasks, weight=lambda t: len(t[0]), bar=bar):
-            if not res.ok:
-                raise JobFailed(f"verifying {len(tasks[res.index][0])} candidate pairs failed: {res.error}")
-            out += res.value
+    out: list[PairCheck] = run_pair_chunks(_verify_chunk, tasks, len(ij), dist, workers, progress, "verify pairs",
+                                           "verifying candidate pairs")
     return pd.DataFrame({
         "inliers": np.array([c.inliers for c in out], np.int32),
         "corr": np.array([c.corr for c in out], np.float32),
