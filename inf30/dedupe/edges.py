@@ -11,7 +11,7 @@ from inf30.dedupe.crops import crop_links, lone_crop_pairs, search_crops
 from inf30.dedupe.hashes import copy_agreement, near_copy_pairs
 from inf30.dedupe.options import DedupeOptions, DedupeSummary
 from inf30.dedupe.verify import UnionFind, strong_links, verify_candidates, verify_lazily
-from inf30.scene import LocalFeatures
+from inf30.scene import LocalFeatures, SceneParams
 
 
 def find_edges(
@@ -136,11 +136,7 @@ def find_edges(
                 stats.lone_checked = len(extra)
         crops = None
         if rank is not None and p.crop_corr > 0 and opts.lone_crops:  # last: the crop search for the images still alone
-            links = v[v["same"].to_numpy()]
-            edges = pd.concat([q[["i", "j", "stage", "evidence"]].assign(weak=False) for q in parts]
-                              + [links[["i", "j"]].assign(stage=3, evidence="",
-                                                          weak=~strong_links(links, p) | links["lone"].to_numpy())])
-            anchor, grouped, _depth = group_arrays(rank, edges, opts.hops)
+            anchor, grouped, _depth = group_arrays(rank, links_so_far(parts, v, p), opts.hops)
             pairs = lone_crop_pairs(cand, anchor, grouped, rank, descriptors[0], opts.lone_crops)
             crops = crop_links(pairs, search_crops(feats, pairs, dist, opts.workers, progress), rank, p.crop_corr)
             if stats is not None:
@@ -191,10 +187,7 @@ def lone_pairs(cand: pd.DataFrame, v: pd.DataFrame, parts: list[pd.DataFrame], r
     candidate is a re-gained or noisy copy of its frame that it does not match is then tested against the
     frame itself (the copy's strong neighbour). v: the verified candidates (i, j, similarity, inliers,
     corr, same); parts: the stage 2 edges. Returns columns i, j (i < j), similarity, sorted by pair."""
-    links = v[v["same"].to_numpy()]
-    weak = ~strong_links(links, opts.scene_params)
-    edges = pd.concat([q[["i", "j", "stage", "evidence"]].assign(weak=False) for q in parts]
-                      + [links[["i", "j"]].assign(stage=3, evidence="", weak=weak)])
+    edges = links_so_far(parts, v, opts.scene_params)
     n = len(rank)
     anchor, grouped, _depth = group_arrays(rank, edges, opts.hops)
     strong = edges[~edges["weak"].to_numpy()]
@@ -215,3 +208,15 @@ def lone_pairs(cand: pd.DataFrame, v: pd.DataFrame, parts: list[pd.DataFrame], r
     chosen = near.groupby("y", sort=True).head(opts.lone_pairs).drop_duplicates("key").sort_values("key")
     key = chosen["key"].to_numpy()
     return pd.DataFrame({"i": key // n, "j": key % n, "similarity": chosen["similarity"].to_numpy(np.float32)})
+
+
+def links_so_far(parts: list[pd.DataFrame], v: pd.DataFrame, params: SceneParams) -> pd.DataFrame:
+    """The graph the groups are formed from so far: the stage 2 edges ``parts`` and the verified pairs of
+    ``v`` that are the same scene (weak where :func:`strong_links` says so, or a lone image's link, column
+    ``lone`` if present). Columns i, j, stage, evidence, weak."""
+    links = v[v["same"].to_numpy()]
+    weak = ~strong_links(links, params)
+    if "lone" in links:
+        weak |= links["lone"].to_numpy()
+    return pd.concat([q[["i", "j", "stage", "evidence"]].assign(weak=False) for q in parts]
+                     + [links[["i", "j"]].assign(stage=3, evidence="", weak=weak)])
