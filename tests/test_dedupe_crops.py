@@ -4,6 +4,7 @@ links."""
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pandas as pd
 import pytest
@@ -128,8 +129,9 @@ def test_lone_crop_pairs_and_links_pick_by_similarity_then_rank() -> None:
 
 def test_search_crops_runs_every_pair_in_order(sirst60) -> None:
     """search_crops gives locate_crop's scores in the rows' order (one local process), -1 for a pair with an
-    image too flat for a thumbnail, and an empty frame for no pairs."""
-    from inf30.dedupe.crops import locate_crop
+    image too flat for a thumbnail, and an empty frame for no pairs; a flat, linear-ramp or smooth bilinear
+    thumbnail matches none of 60 SIRST frames."""
+    from inf30.dedupe.crops import NO_CROP, locate_crop
 
     feats = [extract_features(im) for im in sirst60[:4]]
     feats.append(extract_features(np.full((64, 64), 7, np.uint8)))  # flat: no features, no thumbnail
@@ -138,3 +140,10 @@ def test_search_crops_runs_every_pair_in_order(sirst60) -> None:
     want = [locate_crop(feats[y].thumb, feats[z].thumb).score for y, z in zip(pairs["y"], pairs["z"], strict=True)]
     assert np.allclose(got["score"].to_numpy(), want) and got["score"].iloc[2] == -1.0
     assert search_crops(feats, pairs.iloc[:0]).empty  # nothing to search: no worker started
+    flat = np.full((60, 80), 7, np.uint8)  # no gradient: OpenCV would score its zero field 1 everywhere
+    assert locate_crop(flat, feats[0].thumb) == NO_CROP and locate_crop(feats[0].thumb[:40, :50], flat) == NO_CROP
+    ramp = np.tile(np.arange(80, dtype=np.uint8), (60, 1))  # one gradient direction: no structure
+    assert locate_crop(ramp, feats[0].thumb).score < 0.5
+    smooth = cv2.resize(np.float32([[0, 40], [90, 200]]), (80, 60))  # a featureless bilinear surface
+    limit = SceneParams().crop_corr
+    assert max(locate_crop(smooth, extract_features(im).thumb).score for im in sirst60) < limit  # 0.70 measured

@@ -33,6 +33,8 @@ COARSE_STEP = 2  # the first pass tries every COARSE_STEP-th size; the second it
 FINE_WINDOW = 4  # px (thumbnail) around the coarse position searched at full resolution
 MIN_TEMPLATE = 8  # px: smaller templates are not tried
 COARSE_EXIT = 0.5  # a pair whose best coarse placement scores lower is not refined (no pair that reaches 0.8 did)
+FLAT_GRADIENT = 0.01  # gray levels per px: an image whose gradients all stay below this has no field
+MIN_FIELD_STD = 0.05  # a field more uniform than this is not searched (real thumbnails: 0.08 to 0.5, median 0.38)
 CHUNK = 64  # pairs per task (sorted by lone image: its template fields are computed once per task)
 
 
@@ -53,11 +55,14 @@ NO_CROP = CropMatch(-1.0, 0.0, 0, 0)
 def gradient_field(img: np.ndarray) -> np.ndarray:
     """(h, w) image -> (h, w, 2) float32 field: Sobel gradients of the image smoothed by a Gaussian of sigma
     1 px, each divided by (its magnitude + the median magnitude of the image), so that strong edges and
-    texture weigh alike and flat regions little."""
+    texture weigh alike and flat regions little; zeros for a flat image (which :func:`locate_crop` never
+    matches: OpenCV would score a zero template 1 everywhere)."""
     t = cv2.GaussianBlur(np.asarray(img, np.float32), (0, 0), 1.0)
     gx = cv2.Sobel(t, cv2.CV_32F, 1, 0, ksize=3)
     gy = cv2.Sobel(t, cv2.CV_32F, 0, 1, ksize=3)
     norm = np.hypot(gx, gy)
+    if float(norm.max()) < FLAT_GRADIENT:  # a flat image: no field (its rounding noise would score at random)
+        return np.zeros((*norm.shape, 2), np.float32)
     norm += float(np.median(norm)) + 1e-3
     return cv2.merge([gx / norm, gy / norm])
 
@@ -101,12 +106,17 @@ def locate_crop(small: np.ndarray, large: np.ndarray, cache: FieldCache | None =
     ks, kl = keys
     ch, cw = max(1, round(large.shape[0] * COARSE)), max(1, round(large.shape[1] * COARSE))
     field = field_of(kl, large, cw, ch)
+    if float(field.std()) < MIN_FIELD_STD:
+        return NO_CROP  # a flat or featureless image hosts no crop
     best, best_k, best_xy = -2.0, -1, (0, 0)
     for k in range(0, len(SCALES), COARSE_STEP):
         tw, th = _template_size(small, (ch, cw), SCALES[k])
         if min(tw, th) < MIN_TEMPLATE // 2 or th > ch or tw > cw:
             continue
-        _, v, _, loc = cv2.minMaxLoc(cv2.matchTemplate(field, field_of(ks, small, tw, th), cv2.TM_CCOEFF_NORMED))
+        tpl = field_of(ks, small, tw, th)
+        if float(tpl.std()) < MIN_FIELD_STD:
+            continue  # OpenCV scores a constant template 1 everywhere: a flat or pure-ramp image is no crop
+        _, v, _, loc = cv2.minMaxLoc(cv2.matchTemplate(field, tpl, cv2.TM_CCOEFF_NORMED))
         if v > best:
             best, best_k, best_xy = v, k, loc
     if best_k < 0:
@@ -124,8 +134,10 @@ def locate_crop(small: np.ndarray, large: np.ndarray, cache: FieldCache | None =
         xb, yb = min(large.shape[1] - tw, x0 + FINE_WINDOW), min(large.shape[0] - th, y0 + FINE_WINDOW)
         if xb < xa or yb < ya:
             continue
-        r = cv2.matchTemplate(field[ya : yb + th, xa : xb + tw], field_of(ks, small, tw, th), cv2.TM_CCOEFF_NORMED)
-        _, v, _, loc = cv2.minMaxLoc(r)
+        tpl = field_of(ks, small, tw, th)
+        if float(tpl.std()) < MIN_FIELD_STD:
+            continue
+        _, v, _, loc = cv2.minMaxLoc(cv2.matchTemplate(field[ya : yb + th, xa : xb + tw], tpl, cv2.TM_CCOEFF_NORMED))
         if np.isfinite(v) and v > out.score:
             out = CropMatch(float(v), float(SCALES[k]), xa + loc[0], ya + loc[1])
     return out
