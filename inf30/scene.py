@@ -305,7 +305,7 @@ def similarity_hypotheses(
     return out
 
 
-def _gradients(img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def smoothed_gradients(img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Sobel gradients (x, y) float32 of an image (h, w) smoothed by a Gaussian of sigma 1 px."""
     t = cv2.GaussianBlur(np.asarray(img, np.float32), (0, 0), 1.0)
     return cv2.Sobel(t, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(t, cv2.CV_32F, 0, 1, ksize=3)
@@ -329,7 +329,7 @@ def thumb_correlation(a: LocalFeatures, b: LocalFeatures, model: np.ndarray) -> 
         return float("nan")
     fields = []
     for img in (warped, b.thumb):
-        gx, gy = (g[keep] for g in _gradients(img))
+        gx, gy = (g[keep] for g in smoothed_gradients(img))
         mag = np.hypot(gx, gy)
         norm = mag + float(np.median(mag)) + 1e-3
         fields.append((gx / norm, gy / norm))

@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 from test_dedupe import curation_crop
 
-from inf30.dedupe.crops import crop_links, lone_crop_pairs, search_crops
+from inf30.dedupe.crops import crop_links, search_crops
+from inf30.dedupe.edges import lone_crop_pairs
 from inf30.scene import SceneParams, extract_features, verify_pair
 
 CROP = (0.35, 0.3, 0.6, 1.5, 1.8)  # curation_crop: 35 % of the area at (0.3, 0.6), 1.5x, stretch + gamma 1.8

@@ -139,9 +139,9 @@ def _pair_frame(a: np.ndarray, b: np.ndarray, n: int, exclude: np.ndarray | None
     return pd.DataFrame({"i": key // n, "j": key % n})
 
 
-def _similarity(desc: np.ndarray, pairs: pd.DataFrame) -> np.ndarray:
-    """Cosine similarity (M,) of the L2-normalized descriptors (N, D) of each pair (columns i, j)."""
-    return np.einsum("nd,nd->n", desc[pairs["i"].to_numpy()], desc[pairs["j"].to_numpy()])
+def pair_similarity(desc: np.ndarray, i, j) -> np.ndarray:
+    """Cosine similarity (M,) of the L2-normalized descriptors (N, D) of the pairs (i[k], j[k]) (M each)."""
+    return np.einsum("nd,nd->n", desc[np.asarray(i)], desc[np.asarray(j)])
 
 
 def window_pairs(order_keys: list[str], usable: np.ndarray, window: int) -> pd.DataFrame:
@@ -185,7 +185,7 @@ def scene_candidates(
         .sort_values(["i", "j"], kind="stable")
         .reset_index(drop=True)
     )
-    cand["similarity"] = _similarity(desc, cand).astype(np.float32)
+    cand["similarity"] = pair_similarity(desc, cand["i"], cand["j"]).astype(np.float32)
     return cand
 
 

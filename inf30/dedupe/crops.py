@@ -25,7 +25,7 @@ import pandas as pd
 
 from inf30.dedupe.verify import run_pair_chunks
 from inf30.distribute import Distributor
-from inf30.scene import LocalFeatures
+from inf30.scene import LocalFeatures, smoothed_gradients
 
 SCALES = np.exp(np.linspace(np.log(0.4), np.log(1.0), 14))  # template long side / anchor long side
 COARSE = 0.5  # resolution of the first pass, relative to the thumbnails
@@ -57,9 +57,7 @@ def gradient_field(img: np.ndarray) -> np.ndarray:
     1 px, each divided by (its magnitude + the median magnitude of the image), so that strong edges and
     texture weigh alike and flat regions little; zeros for a flat image (which :func:`locate_crop` never
     matches: OpenCV would score a zero template 1 everywhere)."""
-    t = cv2.GaussianBlur(np.asarray(img, np.float32), (0, 0), 1.0)
-    gx = cv2.Sobel(t, cv2.CV_32F, 1, 0, ksize=3)
-    gy = cv2.Sobel(t, cv2.CV_32F, 0, 1, ksize=3)
+    gx, gy = smoothed_gradients(img)
     norm = np.hypot(gx, gy)
     if float(norm.max()) < FLAT_GRADIENT:  # a flat image: no field (its rounding noise would score at random)
         return np.zeros((*norm.shape, 2), np.float32)
@@ -167,26 +165,6 @@ def search_crops(feats: list[LocalFeatures], pairs: pd.DataFrame, dist: Distribu
                                            "the crop search")
     return pd.DataFrame({"score": np.array([m.score for m in out], np.float32),
                          "scale": np.array([m.scale for m in out], np.float32)})
-
-
-def lone_crop_pairs(cand: pd.DataFrame, anchor: np.ndarray, grouped: np.ndarray, rank: np.ndarray,
-                    desc: np.ndarray, limit: int) -> pd.DataFrame:
-    """The pairs the crop search tests: each lone image y (not ``grouped``) with its candidates x (``cand``
-    columns i, j) that are in a group and their groups' anchors, at most ``limit`` per y, the most similar
-    to y first (whole-image descriptors ``desc`` (N, D), L2-normalized; ties by rank). A crop's frame is
-    often a candidate; when it is not, it is often the anchor of a candidate's group (a re-gained or shifted
-    copy of it was the candidate). Returns columns y, z, similarity, sorted by y, then that order."""
-    i, j = cand["i"].to_numpy(np.int64), cand["j"].to_numpy(np.int64)
-    y, x = np.r_[i, j], np.r_[j, i]
-    pick = ~grouped[y] & grouped[x]
-    y, x = y[pick], x[pick]
-    d = pd.DataFrame({"y": np.r_[y, y], "z": np.r_[x, anchor[x]]}).drop_duplicates()
-    if not len(d):
-        return pd.DataFrame({"y": np.zeros(0, np.int64), "z": np.zeros(0, np.int64), "similarity": np.zeros(0, np.float32)})
-    d["similarity"] = np.einsum("nd,nd->n", desc[d["y"].to_numpy()], desc[d["z"].to_numpy()]).astype(np.float32)
-    d["zrank"] = rank[d["z"].to_numpy()]
-    d = d.sort_values(["y", "similarity", "zrank"], ascending=[True, False, True], kind="stable")
-    return d.groupby("y", sort=True).head(limit)[["y", "z", "similarity"]].reset_index(drop=True)
 
 
 def crop_links(pairs: pd.DataFrame, found: pd.DataFrame, rank: np.ndarray, min_score: float) -> pd.DataFrame:

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 
 from inf30.dedupe.anchors import group_arrays, resolve_leaf_links
-from inf30.dedupe.candidates import scene_candidates
-from inf30.dedupe.crops import crop_links, lone_crop_pairs, search_crops
+from inf30.dedupe.candidates import pair_similarity, scene_candidates
+from inf30.dedupe.crops import crop_links, search_crops
 from inf30.dedupe.hashes import copy_agreement, near_copy_pairs
 from inf30.dedupe.options import DedupeOptions, DedupeSummary
 from inf30.dedupe.verify import UnionFind, strong_links, verify_candidates, verify_lazily
@@ -92,8 +92,8 @@ def find_edges(
         if len(unconfirmed):  # hash near-copies the thumbnails did not confirm: verified like any candidate
             known = cand["i"].to_numpy(np.int64) * n + cand["j"].to_numpy(np.int64)
             extra = unconfirmed[~np.isin(unconfirmed["i"].to_numpy(np.int64) * n + unconfirmed["j"].to_numpy(np.int64), known)]
-            sim = np.einsum("nd,nd->n", descriptors[0][extra["i"].to_numpy()], descriptors[0][extra["j"].to_numpy()])
-            cand = (pd.concat([cand, extra.assign(source="hash", similarity=sim.astype(np.float32))], ignore_index=True)
+            sim = pair_similarity(descriptors[0], extra["i"], extra["j"]).astype(np.float32)
+            cand = (pd.concat([cand, extra.assign(source="hash", similarity=sim)], ignore_index=True)
                     .sort_values(["i", "j"], kind="stable").reset_index(drop=True))
         p = opts.scene_params
         gated = rank is not None and p.photo_corr > 0
@@ -193,19 +193,15 @@ def lone_pairs(cand: pd.DataFrame, v: pd.DataFrame, parts: list[pd.DataFrame], r
     strong = edges[~edges["weak"].to_numpy()]
     si, sj = strong["i"].to_numpy(np.int64), strong["j"].to_numpy(np.int64)
     hop = pd.DataFrame({"x": np.r_[si, sj, np.arange(n)], "z": np.r_[sj, si, anchor]})  # x -> strong neighbour, anchor
-    i, j = cand["i"].to_numpy(np.int64), cand["j"].to_numpy(np.int64)
-    y, x = np.r_[i, j], np.r_[j, i]
-    pick = ~grouped[y] & grouped[x]
-    near = pd.DataFrame({"y": y[pick], "x": x[pick]}).merge(hop, on="x")
-    near["zrank"] = rank[near["z"].to_numpy()]
+    y, x = _lone_sides(cand, grouped)
+    near = pd.DataFrame({"y": y, "x": x}).merge(hop, on="x")
     near = near[near["z"].to_numpy() != near["y"].to_numpy()]
-    near["similarity"] = np.einsum("nd,nd->n", desc[near["y"].to_numpy()], desc[near["z"].to_numpy()])
-    near = near.sort_values(["y", "similarity", "zrank"], ascending=[True, False, True], kind="stable")
     a = np.minimum(near["y"].to_numpy(), near["z"].to_numpy())
     b = np.maximum(near["y"].to_numpy(), near["z"].to_numpy())
     near = near.assign(key=a * n + b)
-    near = near[~np.isin(near["key"].to_numpy(), i * n + j)].drop_duplicates(["y", "key"])
-    chosen = near.groupby("y", sort=True).head(opts.lone_pairs).drop_duplicates("key").sort_values("key")
+    known = cand["i"].to_numpy(np.int64) * n + cand["j"].to_numpy(np.int64)
+    near = near[~np.isin(near["key"].to_numpy(), known)].drop_duplicates(["y", "key"])
+    chosen = _most_similar_first(near, rank, desc, opts.lone_pairs).drop_duplicates("key").sort_values("key")
     key = chosen["key"].to_numpy()
     return pd.DataFrame({"i": key // n, "j": key % n, "similarity": chosen["similarity"].to_numpy(np.float32)})
 
@@ -220,3 +216,33 @@ def links_so_far(parts: list[pd.DataFrame], v: pd.DataFrame, params: SceneParams
         weak |= links["lone"].to_numpy()
     return pd.concat([q[["i", "j", "stage", "evidence"]].assign(weak=False) for q in parts]
                      + [links[["i", "j"]].assign(stage=3, evidence="", weak=weak)])
+
+
+def lone_crop_pairs(cand: pd.DataFrame, anchor: np.ndarray, grouped: np.ndarray, rank: np.ndarray,
+                    desc: np.ndarray, limit: int) -> pd.DataFrame:
+    """The pairs the crop search (:mod:`inf30.dedupe.crops`) tests: each lone image y (not ``grouped``) with
+    its candidates x (``cand`` columns i, j) that are in a group and their groups' anchors, at most
+    ``limit`` per y, the most similar to y first (whole-image descriptors ``desc`` (N, D), L2-normalized;
+    ties by rank). A crop's frame is often a candidate; when it is not, it is often the anchor of a
+    candidate's group (a re-gained or shifted copy of it was the candidate). Returns columns y, z,
+    similarity, sorted by y, then that order."""
+    y, x = _lone_sides(cand, grouped)
+    d = pd.DataFrame({"y": np.r_[y, y], "z": np.r_[x, anchor[x]]}).drop_duplicates()
+    return _most_similar_first(d, rank, desc, limit)[["y", "z", "similarity"]].reset_index(drop=True)
+
+
+def _lone_sides(cand: pd.DataFrame, grouped: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both sides of every candidate pair (columns i, j) whose one image y is in no group and whose other x
+    is: (y, x), int64 arrays."""
+    i, j = cand["i"].to_numpy(np.int64), cand["j"].to_numpy(np.int64)
+    y, x = np.r_[i, j], np.r_[j, i]
+    pick = ~grouped[y] & grouped[x]
+    return y[pick], x[pick]
+
+
+def _most_similar_first(d: pd.DataFrame, rank: np.ndarray, desc: np.ndarray, limit: int) -> pd.DataFrame:
+    """Rows of ``d`` (columns y, z) with their whole-image ``similarity`` (float32), at most ``limit`` per y,
+    sorted by y, then the most similar z first, ties by z's ``rank``."""
+    d = d.assign(similarity=pair_similarity(desc, d["y"], d["z"]).astype(np.float32), zrank=rank[d["z"].to_numpy()])
+    d = d.sort_values(["y", "similarity", "zrank"], ascending=[True, False, True], kind="stable")
+    return d.groupby("y", sort=True).head(limit)
