@@ -421,6 +421,9 @@ def main() -> None:
     g2, g23 = (group_pairs(dedupe_groups(rank, e, opts.hops)) for e in (e2, e23))
     cand = trace["candidates"]
     cset = set(zip(cand["i"].astype(int), cand["j"].astype(int), strict=True))
+    s2 = e23[e23["stage"] == 2]
+    reached = cset | set(zip(trace["tested"]["i"].astype(int), trace["tested"]["j"].astype(int), strict=True)) \
+        | set(zip(s2["i"].astype(int), s2["j"].astype(int), strict=True))
     cgraph = group_pairs(components(n, pd.concat([e2[["i", "j"]], cand[["i", "j"]]])))
 
     print(f"\nour phash {t_hash:.1f}s, scene features {t_feat:.1f}s ({n / t_feat:.0f} img/s), "
@@ -453,17 +456,19 @@ def main() -> None:
     print(f"{'imagededup PHash (pairs), best-F1 threshold ' + str(f1[0]):<52} {f1[1]:9.3f} {f1[2]:7.3f}")
     print(f"{'imagededup PHash (pairs), max recall at prec>=0.98 (t=' + str(at98[0]) + ')':<52} {at98[1]:9.3f} {at98[2]:7.3f}")
 
-    print("\nby positive type: candidate recall (the pair reaches verification), candidate-graph recall (the")
+    print("\nby positive type: candidate recall (the pair is a stage 3 candidate), reach (a stage 2 link, or a stage")
+    print("3 test looked at the pair: candidates, lone images' pairs, crop search), candidate-graph recall (the")
     print("candidates and stage 2 links connect it), verified link, recall of stages 2+3 (one group)")
     kinds: dict[str, list[tuple[int, int, int]]] = {}
     for i, j in positives:
         p = (int(i), int(j))
-        kinds.setdefault(pair_kind(labels[i], labels[j]), []).append((p in cset, p in cgraph, p in links, p in g23))
+        kinds.setdefault(pair_kind(labels[i], labels[j]), []).append(
+            (p in cset, p in reached, p in cgraph, p in links, p in g23))
     allv = [v for vs in kinds.values() for v in vs]
-    print(f"  {'type':<28} {'cand.':>6} {'graph':>6} {'link':>6} {'group':>6}  pairs")
+    print(f"  {'type':<28} {'cand.':>6} {'reach':>6} {'graph':>6} {'link':>6} {'group':>6}  pairs")
     for k, v in sorted(kinds.items()) + [("all", allv)]:
         m = np.mean(np.array(v, float), axis=0)
-        print(f"  {k:<28} {m[0]:6.3f} {m[1]:6.3f} {m[2]:6.3f} {m[3]:6.3f}  {len(v)}")
+        print(f"  {k:<28} {m[0]:6.3f} {m[1]:6.3f} {m[2]:6.3f} {m[3]:6.3f} {m[4]:6.3f}  {len(v)}")
     fps = rows[1][5]
     if args.overlap_oracle and fps:
         # adjudicate the "false positives" with the independent SIFT oracle: different SIRST images or HIT-UAV

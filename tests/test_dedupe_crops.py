@@ -105,19 +105,22 @@ def test_lone_crop_is_joined_to_its_frames_group_by_the_crop_search(sirst60, hit
 
 
 def test_lone_crop_pairs_and_links_pick_by_similarity_then_rank() -> None:
-    """Pair choice: only images in no group, paired with their grouped candidates and those groups' anchors,
-    at most ``limit`` each, the most similar first, ties by rank; a link: each lone image's best score at or
-    over the threshold, ties to the image first in rank."""
-    # groups: 0 <- 1, 2 <- 3; images 4 and 5 are alone; 6 is alone with no grouped candidate
-    anchor = np.array([0, 0, 2, 2, 4, 5, 6])
-    grouped = np.array([True, True, True, True, False, False, False])
-    rank = np.array([1, 2, 0, 3, 4, 5, 6])
-    desc = np.tile(np.float32([1, 0]), (7, 1))
-    desc[2], desc[5] = (0.6, 0.8), (0, 1)  # 4: 1.0 to 0, 1 and 3, 0.6 to 2; 5: 0.8 to 2, 0 to 3
+    """Pair choice: only images in no group, paired with their grouped candidates, those groups' anchors and
+    the candidates' strong neighbours (never through a weak link), at most ``limit`` each, the most similar
+    first, ties by rank; a link: each lone image's best score at or over the threshold, ties to the image
+    first in rank."""
+    # groups: 0 <- 1, 2 <- 3 <- 7 (strong links); 3 - 6 weak; 4 and 5 are alone; 6 is alone with no grouped candidate
+    anchor = np.array([0, 0, 2, 2, 4, 5, 6, 2])
+    grouped = np.array([True, True, True, True, False, False, False, True])
+    rank = np.array([1, 2, 0, 3, 4, 5, 6, 7])
+    edges = pd.DataFrame({"i": [0, 2, 3, 3], "j": [1, 3, 7, 6], "weak": [False, False, False, True]})
+    desc = np.tile(np.float32([1, 0]), (8, 1))
+    desc[2], desc[5] = (0.6, 0.8), (0, 1)  # 4: 1.0 to 0, 1, 3 and 7, 0.6 to 2; 5: 0.8 to 2, 0 to 3 and 7
     cand = pd.DataFrame({"i": [1, 3, 4, 4, 5, 6], "j": [4, 4, 6, 5, 3, 5], "similarity": 0.5})
-    got = lone_crop_pairs(cand, anchor, grouped, rank, desc, limit=5)
-    assert list(map(tuple, got[["y", "z"]].to_numpy())) == [(4, 0), (4, 1), (4, 3), (4, 2), (5, 2), (5, 3)]
-    got = lone_crop_pairs(cand, anchor, grouped, rank, desc, limit=1)
+    got = lone_crop_pairs(cand, edges, anchor, grouped, rank, desc, limit=5)
+    assert list(map(tuple, got[["y", "z"]].to_numpy())) == [(4, 0), (4, 1), (4, 3), (4, 7), (4, 2),
+                                                            (5, 2), (5, 3), (5, 7)]  # 7: 3's strong neighbour
+    got = lone_crop_pairs(cand, edges, anchor, grouped, rank, desc, limit=1)
     assert list(map(tuple, got[["y", "z"]].to_numpy())) == [(4, 0), (5, 2)]
     pairs = pd.DataFrame({"y": [4, 4, 4, 5], "z": [3, 1, 2, 2], "similarity": np.float32([1, 1, 0.6, 0.8])})
     found = pd.DataFrame({"score": np.float32([0.7, 0.9, 0.9, 0.79]), "scale": np.float32([0.5, 0.5, 0.6, 0.5])})

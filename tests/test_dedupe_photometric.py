@@ -157,11 +157,23 @@ def test_weak_links_are_leaves_of_groups() -> None:
     # two lone images: the later one joins the earlier (the larger stays), whatever the edge's direction
     e = pd.DataFrame({"i": [1], "j": [0], "stage": 3, "evidence": ["10"], "weak": [True]})
     assert assign_anchors(rank[:2], e) == {1: (0, 3, "10", 0)}
-    # a weak leaf does not carry further: y alone joins A via x; z, weak to y only, stays alone
+    # pass 2: y alone joins A via x; pass 3: z, weak to the leaf y only, joins A's group through y (a verified
+    # duplicate of a member is dropped)
     x, y, z = 1, 2, 3
     e = pd.DataFrame({"i": [A, x, y], "j": [x, y, z], "stage": 3, "evidence": ["Ax", "xy", "yz"],
                       "weak": [False, True, True]})
-    assert assign_anchors(rank, e) == {x: (A, 3, "Ax", A), y: (A, 3, "xy", x)}
+    assert assign_anchors(rank, e) == {x: (A, 3, "Ax", A), y: (A, 3, "xy", x), z: (A, 3, "yz", y)}
+    assert assign_anchors(rank, e, leaf_hosts=False) == {x: (A, 3, "Ax", A), y: (A, 3, "xy", x)}
+    assert assign_anchors(rank, e, hops=2) == {x: (A, 3, "Ax", A), y: (A, 3, "xy", x)}  # y is at the limit
+    # pass 3 through a leaf of a group pass 2 made: the upscaled crop c (first) anchors its frame F as a leaf
+    # (two lone images); R, weak to F only, joins c's group, not a group of F's own
+    c, F, R = 0, 1, 2
+    e = pd.DataFrame({"i": [c, F], "j": [F, R], "stage": 3, "evidence": ["cF", "FR"], "weak": [True, True]})
+    assert assign_anchors(rank[:3], e) == {F: (c, 3, "cF", c), R: (c, 3, "FR", F)}
+    # a weak link never joins two groups, pass 3 included: B-C weak between two strong groups stays unused
+    e = pd.DataFrame({"i": [A, 1, 2], "j": [1, 2, 3], "stage": 3, "evidence": ["AB", "BC", "CD"],
+                      "weak": [False, True, False]})
+    assert assign_anchors(rank[:4], e) == {1: (A, 3, "AB", A), 3: (2, 3, "CD", 2)}
 
 
 def every_and_gated(feats: list, rank: np.ndarray, opts) -> tuple[dict, dict, object, object, pd.DataFrame]:

@@ -9,9 +9,9 @@ import pandas as pd
 
 
 def assign_anchors(
-    rank: np.ndarray, edges: pd.DataFrame, hops: int = 0
+    rank: np.ndarray, edges: pd.DataFrame, hops: int = 0, leaf_hosts: bool = True
 ) -> dict[int, tuple[int, int, str, int]]:
-    """Groups from the verified graph (stage 2 and stage 3 edges), in two passes.
+    """Groups from the verified graph (stage 2 and stage 3 edges), in three passes.
 
     rank: (N,) int, the visiting position of each image (0 first). edges: columns i, j, stage (2 or 3),
     evidence (str) and optionally weak (bool: a stage 3 link that may only make a leaf, see
@@ -27,6 +27,11 @@ def assign_anchors(
        comes earlier (two lone images: the later one joins the earlier, as anchors go). A weak link
        therefore never joins two groups: one wrong link costs one image, and the frame a crop was cut from
        keeps its own group (its strong neighbours included) whatever the sizes.
+    3. Images still alone: each joins the group of its best weakly linked neighbour (same order) that passes
+       1 and 2 put in a group, a leaf included, within ``hops``. Such an image is a verified duplicate of a
+       group member; keeping it would keep two images of one scene. Its link still costs only itself: it
+       never joins two groups, and no image joins through it. ``leaf_hosts=False`` skips this pass (stage 3
+       looks for a direct place for these images first, see :func:`~inf30.dedupe.find_edges`).
 
     Each taken image records the edge that reached it. Returns {dropped index: (anchor index, stage,
     evidence, parent index)}; the parent is the anchor itself for a direct link. Depends only on the edges
@@ -72,6 +77,19 @@ def assign_anchors(
             dropped[y] = (group[x], st, ev, x)
             has_members.add(group[x])
             leaves.add(y)
+            depth[y] = depth[x] + 1
+    if not leaf_hosts:
+        return dropped
+    hosts = set(dropped) | has_members  # pass 3 joins only through images grouped by passes 1 and 2
+    for y in sorted(weak, key=lambda x: rank[x]):
+        if y in hosts:
+            continue
+        options = [(rank[top], rank_x, top, x, st, ev) for rank_x, x, st, ev in weak[y]
+                   if x in hosts and (not hops or depth[x] < hops)
+                   for top in (dropped[x][0] if x in dropped else x,)]  # x's anchor (pass 2 leaves included)
+        if options:
+            _, _, top, x, st, ev = min(options)
+            dropped[y] = (top, st, ev, x)
     return dropped
 
 
@@ -93,12 +111,13 @@ def anchor_rank(df: pd.DataFrame, order: tuple[str, ...]) -> np.ndarray:
     return rank
 
 
-def group_arrays(rank: np.ndarray, edges: pd.DataFrame, hops: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The groups of :func:`assign_anchors` as arrays over the N images: anchor (N,) (an image's own index
-    when it is in no group), grouped (N,) bool (anchors with members included) and depth (N,), the links
-    from its anchor along the recorded parents (0 for anchors and images in no group)."""
+def group_arrays(rank: np.ndarray, edges: pd.DataFrame, hops: int = 0,
+                 leaf_hosts: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The groups of :func:`assign_anchors` (``hops``, ``leaf_hosts``) as arrays over the N images: anchor (N,)
+    (an image's own index when it is in no group), grouped (N,) bool (anchors with members included) and
+    depth (N,), the links from its anchor along the recorded parents (0 for anchors and images in no group)."""
     n = len(rank)
-    taken = assign_anchors(rank, edges, hops) if len(edges) else {}
+    taken = assign_anchors(rank, edges, hops, leaf_hosts) if len(edges) else {}
     anchor, grouped, depth = np.arange(n), np.zeros(n, bool), np.zeros(n, np.int64)
     for m, (a, _st, _ev, parent) in taken.items():
         anchor[m] = a
@@ -134,7 +153,8 @@ def resolve_leaf_links(
     to an x already in a group of pass 1 (within ``hops``: always eligible) is known: no later key can win.
     Pairs of two images in groups, and pairs to group members at the ``hops`` limit, are never tested. The
     returned state (M,) has 1 or 0 where tested; rows left at -1 were not needed: taken as no link, the
-    groups equal those of testing every row (tested). Depends on the inputs only, not on workers.
+    groups equal those of testing every row (tested). Pass 3 needs no more: an image that no link to a
+    settled member decides has had all its rows tested. Depends on the inputs only, not on workers.
     """
     state = np.asarray(state, np.int8).copy()
     anchor, grouped, depth = group_arrays(rank, strong, hops)

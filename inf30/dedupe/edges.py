@@ -43,11 +43,13 @@ def find_edges(
     with strong links can still end alone) in a second round on the untested pairs a lone image needs,
     in pass 2's order until its group is decided (:func:`~inf30.dedupe.resolve_leaf_links`). The groups are
     those of running it on every pair (tested), at a fraction of the cost. With ``rank``, the images
-    still in no group are also tested against their candidates' groups (:func:`lone_pairs`,
+    still in no group (after passes 1 and 2 of :func:`~inf30.dedupe.assign_anchors`: pass 3 is the fallback
+    for what these tests leave) are also tested against their candidates' groups (:func:`lone_pairs`,
     ``opts.lone_pairs``; weak links), and those still alone get the crop search (:mod:`inf30.dedupe.crops`,
     ``crop_corr``, ``opts.lone_crops``; weak links). ``trace`` (a dict) receives the stage 3 ``candidates`` (with
-    ``inliers``, -1 where skipped). Returns a DataFrame i, j, stage (2 or 3), evidence (str), hamming,
-    inliers, similarity (-1 where not applicable), weak (a stage 3 link made by the photometric test or with
+    ``inliers``, -1 where skipped) and the pairs some stage 3 test looked at, ``tested`` (columns i < j: the
+    verified candidates, the lone images' pairs and the crop search's pairs). Returns a DataFrame i, j, stage
+    (2 or 3), evidence (str), hamming, inliers, similarity (-1 where not applicable), weak (a stage 3 link made by the photometric test or with
     fewer than ``strong_inliers`` ORB inliers, which groups take as a leaf only, see
     :func:`inf30.dedupe.assign_anchors`).
     """
@@ -136,8 +138,9 @@ def find_edges(
                 stats.lone_checked = len(extra)
         crops = None
         if rank is not None and p.crop_corr > 0 and opts.lone_crops:  # last: the crop search for the images still alone
-            anchor, grouped, _depth = group_arrays(rank, links_so_far(parts, v, p), opts.hops)
-            pairs = lone_crop_pairs(cand, anchor, grouped, rank, descriptors[0], opts.lone_crops)
+            edges = links_so_far(parts, v, p)
+            anchor, grouped, _depth = group_arrays(rank, edges, opts.hops, leaf_hosts=False)
+            pairs = lone_crop_pairs(cand, edges, anchor, grouped, rank, descriptors[0], opts.lone_crops)
             crops = crop_links(pairs, search_crops(feats, pairs, dist, opts.workers, progress), rank, p.crop_corr)
             if stats is not None:
                 stats.crop_searched, stats.crop_linked = len(pairs), len(crops)
@@ -148,6 +151,9 @@ def find_edges(
             same = pd.Series(v["same"].to_numpy(), index=key)
             trace["candidates"] = cand.assign(inliers=inl.reindex(ckey).fillna(-1).astype(np.int32).to_numpy(),
                                               same=same.reindex(ckey).fillna(False).astype(bool).to_numpy())
+            tested = [v[["i", "j"]]] + ([] if crops is None else [pd.DataFrame(
+                {"i": np.minimum(pairs["y"], pairs["z"]), "j": np.maximum(pairs["y"], pairs["z"])})])
+            trace["tested"] = pd.concat(tested, ignore_index=True).drop_duplicates().reset_index(drop=True)
         if stats is not None:
             stats.candidate_pairs = len(cand)
             stats.checked_pairs = int((~v["lone"]).sum())  # candidates verified (the lone pairs are counted apart)
@@ -189,12 +195,9 @@ def lone_pairs(cand: pd.DataFrame, v: pd.DataFrame, parts: list[pd.DataFrame], r
     corr, same); parts: the stage 2 edges. Returns columns i, j (i < j), similarity, sorted by pair."""
     edges = links_so_far(parts, v, opts.scene_params)
     n = len(rank)
-    anchor, grouped, _depth = group_arrays(rank, edges, opts.hops)
-    strong = edges[~edges["weak"].to_numpy()]
-    si, sj = strong["i"].to_numpy(np.int64), strong["j"].to_numpy(np.int64)
-    hop = pd.DataFrame({"x": np.r_[si, sj, np.arange(n)], "z": np.r_[sj, si, anchor]})  # x -> strong neighbour, anchor
+    anchor, grouped, _depth = group_arrays(rank, edges, opts.hops, leaf_hosts=False)
     y, x = _lone_sides(cand, grouped)
-    near = pd.DataFrame({"y": y, "x": x}).merge(hop, on="x")
+    near = pd.DataFrame({"y": y, "x": x}).merge(_group_hops(edges, anchor), on="x")
     near = near[near["z"].to_numpy() != near["y"].to_numpy()]
     a = np.minimum(near["y"].to_numpy(), near["z"].to_numpy())
     b = np.maximum(near["y"].to_numpy(), near["z"].to_numpy())
@@ -218,17 +221,27 @@ def links_so_far(parts: list[pd.DataFrame], v: pd.DataFrame, params: SceneParams
                      + [links[["i", "j"]].assign(stage=3, evidence="", weak=weak)])
 
 
-def lone_crop_pairs(cand: pd.DataFrame, anchor: np.ndarray, grouped: np.ndarray, rank: np.ndarray,
-                    desc: np.ndarray, limit: int) -> pd.DataFrame:
+def lone_crop_pairs(cand: pd.DataFrame, edges: pd.DataFrame, anchor: np.ndarray, grouped: np.ndarray,
+                    rank: np.ndarray, desc: np.ndarray, limit: int) -> pd.DataFrame:
     """The pairs the crop search (:mod:`inf30.dedupe.crops`) tests: each lone image y (not ``grouped``) with
-    its candidates x (``cand`` columns i, j) that are in a group and their groups' anchors, at most
-    ``limit`` per y, the most similar to y first (whole-image descriptors ``desc`` (N, D), L2-normalized;
-    ties by rank). A crop's frame is often a candidate; when it is not, it is often the anchor of a
-    candidate's group (a re-gained or shifted copy of it was the candidate). Returns columns y, z,
-    similarity, sorted by y, then that order."""
+    its candidates x (``cand`` columns i, j) that are in a group, their groups' anchors and the images
+    strongly linked to them (``edges``: the links so far, column weak), at most ``limit`` per y, the most
+    similar to y first (whole-image descriptors ``desc`` (N, D), L2-normalized; ties by rank). A crop's
+    frame is often a candidate; when it is not, a re-gained, rotated or shifted copy of it was the candidate,
+    and the frame is that copy's strong neighbour or its group's anchor. Returns columns y, z, similarity,
+    sorted by y, then that order."""
     y, x = _lone_sides(cand, grouped)
-    d = pd.DataFrame({"y": np.r_[y, y], "z": np.r_[x, anchor[x]]}).drop_duplicates()
-    return _most_similar_first(d, rank, desc, limit)[["y", "z", "similarity"]].reset_index(drop=True)
+    d = pd.DataFrame({"y": y, "x": x}).merge(_group_hops(edges, anchor), on="x")
+    d = pd.concat([pd.DataFrame({"y": y, "z": x}), d[d["z"].to_numpy() != d["y"].to_numpy()][["y", "z"]]])
+    return _most_similar_first(d.drop_duplicates(), rank, desc, limit)[["y", "z", "similarity"]].reset_index(drop=True)
+
+
+def _group_hops(edges: pd.DataFrame, anchor: np.ndarray) -> pd.DataFrame:
+    """Where a lone image's grouped candidate x leads: x's strong neighbours in ``edges`` (column weak) and
+    its group's ``anchor`` (N,). Columns x, z."""
+    strong = edges[~edges["weak"].to_numpy()]
+    si, sj = strong["i"].to_numpy(np.int64), strong["j"].to_numpy(np.int64)
+    return pd.DataFrame({"x": np.r_[si, sj, np.arange(len(anchor))], "z": np.r_[sj, si, anchor]})
 
 
 def _lone_sides(cand: pd.DataFrame, grouped: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
