@@ -87,8 +87,12 @@ def test_lone_crop_is_joined_to_its_frames_group_by_the_crop_search(sirst60, hit
         for lone_crops, workers in ((0, 1), (64, 1), (64, 2)):
             stats = DedupeSummary()
             opts = DedupeOptions(workers=workers, lone_pairs=0, lone_crops=lone_crops)
-            e = find_edges(codes, valid, feats, opts, stats=stats, rank=rank)
+            trace: dict = {}
+            e = find_edges(codes, valid, feats, opts, stats=stats, rank=rank, trace=trace)
             groups = {m: a for m, (a, *_) in assign_anchors(rank, e).items()}
+            tested = set(zip(trace["tested"]["i"].tolist(), trace["tested"]["j"].tolist()))
+            assert set(zip(cand["i"].tolist(), cand["j"].tolist())) <= tested  # none in one group yet: all verified
+            assert all(((min(c, f), max(c, f)) in tested) == bool(lone_crops) for f, _, c in fam)  # the crop search's
             for frame, noisy, c in fam:
                 assert groups.get(noisy) == frame  # the pHash near-copy, the frame its anchor
                 assert groups.get(c) == (frame if lone_crops and frame != fam[-1][0] else None), (lone_crops, c)
