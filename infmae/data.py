@@ -345,11 +345,11 @@ def _check_readable(source: ImageSource, check: int) -> None:
 
 
 # ----------------------------------------------------------------------------------------------- transforms
-def to_tensor(gray: Image.Image) -> torch.Tensor:
-    """8-bit gray PIL image -> normalized float tensor [3, H, W] (gray replicated)."""
+def to_tensor(gray: Image.Image, channels: int = 3) -> torch.Tensor:
+    """8-bit gray PIL image -> normalized float tensor [channels, H, W] (gray replicated; 1: no copy)."""
     # numpy, not torch: no intra-op thread pool here (OpenMP threads spin badly on a busy machine)
     x = (np.asarray(gray, dtype=np.float32) / np.float32(255.0) - np.float32(MEAN)) / np.float32(STD)
-    return torch.from_numpy(np.ascontiguousarray(np.broadcast_to(x, (3, *x.shape))))
+    return torch.from_numpy(np.ascontiguousarray(np.broadcast_to(x, (channels, *x.shape))))
 
 
 def denormalize(x: torch.Tensor) -> torch.Tensor:
@@ -377,9 +377,12 @@ def center_view(gray: Image.Image, size: int) -> Image.Image:
 class PretrainDataset(torch.utils.data.Dataset):
     """Map-style dataset over an :class:`ImageSource`, indexed by ``(index, sample_seed)``.
 
-    ``ds[(i, seed)]`` -> float tensor [3, size, size], augmented with ``random.Random(seed)``. An image that
-    fails to decode is replaced (with a warning) by the next one that decodes, deterministically.
+    ``ds[(i, seed)]`` -> float tensor [channels, size, size] (3, or 1 for a model that takes gray input, see
+    :meth:`LoaderInfo.match_model`), augmented with ``random.Random(seed)``. An image that fails to decode
+    is replaced (with a warning) by the next one that decodes, deterministically.
     """
+
+    channels = 3
 
     def __init__(self, source: ImageSource, size: int) -> None:
         if size % 16 or size <= 0:
@@ -409,7 +412,7 @@ class PretrainDataset(torch.utils.data.Dataset):
         else:
             index, seed = int(item), int(item)
         rng = random.Random(seed)
-        return to_tensor(augment(self._gray(int(index)), self.size, rng))
+        return to_tensor(augment(self._gray(int(index)), self.size, rng), self.channels)
 
     def fixed_views(self, count: int) -> torch.Tensor:
         """``count`` images spread over the dataset, center view, no augmentation: [count, 3, size, size]."""
@@ -503,8 +506,12 @@ class LoaderInfo:
     def match_model(self, model: torch.nn.Module) -> LoaderInfo:
         """Hand `model` gray [micro, 1, size, size] input when it takes it as its 3-channel replication
         (``model.accepts_gray``, e.g. InfMAE: same outputs, no 3x copy), else 3 channels; returns self.
-        The packed loader never makes the copy; the decode loader's workers do, and it hands over channel 0."""
+        Neither loader makes the copy then: the decode loader's workers build [1, size, size] samples when
+        this is called before the first iteration (as ``pretrain`` does); batches of workers started earlier
+        (persistent) stay 3 channels and are handed over as channel 0."""
         self.channels = 1 if getattr(model, "accepts_gray", False) else 3
+        if isinstance(self.dataset, PretrainDataset):
+            self.dataset.channels = self.channels  # read by the workers when iteration starts
         return self
 
     def to_input(self, batch, device: torch.device) -> torch.Tensor:

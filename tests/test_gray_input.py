@@ -206,12 +206,25 @@ def test_packed_loader_hands_gray_batches_to_a_model_that_accepts_them(packed: P
     assert li.to_input(batch, torch.device("cpu")).shape == (4, 3, 64, 64)
 
 
-def test_decode_loader_hands_channel_0_to_a_gray_model(packed: Path) -> None:
-    li = make_loader(open_source(packed), 64, global_batch=4, seed=5, loader="decode")
+@pytest.mark.parametrize("workers", [0, 1])
+def test_decode_loader_hands_channel_0_to_a_gray_model(packed: Path, workers: int) -> None:
+    """A batch made before `match_model` is handed over as its channel 0; when `match_model` comes first (as in
+    `pretrain`), the decode loader's workers build the gray batch itself (no 3x copy), the same values; a
+    3-channel model gets 3 channels."""
+    def loader():
+        return make_loader(open_source(packed), 64, global_batch=4, seed=5, loader="decode", workers=workers)
+
+    li = loader()
     batch = next(iter(li.loader))
     assert batch.shape[1] == 3
     x1 = li.match_model(infmae_tiny()).to_input(batch, torch.device("cpu"))
     assert x1.shape == (4, 1, 64, 64) and torch.equal(x1, batch[:, :1])
+    li = loader().match_model(infmae_tiny())
+    gray = next(iter(li.loader))  # the same samples (same epoch and seed)
+    assert gray.shape == (4, 1, 64, 64) and torch.equal(gray, batch[:, :1])
+    assert torch.equal(li.to_input(gray, torch.device("cpu")), gray)
+    li = loader().match_model(nn.Conv2d(3, 8, 3))
+    assert torch.equal(next(iter(li.loader)), batch)
 
 
 def test_pretraining_on_gray_batches_follows_the_3_channel_loss_curve(packed: Path, tmp_path: Path,
