@@ -90,8 +90,8 @@ def test_lone_crop_is_joined_to_its_frames_group_by_the_crop_search(sirst60, hit
             trace: dict = {}
             e = find_edges(codes, valid, feats, opts, stats=stats, rank=rank, trace=trace)
             groups = {m: a for m, (a, *_) in assign_anchors(rank, e).items()}
-            tested = set(zip(trace["tested"]["i"].tolist(), trace["tested"]["j"].tolist()))
-            assert set(zip(cand["i"].tolist(), cand["j"].tolist())) <= tested  # none in one group yet: all verified
+            tested = set(zip(trace["tested"]["i"].tolist(), trace["tested"]["j"].tolist(), strict=True))
+            assert set(zip(cand["i"].tolist(), cand["j"].tolist(), strict=True)) <= tested  # none in one group yet: all verified
             assert all(((min(c, f), max(c, f)) in tested) == bool(lone_crops) for f, _, c in fam)  # the crop search's
             for frame, noisy, c in fam:
                 assert groups.get(noisy) == frame  # the pHash near-copy, the frame its anchor
