@@ -269,17 +269,24 @@ def best_threshold(codes: np.ndarray, labels: list[dict], positives: np.ndarray)
     return out
 
 
-def positives_sheet(images: list[np.ndarray], pairs: np.ndarray, path: Path, n: int = 24, seed: int = 1) -> None:
-    """Side-by-side thumbnails of a random sample of pairs (P, 2) (for the visual check)."""
+def positives_sheet(images: list[np.ndarray], pairs: np.ndarray, path: Path, n: int | None = 24, seed: int = 1,
+                    names: list[str] | None = None) -> None:
+    """Side-by-side thumbnails of a random sample of ``n`` pairs (P, 2), or of every pair in order (``n`` None),
+    for the visual check; with ``names`` each thumbnail is equalized (low-contrast skies become readable) and
+    labelled."""
     pairs = np.asarray(pairs).reshape(-1, 2)
     if not len(pairs):
         return
     rng = np.random.default_rng(seed)
-    sel = pairs[rng.choice(len(pairs), min(n, len(pairs)), replace=False)]
+    sel = pairs if n is None else pairs[rng.choice(len(pairs), min(n, len(pairs)), replace=False)]
     rows = []
-    for i, j in sel:
-        a = cv2.resize(images[i], (240, 192), interpolation=cv2.INTER_AREA)
-        b = cv2.resize(images[j], (240, 192), interpolation=cv2.INTER_AREA)
+    for k, (i, j) in enumerate(sel):
+        a, b = (cv2.resize(images[x], (240, 192), interpolation=cv2.INTER_AREA) for x in (i, j))
+        if names is not None:
+            a, b = cv2.equalizeHist(a), cv2.equalizeHist(b)
+            for im, text in ((a, f"{k} {names[i]}"), (b, names[j])):
+                cv2.putText(im, text, (3, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45, 0, 3)
+                cv2.putText(im, text, (3, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45, 255, 1)
         rows.append(np.hstack([a, np.full((192, 4), 255, np.uint8), b]))
     cols = 3
     while len(rows) % cols:
@@ -361,7 +368,8 @@ def main() -> None:
     ap.add_argument("--show-errors", type=int, default=10)
     ap.add_argument("--no-overlap-oracle", dest="overlap_oracle", action="store_false",
                     help="count every video pair <= 5 frames apart as positive, overlapping or not")
-    ap.add_argument("--errors-sheet", type=Path, default=None, help="contact sheets of false positives / misses")
+    ap.add_argument("--errors-sheet", type=Path, default=None,
+                    help="contact sheets: PATH.fp.png every false pair (labelled), PATH.missed.png a sample of misses")
     ap.add_argument("--sirst-neighbours", type=int, default=0,
                     help="leave pairs of SIRST images at most this far apart in number unlabelled (0 = negatives, "
                          "as before): SIRST holds short sequences under consecutive numbers")
@@ -484,7 +492,7 @@ def main() -> None:
             print(f"  {labels[i]['name']}  {labels[j]['name']}")
     missed = [(int(i), int(j)) for i, j in positives if (int(i), int(j)) not in g23]
     if args.errors_sheet:
-        positives_sheet(images, np.array(fps), args.errors_sheet.with_suffix(".fp.png"))
+        positives_sheet(images, np.array(sorted(fps)), args.errors_sheet.with_suffix(".fp.png"), n=None, names=names)
         positives_sheet(images, np.array(missed), args.errors_sheet.with_suffix(".missed.png"))
         print(f"wrote {args.errors_sheet.with_suffix('.fp.png')} and .missed.png")
     if missed and args.show_errors:
