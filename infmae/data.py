@@ -349,7 +349,7 @@ def to_tensor(gray: Image.Image, channels: int = 3) -> torch.Tensor:
     """8-bit gray PIL image -> normalized float tensor [channels, H, W] (gray replicated; 1: no copy)."""
     # numpy, not torch: no intra-op thread pool here (OpenMP threads spin badly on a busy machine)
     x = (np.asarray(gray, dtype=np.float32) / np.float32(255.0) - np.float32(MEAN)) / np.float32(STD)
-    return torch.from_numpy(np.ascontiguousarray(np.broadcast_to(x, (channels, *x.shape))))
+    return torch.from_numpy(x[None] if channels == 1 else np.ascontiguousarray(np.broadcast_to(x, (channels, *x.shape))))
 
 
 def denormalize(x: torch.Tensor) -> torch.Tensor:
