@@ -217,15 +217,19 @@ def merge_cmd(
     dirs: Annotated[list[Path], typer.Argument(help="Shard output folders from `inf30 build --shard`.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Merged dataset folder.")],
     dedupe: Annotated[bool, typer.Option("--dedupe/--no-dedupe", help="Run near-duplicate removal across shards.")] = True,
+    distributor: str = opt(BuildOptions, "distributor", help="Where the cross-shard near-duplicate stage's features and verification run: local (processes) or ray (a Ray cluster)."),
+    ray_address: str | None = opt(BuildOptions, "ray_address"),
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
-    """Combine shard outputs into one dataset (cross-shard exact duplicates dropped).
+    """Combine shard outputs into one dataset (cross-shard exact duplicates dropped), then remove
+    near-duplicates across shards (features and verification on --distributor).
 
-    Example: inf30 merge shards/0 shards/1 shards/2 --out inf30
+    Example: inf30 merge shards/0 shards/1 shards/2 --out inf30 --distributor ray --ray-address HEAD:6379
     """
     from pipelines.build import merge_shards
 
-    summary = _guard(merge_shards, dirs, out, dedupe=dedupe, progress=not quiet)
+    summary = _guard(merge_shards, dirs, out, dedupe=dedupe, progress=not quiet, distributor=distributor,
+                     ray_address=ray_address)
     typer.echo(summary.table())
 
 

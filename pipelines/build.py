@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from inf30.build import BuildOptions, BuildSummary, build, resummarize
+from inf30.distribute import check_distributor
 from inf30.lock import lock_folder
 from inf30.merge import check_shards, merge
 from inf30.sources import load_sources
@@ -65,9 +66,11 @@ def build_sources(paths: list[str], out_dir: str | Path, opts: BuildOptions | No
 
 
 def merge_shards(shard_dirs: list[str | Path], out_dir: str | Path, dedupe: bool = True,
-                 progress: bool = True) -> BuildSummary:
+                 progress: bool = True, distributor: str = "local", ray_address: str | None = None) -> BuildSummary:
     """Merge shard folders into ``out_dir`` and (``dedupe``) re-make the near-duplicate decisions across
-    shards, from the union of the shards' feature caches; one lock for the whole run."""
+    shards, from the union of the shards' feature caches, on ``distributor`` (local processes or a Ray
+    cluster at ``ray_address``); one lock for the whole run."""
+    check_distributor(distributor, ray_address)  # a usage error before any work
     dirs = check_shards(shard_dirs, out_dir)  # before --out is created
     with lock_folder(out_dir):
         summary = merge(dirs, out_dir, redo_dedupe=dedupe, progress=progress)
@@ -76,4 +79,4 @@ def merge_shards(shard_dirs: list[str | Path], out_dir: str | Path, dedupe: bool
         from inf30.dedupe import merge_caches
 
         merge_caches(dirs, Path(out_dir))
-        return dedupe_stage(out_dir, summary, progress)
+        return dedupe_stage(out_dir, summary, progress, distributor, ray_address)

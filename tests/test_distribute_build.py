@@ -126,12 +126,14 @@ def test_distributor_options_are_checked_before_any_work(src: Path, tmp_path: Pa
         (["--distributor", "spark"], "--distributor must be one of local, ray"),
         (["--ray-address", "127.0.0.1:6379"], "--ray-address needs --distributor ray"),
     ):
-        for cmd in (["build", str(src), "--out", str(out), "-q"], ["entropy", str(src), "-q"]):
+        for cmd in (["build", str(src), "--out", str(out), "-q"], ["entropy", str(src), "-q"],
+                    ["merge", str(src), "--out", str(out), "-q"]):
             code, text = cli(cmd + extra)
             assert code == 2 and says in text, (cmd, text)
             assert text.strip().count("\n") == 0, text
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` fails, as without the extra
-    for cmd in (["build", str(src), "--out", str(out), "-q"], ["entropy", str(src), "-q"]):
+    for cmd in (["build", str(src), "--out", str(out), "-q"], ["entropy", str(src), "-q"],
+                ["merge", str(src), "--out", str(out), "-q"]):
         code, text = cli(cmd + ["--distributor", "ray"])
         assert code == 2 and "pip install 'infmae-toolkit[ray]'" in text, text
     assert not out.exists()
@@ -242,3 +244,27 @@ def test_build_with_dedupe_on_ray_gives_the_local_decisions(hituav_dir: Path, si
     pd.testing.assert_frame_equal(*groups)
     summary = json.loads((tmp_path / "ray" / "build.json").read_text())["summary"]
     assert summary["kept"] == int((b["status"] == "kept").sum()) and summary["dedupe"]
+
+
+def test_merge_with_dedupe_on_ray_gives_the_local_merge(hituav_dir: Path, sirst_dir: Path, cluster: Cluster,
+                                                        tmp_path: Path):
+    """`inf30 merge` of two shards with the cross-shard near-duplicate stage on Ray: the same manifest and
+    groups as the local merge (consecutive frames of a real HIT-UAV sequence fall into different shards)."""
+    src = copy_folder(tmp_path / "src", sorted((hituav_dir / "train").glob("*.jpg"))[:8]
+                      + sorted((sirst_dir / "images").glob("*.png"))[:4])  # fmt: skip
+    shards = [tmp_path / f"s{k}" for k in range(2)]
+    for k, d in enumerate(shards):
+        code, text = cli(["build", str(src), "--out", str(d), "--shard", f"{k}/2", "--workers", "2", "-q"])
+        assert code == 0, text
+    code, text = cli(["merge", *map(str, shards), "--out", str(tmp_path / "local"), "-q"])
+    assert code == 0, text
+    before = cluster.tasks_run(0)
+    code, text = cli(["merge", *map(str, shards), "--out", str(tmp_path / "ray"), "-q", "--distributor", "ray",
+                      "--ray-address", cluster.address])  # fmt: skip
+    assert code == 0, text
+    assert cluster.tasks_run(before + 1) >= before + 1  # verification chunks ran on the cluster
+    a, b = manifest(tmp_path / "local"), manifest(tmp_path / "ray")
+    assert len(a) == 12 and a["reason"].fillna("").str.startswith("near_duplicate").sum() >= 1
+    pd.testing.assert_frame_equal(a, b)
+    groups = [pd.read_parquet(tmp_path / d / "dedupe" / "groups.parquet") for d in ("local", "ray")]
+    pd.testing.assert_frame_equal(*groups)
