@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures as cf
+import logging
 import multiprocessing as mp
 import os
 import pickle
@@ -182,7 +183,9 @@ class _RayPool:
         self.ray, self.fatal = ray, fatal
         self.started = not ray.is_initialized()
         if self.started:
-            kwargs: dict[str, Any] = {"address": address, "include_dashboard": False}
+            # Ray's own INFO lines ("Connecting to existing Ray cluster ...") are not ours to print: a command's
+            # output stays its own (a one-line error stays one line); Ray's warnings and errors still show
+            kwargs: dict[str, Any] = {"address": address, "include_dashboard": False, "logging_level": logging.WARNING}
             if address is None and workers:
                 kwargs["num_cpus"] = workers
             ray.init(**kwargs)
