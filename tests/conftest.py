@@ -84,6 +84,29 @@ def copy_folder(dst: Path, files: list[Path]) -> Path:
     return dst
 
 
+def interrupt_build(cmd: list[str], out: Path, parts_done: int, env: dict | None = None, timeout: float = 180) -> None:
+    """Start ``inf30 build ... --out out`` (``cmd``) in its own session, wait until ``parts_done`` parts are
+    committed, send SIGINT to its whole process group (what a terminal's Ctrl-C does) and check the answer:
+    exit 130, the one-line message, no manifest."""
+    import subprocess
+    import time
+
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)  # fmt: skip
+    parts = out / ".work" / "parts"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        if parts.is_dir() and len(list(parts.glob("*.parquet"))) >= parts_done:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "the build ended before the interrupt: " + proc.stderr.read()
+    os.killpg(proc.pid, signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert stderr.strip().splitlines() == ["error: interrupted; re-run the same command to resume"], stderr
+    assert not (out / "manifest.parquet").exists()
+
+
 def mini_sirst(sirst: Path, dst: Path, n_train: int = 16, n_val: int = 4, n_test: int = 4) -> Path:
     """A small NUAA-SIRST: symlinks to the first images and masks of each real split."""
     for sub in ("images", "masks", "idx_427"):

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import copy_folder
+from conftest import copy_folder, interrupt_build
 from typer.testing import CliRunner
 
 from cli import inf30_app
@@ -273,28 +273,14 @@ def test_merge_with_dedupe_on_ray_gives_the_local_merge(hituav_dir: Path, sirst_
 def test_ctrl_c_during_a_build_on_ray_prints_one_line_and_resumes(sirst_dir: Path, cluster: Cluster, tmp_path: Path):
     """A real Ctrl-C (SIGINT to the driver's process group, as a terminal sends it) while the parts run on the
     Ray cluster: exit 130 with the one-line message, no manifest, the committed parts kept; the same command
-    then resumes to the complete build, and the cluster still runs work."""
-    import signal
-
+    then resumes to the complete build without redoing them."""
     src, out = tmp_path / "src", tmp_path / "ds"
     copy_folder(src, sorted((sirst_dir / "images").glob("*.png"))[:150])
     cmd = [str(Path(sys.executable).parent / "inf30"), "build", str(src), "--out", str(out), "--part-size", "1",
            "--no-dedupe", "-q", "--distributor", "ray", "--ray-address", cluster.address]
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            start_new_session=True)  # fmt: skip
+    interrupt_build(cmd, out, 3, env)
     parts = out / ".work" / "parts"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline and proc.poll() is None:
-        if parts.is_dir() and len(list(parts.glob("*.parquet"))) >= 3:
-            break
-        time.sleep(0.02)
-    assert proc.poll() is None, "the build ended before the interrupt: " + proc.stderr.read()
-    os.killpg(proc.pid, signal.SIGINT)
-    _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 130, stderr
-    assert stderr.strip().splitlines() == ["error: interrupted; re-run the same command to resume"], stderr
-    assert not (out / "manifest.parquet").exists()
     done = {p.name: p.stat().st_mtime_ns for p in parts.glob("*.parquet")}
     assert 3 <= len(done) < 150
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)

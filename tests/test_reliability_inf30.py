@@ -12,16 +12,14 @@ import io
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 import zipfile
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import copy_folder
+from conftest import copy_folder, interrupt_build
 from typer.testing import CliRunner
 
 from cli import inf30_app
@@ -378,21 +376,8 @@ def test_ctrl_c_during_a_parallel_build_prints_one_line_and_exits_130(frames: li
     """SIGINT to the whole process group (what a terminal's Ctrl-C does) while two pool workers decode."""
     src, out = tmp_path / "src", tmp_path / "ds"
     copy_folder(src, frames[:120])
-    proc = subprocess.Popen([INF30, "build", str(src), "--out", str(out), "--workers", "2", "--part-size", "1",
-                             "--no-dedupe", "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)  # fmt: skip
-    deadline = time.monotonic() + 120
-    parts = out / ".work" / "parts"
-    while time.monotonic() < deadline and proc.poll() is None:
-        if parts.is_dir() and len(list(parts.glob("*.parquet"))) >= 2:
-            break
-        time.sleep(0.02)
-    assert proc.poll() is None, "the build ended before the interrupt: " + proc.stderr.read()
-    os.killpg(proc.pid, signal.SIGINT)
-    stdout, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 130, stderr
-    assert stderr.strip().splitlines() == ["error: interrupted; re-run the same command to resume"], stderr
-    assert not (out / "manifest.parquet").exists()
+    interrupt_build([INF30, "build", str(src), "--out", str(out), "--workers", "2", "--part-size", "1", "--no-dedupe",
+                     "-q"], out, 2, timeout=120)  # fmt: skip
     # and the re-run resumes to a complete build
     r = subprocess.run([INF30, "build", str(src), "--out", str(out), "--workers", "2", "--part-size", "1",
                         "--no-dedupe", "-q"], capture_output=True, text=True, timeout=300)  # fmt: skip
