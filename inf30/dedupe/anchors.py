@@ -77,19 +77,18 @@ def assign_anchors(
             dropped[y] = (group[x], st, ev, x)
             has_members.add(group[x])
             leaves.add(y)
-            depth[y] = depth[x] + 1
+            group[y], depth[y] = group[x], depth[x] + 1
     if not leaf_hosts:
         return dropped
     hosts = set(dropped) | has_members  # pass 3 joins only through images grouped by passes 1 and 2
     for y in sorted(weak, key=lambda x: rank[x]):
         if y in hosts:
             continue
-        options = [(rank[top], rank_x, top, x, st, ev) for rank_x, x, st, ev in weak[y]
-                   if x in hosts and (not hops or depth[x] < hops)
-                   for top in (dropped[x][0] if x in dropped else x,)]  # x's anchor (pass 2 leaves included)
+        options = [(rank[group[x]], rank_x, x, st, ev) for rank_x, x, st, ev in weak[y]
+                   if x in hosts and (not hops or depth[x] < hops)]
         if options:
-            _, _, top, x, st, ev = min(options)
-            dropped[y] = (top, st, ev, x)
+            _, _, x, st, ev = min(options)
+            dropped[y] = (group[x], st, ev, x)
     return dropped
 
 
