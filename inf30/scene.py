@@ -311,6 +311,15 @@ def smoothed_gradients(img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return cv2.Sobel(t, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(t, cv2.CV_32F, 0, 1, ksize=3)
 
 
+def normalized_gradients(gx: np.ndarray, gy: np.ndarray, mag: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Gradients (any shape, float32) each divided by (its magnitude ``mag``, computed when not given, + the
+    median magnitude + 1e-3): strong edges and texture weigh alike, flat regions little (the fields of
+    :func:`thumb_correlation` and of the crop search)."""
+    mag = np.hypot(gx, gy) if mag is None else mag
+    norm = mag + float(np.median(mag)) + 1e-3
+    return gx / norm, gy / norm
+
+
 def thumb_correlation(a: LocalFeatures, b: LocalFeatures, model: np.ndarray) -> float:
     """Agreement of the thumbnails' normalized gradient fields where ``model`` (2, 3), which maps a's
     working-copy pixels to b's, overlays them (a warped onto b; 7 px of border dropped): each gradient g
@@ -329,10 +338,7 @@ def thumb_correlation(a: LocalFeatures, b: LocalFeatures, model: np.ndarray) -> 
         return float("nan")
     fields = []
     for img in (warped, b.thumb):
-        gx, gy = (g[keep] for g in smoothed_gradients(img))
-        mag = np.hypot(gx, gy)
-        norm = mag + float(np.median(mag)) + 1e-3
-        fields.append((gx / norm, gy / norm))
+        fields.append(normalized_gradients(*(g[keep] for g in smoothed_gradients(img))))
     (ax, ay), (bx, by) = fields
     den = float(np.sqrt((np.dot(ax, ax) + np.dot(ay, ay)) * (np.dot(bx, bx) + np.dot(by, by))))
     return float((np.dot(ax, bx) + np.dot(ay, by)) / den) if den > 0 else float("nan")

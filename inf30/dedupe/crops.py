@@ -25,7 +25,7 @@ import pandas as pd
 
 from inf30.dedupe.verify import run_pair_chunks
 from inf30.distribute import Distributor
-from inf30.scene import LocalFeatures, smoothed_gradients
+from inf30.scene import LocalFeatures, normalized_gradients, smoothed_gradients
 
 SCALES = np.exp(np.linspace(np.log(0.4), np.log(1.0), 14))  # template long side / anchor long side
 COARSE = 0.5  # resolution of the first pass, relative to the thumbnails
@@ -58,11 +58,10 @@ def gradient_field(img: np.ndarray) -> np.ndarray:
     texture weigh alike and flat regions little; zeros for a flat image (which :func:`locate_crop` never
     matches: OpenCV would score a zero template 1 everywhere)."""
     gx, gy = smoothed_gradients(img)
-    norm = np.hypot(gx, gy)
-    if float(norm.max()) < FLAT_GRADIENT:  # a flat image: no field (its rounding noise would score at random)
-        return np.zeros((*norm.shape, 2), np.float32)
-    norm += float(np.median(norm)) + 1e-3
-    return cv2.merge([gx / norm, gy / norm])
+    mag = np.hypot(gx, gy)
+    if float(mag.max()) < FLAT_GRADIENT:  # a flat image: no field (its rounding noise would score at random)
+        return np.zeros((*mag.shape, 2), np.float32)
+    return cv2.merge(list(normalized_gradients(gx, gy, mag)))
 
 
 def _resized(img: np.ndarray, w: int, h: int) -> np.ndarray:
