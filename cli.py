@@ -310,6 +310,7 @@ def dedupe_cmd(
     vote_keypoints: int = opt(DedupeOptions, "vote_keypoints"),
     vote_index_keypoints: int = opt(DedupeOptions, "vote_index_keypoints"),
     window: int = opt(DedupeOptions, "window"),
+    expand: int = opt(DedupeOptions, "expand"),
     lone_pairs: int = opt(DedupeOptions, "lone_pairs"),
     lone_crops: int = opt(DedupeOptions, "lone_crops"),
     min_similarity: float = opt(DedupeOptions, "min_similarity"),

@@ -352,6 +352,7 @@ def main() -> None:
     ap.add_argument("--votes", type=int, default=d.votes, help="stage 3 local-descriptor vote candidates (0 = off)")
     ap.add_argument("--window", type=int, default=d.window, help="stage 3 source-order window (0 = off)")
     ap.add_argument("--vote-index-keypoints", type=int, default=d.vote_index_keypoints)
+    ap.add_argument("--expand", type=int, default=d.expand, help="query expansion: vote matches per image (0 = off)")
     ap.add_argument("--lone-pairs", type=int, default=d.lone_pairs, help="second-hand pairs per lone image (0 = off)")
     ap.add_argument("--lone-crops", type=int, default=d.lone_crops, help="anchors crop-searched per lone image (0 = off)")
     ap.add_argument("--crop-corr", type=float, default=d.scene_params.crop_corr, help="crop search threshold (0 = off)")
@@ -402,7 +403,7 @@ def main() -> None:
     opts = DedupeOptions(workers=args.workers, neighbors=args.neighbors, votes=args.votes,
                          window=args.window, min_similarity=args.min_similarity, hops=args.hops, scene_params=sp,
                          vote_index_keypoints=args.vote_index_keypoints, lone_pairs=args.lone_pairs,
-                         lone_crops=args.lone_crops)
+                         lone_crops=args.lone_crops, expand=args.expand)
     t = time.perf_counter()
     hexes = [compute_hashes(im, opts.hashes)["phash"] for im in tqdm(images, desc="our phash")]
     codes, valid = hex_to_codes([hexes])
@@ -429,6 +430,10 @@ def main() -> None:
     g2, g23 = (group_pairs(dedupe_groups(rank, e, opts.hops)) for e in (e2, e23))
     cand = trace["candidates"]
     cset = set(zip(cand["i"].astype(int), cand["j"].astype(int), strict=True))
+    first = cand[cand["source"] != "expand"]
+    fset = set(zip(first["i"].astype(int), first["j"].astype(int), strict=True))
+    lazy = cand[(cand["source"] == "expand") & (cand["inliers"] < 0)]
+    lset = set(zip(lazy["i"].astype(int), lazy["j"].astype(int), strict=True))
     s2 = e23[e23["stage"] == 2]
     reached = cset | set(zip(trace["tested"]["i"].astype(int), trace["tested"]["j"].astype(int), strict=True)) \
         | set(zip(s2["i"].astype(int), s2["j"].astype(int), strict=True))
@@ -438,7 +443,9 @@ def main() -> None:
           f"candidates + verification {t_edges:.1f}s (machine shared with other work)")
     print(f"stage 3: {stats.candidate_pairs} candidate pairs ({stats.candidate_pairs / n:.1f} per image), "
           f"{stats.checked_pairs} verified ({stats.checked_pairs / n:.1f} per image; lazily, with hops=0, pairs "
-          f"already in one group are skipped), {stats.verified_pairs} duplicates; the photometric test ran on "
+          f"already in one group are skipped), {stats.verified_pairs} duplicates; query expansion added "
+          f"{stats.expanded_pairs} of the candidates ({len(lazy)} of them in one group already, not verified); "
+          f"the photometric test ran on "
           f"{stats.photo_pairs} ({stats.photo_retests} in a second round); {stats.lone_checked} pairs of lone images "
           f"and their candidates' groups; the crop search tried {stats.crop_searched} pairs of lone images and "
           f"grouped candidates or anchors and linked {stats.crop_linked}; {stats.copies_unconfirmed} stage 2 pairs "
@@ -464,19 +471,20 @@ def main() -> None:
     print(f"{'imagededup PHash (pairs), best-F1 threshold ' + str(f1[0]):<52} {f1[1]:9.3f} {f1[2]:7.3f}")
     print(f"{'imagededup PHash (pairs), max recall at prec>=0.98 (t=' + str(at98[0]) + ')':<52} {at98[1]:9.3f} {at98[2]:7.3f}")
 
-    print("\nby positive type: candidate recall (the pair is a stage 3 candidate), reach (a stage 2 link, or a stage")
-    print("3 test looked at the pair: candidates, lone images' pairs, crop search), candidate-graph recall (the")
+    print("\nby positive type: candidate recall before query expansion (first) and with it (cand.; of those, lazy:")
+    print("the expansion's pairs in one group already, decided without verification), reach (a stage 2 link, or a")
+    print("stage 3 test looked at the pair: candidates, lone images' pairs, crop search), candidate-graph recall (the")
     print("candidates and stage 2 links connect it), verified link, recall of stages 2+3 (one group)")
-    kinds: dict[str, list[tuple[int, int, int]]] = {}
+    kinds: dict[str, list[tuple[bool, ...]]] = {}
     for i, j in positives:
         p = (int(i), int(j))
         kinds.setdefault(pair_kind(labels[i], labels[j]), []).append(
-            (p in cset, p in reached, p in cgraph, p in links, p in g23))
+            (p in fset, p in cset, p in lset, p in reached, p in cgraph, p in links, p in g23))
     allv = [v for vs in kinds.values() for v in vs]
-    print(f"  {'type':<28} {'cand.':>6} {'reach':>6} {'graph':>6} {'link':>6} {'group':>6}  pairs")
+    print(f"  {'type':<28} {'first':>6} {'cand.':>6} {'lazy':>6} {'reach':>6} {'graph':>6} {'link':>6} {'group':>6}  pairs")
     for k, v in sorted(kinds.items()) + [("all", allv)]:
         m = np.mean(np.array(v, float), axis=0)
-        print(f"  {k:<28} {m[0]:6.3f} {m[1]:6.3f} {m[2]:6.3f} {m[3]:6.3f} {m[4]:6.3f}  {len(v)}")
+        print(f"  {k:<28} " + " ".join(f"{x:6.3f}" for x in m) + f"  {len(v)}")
     fps = rows[1][5]
     if args.overlap_oracle and fps:
         # adjudicate the "false positives" with the independent SIFT oracle: different SIRST images or HIT-UAV

@@ -257,7 +257,7 @@ def bench_stage3(data: Path, fraction: float, opts: DedupeOptions) -> None:
         # the second-hand pairs of lone images (counted apart) get both tests
         ms = (st.checked_pairs * ms_orb + st.photo_pairs * ms_photo + st.photo_retests * ms_orb
               + st.lone_checked * ms_full + st.crop_searched * ms_crop) / n
-        bound = (st.candidate_pairs + st.lone_checked) / n * ms_full
+        bound = (st.candidate_pairs - st.expanded_pairs + st.lone_checked) / n * ms_full  # no links: no expansion
         print(f"  {name:<44} {st.candidate_pairs / n:9.1f} {st.checked_pairs / n:8.1f} {st.photo_pairs / n:7.1f} "
               f"{st.photo_retests / n:7.1f} {st.lone_checked / n:5.2f} {st.crop_searched / n:5.2f} {ms:7.1f} {hours * ms:9.2f} {hours * bound:6.2f}   "
               f"(find_edges {t_edges:.1f} s)")

@@ -75,7 +75,8 @@ def test_lone_crop_is_joined_to_its_frames_group_by_the_crop_search(sirst60, hit
 
     import inf30.dedupe.edges as de
 
-    def fixed(feats, opts, train_ids, order_keys, descriptors):  # the contract of scene_candidates
+    def fixed(feats, opts, train_ids, order_keys, descriptors, reserve=None):  # scene_candidates' contract
+        # (no vote matches in reserve: query expansion adds only pairs already in one group)
         descriptors.append(np.full((n, 4), 0.5, np.float32))
         return cand.assign(source="index")
 

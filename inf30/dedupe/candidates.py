@@ -98,11 +98,11 @@ def vote_pairs(
     ``index_keypoints`` > ``keypoints``: the index holds that many descriptors per image (the queries stay
     ``keypoints``): a crop's strongest descriptors then find more of its frame's, which the frame's own
     strongest ones, spread over the whole frame, miss. Returns unique pairs i < j with columns i, j, votes
-    (the larger count of the two directions)."""
+    (the larger count of the two directions) and rank (0 = the best match; the better of the two directions)."""
     empty = pd.DataFrame({"i": np.zeros(0, np.int64), "j": np.zeros(0, np.int64), "votes": np.zeros(0, np.int32)})
     desc, owner = _stack(feats, keypoints)  # the queries
     if top < 1 or len(np.unique(owner)) < 2:
-        return empty
+        return empty.assign(rank=np.zeros(0, np.int32))
     n = len(feats)
     base, base_owner = _stack(feats, index_keypoints) if index_keypoints > keypoints else (desc, owner)
     index = binary_index(base, nprobe=8, flat_limit=VOTE_FLAT_LIMIT)
@@ -124,9 +124,11 @@ def vote_pairs(
     rank = np.arange(len(a)) - np.repeat(first, np.diff(np.r_[first, len(a)]))
     sel = (rank < top) & (votes >= 2)
     if not sel.any():
-        return empty
-    out = _dedupe_pairs(a[sel], b[sel], votes[sel].astype(np.float32), n)
-    return out.rename(columns={"similarity": "votes"}).astype({"votes": np.int32})
+        return empty.assign(rank=np.zeros(0, np.int32))
+    out = (pd.DataFrame({"i": np.minimum(a[sel], b[sel]), "j": np.maximum(a[sel], b[sel]),
+                         "votes": votes[sel].astype(np.int32), "rank": rank[sel].astype(np.int32)})
+           .groupby(["i", "j"], as_index=False, sort=True).agg(votes=("votes", "max"), rank=("rank", "min")))
+    return out.astype({"i": np.int64, "j": np.int64, "votes": np.int32, "rank": np.int32})
 
 
 def _pair_frame(a: np.ndarray, b: np.ndarray, n: int, exclude: np.ndarray | None = None) -> pd.DataFrame:
@@ -163,20 +165,26 @@ def scene_candidates(
     train_ids: list[str] | None = None,
     order_keys: list[str] | None = None,
     descriptors: list | None = None,
+    reserve: list | None = None,
 ) -> pd.DataFrame:
     """Stage 3 candidate pairs of N images from three sources: whole-image descriptor neighbours
     (``neighbors``), local-descriptor votes (``votes``: crops and their source frames) and source-order
     neighbours (``window``). Returns unique pairs i < j with columns i, j, similarity (whole-image cosine,
     the verification order) and source (the first of ``index``, ``votes``, ``window`` that found it).
-    ``descriptors`` (a list) receives the whole-image descriptors (N, vocab)."""
+    ``descriptors`` (a list) receives the whole-image descriptors (N, vocab); ``reserve`` (a list) the pairs
+    (columns i < j) where one image is among the other's ``opts.expand`` best vote matches (or ``votes``, if
+    more), for :func:`~inf30.dedupe.edges.expansion_pairs`."""
     usable = np.array([f.usable for f in feats])
     desc = global_descriptors(feats, opts, train_ids)
     if descriptors is not None:
         descriptors.append(desc)
     parts = [candidate_pairs(desc, usable, opts.neighbors, opts.min_similarity).assign(source="index")]
-    if opts.votes:
-        parts.append(vote_pairs(feats, opts.votes, opts.vote_keypoints, index_keypoints=opts.vote_index_keypoints)
-                     [["i", "j"]].assign(source="votes"))
+    if opts.votes or opts.expand:
+        vp = vote_pairs(feats, max(opts.votes, opts.expand), opts.vote_keypoints,
+                        index_keypoints=opts.vote_index_keypoints)
+        parts.append(vp[vp["rank"].to_numpy() < opts.votes][["i", "j"]].assign(source="votes"))
+        if reserve is not None:
+            reserve.append(vp[["i", "j"]])
     if order_keys is not None and opts.window:
         parts.append(window_pairs(order_keys, usable, opts.window).assign(source="window"))
     cand = (

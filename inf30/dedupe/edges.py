@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 
@@ -12,6 +14,9 @@ from inf30.dedupe.hashes import copy_agreement, near_copy_pairs
 from inf30.dedupe.options import DedupeOptions, DedupeSummary
 from inf30.dedupe.verify import UnionFind, strong_links, verify_candidates, verify_lazily
 from inf30.scene import LocalFeatures, SceneParams
+
+EXPAND_ROUNDS = 2  # query expansion: rounds (the second starts from the first's links; a third found no more)
+EXPAND_CHUNK = 100_000  # query expansion: linked image pairs joined with the candidate lists at a time
 
 
 def find_edges(
@@ -90,7 +95,8 @@ def find_edges(
                 uf.union(int(a), int(b))
     if opts.scene and feats is not None and len(feats) > 1:
         descriptors: list[np.ndarray] = []
-        cand = scene_candidates(feats, opts, train_ids, order_keys, descriptors)
+        reserve: list[pd.DataFrame] = []
+        cand = scene_candidates(feats, opts, train_ids, order_keys, descriptors, reserve)
         if len(unconfirmed):  # hash near-copies the thumbnails did not confirm: verified like any candidate
             known = cand["i"].to_numpy(np.int64) * n + cand["j"].to_numpy(np.int64)
             extra = unconfirmed[~np.isin(unconfirmed["i"].to_numpy(np.int64) * n + unconfirmed["j"].to_numpy(np.int64), known)]
@@ -105,8 +111,8 @@ def find_edges(
             linked = np.zeros(n, bool)
             for q in parts:
                 linked[q["i"].to_numpy()] = linked[q["j"].to_numpy()] = True
-        v = verify_lazily(feats, cand, p, uf if opts.hops == 0 else UnionFind(0), opts.workers, progress,
-                          dist=dist, linked=linked)
+        lazy = uf if opts.hops == 0 else UnionFind(0)
+        v = verify_lazily(feats, cand, p, lazy, opts.workers, progress, dist=dist, linked=linked)
         photo = v["photo"].to_numpy() & (~v["same"].to_numpy() | v["corr"].notna().to_numpy())  # it ran
         retested: list[int] = []
         if gated and opts.hops:  # round 2: untested pairs a lone image may need (with components there are none)
@@ -144,6 +150,26 @@ def find_edges(
             crops = crop_links(pairs, search_crops(feats, pairs, dist, opts.workers, progress), rank, p.crop_corr)
             if stats is not None:
                 stats.crop_searched, stats.crop_linked = len(pairs), len(crops)
+        if opts.expand and reserve:  # last: query expansion from every link so far (the ORB test only)
+            crop_edges = [] if crops is None else [crops[["i", "j", "stage", "evidence", "weak"]]]
+            added = 0
+            for _round in range(EXPAND_ROUNDS):
+                links = pd.concat([links_so_far(parts, v, p), *crop_edges])
+                extra = expansion_pairs(links, cand, reserve[0], n)
+                tested_keys = v["i"].to_numpy(np.int64) * n + v["j"].to_numpy(np.int64)  # lone images' pairs too
+                extra = extra[~np.isin(extra["i"].to_numpy() * n + extra["j"].to_numpy(), tested_keys)]
+                if not len(extra):
+                    break
+                extra = extra.assign(similarity=pair_similarity(descriptors[0], extra["i"], extra["j"])
+                                     .astype(np.float32), source="expand")
+                more = verify_lazily(feats, extra, replace(p, photo_corr=0.0), lazy, opts.workers, progress,
+                                     dist=dist)
+                v = pd.concat([v, more.assign(photo=False, lone=False)], ignore_index=True)
+                cand = (pd.concat([cand, extra], ignore_index=True).sort_values(["i", "j"], kind="stable")
+                        .reset_index(drop=True))
+                added += len(extra)
+            if stats is not None:
+                stats.expanded_pairs = added
         if trace is not None:
             key = v["i"].to_numpy(np.int64) * n + v["j"].to_numpy(np.int64)
             inl = pd.Series(v["inliers"].to_numpy(), index=key)
@@ -207,6 +233,34 @@ def lone_pairs(cand: pd.DataFrame, v: pd.DataFrame, parts: list[pd.DataFrame], r
     chosen = _most_similar_first(near, rank, desc, opts.lone_pairs).drop_duplicates("key").sort_values("key")
     key = chosen["key"].to_numpy()
     return pd.DataFrame({"i": key // n, "j": key % n, "similarity": chosen["similarity"].to_numpy(np.float32)})
+
+
+def expansion_pairs(links: pd.DataFrame, cand: pd.DataFrame, reserve: pd.DataFrame, n: int) -> pd.DataFrame:
+    """Query expansion with verified matches (as in Chum et al., "Total recall", ICCV 2007): each image y
+    linked to an image x (``links``: the links so far, columns i, j, weak ones included) is paired with x's
+    other links, and with x's candidates (``cand``, columns i, j) whose pair with y is in ``reserve``
+    (columns i < j: one of the two is among the other's best vote matches). A crop whose candidates reached
+    a neighbouring frame of its video, not its own frame, then reaches its own frame through it. Pairs that
+    are candidates already are left out. Returns columns i, j (i < j), sorted by pair."""
+    li, lj = links["i"].to_numpy(np.int64), links["j"].to_numpy(np.int64)
+    ci, cj = cand["i"].to_numpy(np.int64), cand["j"].to_numpy(np.int64)
+    known = np.unique(ci * n + cj)
+    voted = np.unique(reserve["i"].to_numpy(np.int64) * n + reserve["j"].to_numpy(np.int64))
+    yx = pd.DataFrame({"y": np.r_[li, lj], "x": np.r_[lj, li]}).drop_duplicates()
+
+    def keys(hop: pd.DataFrame, allowed: np.ndarray | None) -> np.ndarray:
+        out = []
+        for s in range(0, len(yx), EXPAND_CHUNK):  # in chunks: a link times a candidate list is many rows
+            d = yx.iloc[s : s + EXPAND_CHUNK].merge(hop, on="x")
+            y, z = d["y"].to_numpy(np.int64), d["z"].to_numpy(np.int64)
+            k = np.unique(np.minimum(y, z)[y != z] * n + np.maximum(y, z)[y != z])
+            k = k[~np.isin(k, known)]
+            out.append(k if allowed is None else k[np.isin(k, allowed)])
+        return np.unique(np.concatenate(out)) if out else np.zeros(0, np.int64)
+
+    key = np.union1d(keys(yx.rename(columns={"y": "z"}), None),
+                     keys(pd.DataFrame({"x": np.r_[ci, cj], "z": np.r_[cj, ci]}), voted))
+    return pd.DataFrame({"i": key // n, "j": key % n})
 
 
 def links_so_far(parts: list[pd.DataFrame], v: pd.DataFrame, params: SceneParams) -> pd.DataFrame:

@@ -36,6 +36,10 @@ class DedupeOptions:
                                           "than vote-keypoints (finds more crops; the vote index grows with it).")
     window: int = option(8, "Stage 3 candidates per image: the next N images in source order (item key: "
                             "folder, file name, video time; 0 = off).")
+    expand: int = option(16, "Stage 3 query expansion: once the candidates are verified, an image is also paired with "
+                             "the images linked to its links, and with their candidates among its N best vote "
+                             "matches (either way; finds a crop whose frame is only reached through a neighbouring "
+                             "frame; pairs already in one group are not verified; 0 = off).")
     lone_pairs: int = option(20, "Stage 3: an image no link puts in a group is also tested against up to N images of the "
                                 "groups of its candidates: their anchor and strong neighbours (0 = off; such links are weak).")
     lone_crops: int = option(64, "Stage 3: the crop search (--crop-corr) of a lone image tries up to N of its grouped "
@@ -74,6 +78,8 @@ class DedupeOptions:
             raise UsageError(f"vote keypoints must be in 1..10000, got {self.vote_keypoints}")
         if not 0 <= self.vote_index_keypoints <= 10_000:
             raise UsageError(f"vote index keypoints must be in 0..10000, got {self.vote_index_keypoints}")
+        if self.expand < 0:
+            raise UsageError("expand must be 0 (off) or more")
         if self.window < 0:
             raise UsageError("window must be 0 (off) or more")
         if self.lone_pairs < 0:
@@ -112,6 +118,7 @@ class DedupeSummary:
     copies_unconfirmed: int = 0  # stage 2 pairs whose thumbnails disagree (--copy-corr), verified in stage 3 instead
     candidate_pairs: int = 0
     checked_pairs: int = 0
+    expanded_pairs: int = 0  # of the candidate pairs, those query expansion added (--expand)
     photo_pairs: int = 0  # pairs given the photometric test (where the ORB test failed)
     photo_retests: int = 0  # of them, pairs tested again in a second round (groups limited in hops)
     lone_checked: int = 0  # pairs of a lone image and a group member of one of its candidates (--lone-pairs),
@@ -133,6 +140,7 @@ class DedupeSummary:
             ("stage 2 pairs the thumbnails did not confirm (verified in stage 3)", self.copies_unconfirmed),
             ("stage 3 candidate pairs / checked / duplicates",
              f"{self.candidate_pairs} / {self.checked_pairs} / {self.verified_pairs}"),
+            ("stage 3 candidate pairs added by query expansion", self.expanded_pairs),
             ("stage 3 pairs also given the photometric test (in round 2)",
              f"{self.photo_pairs} ({self.photo_retests})"),
             ("stage 3 pairs of a lone image and its candidates' groups", self.lone_checked),
