@@ -317,6 +317,11 @@ def dedupe_groups(rank: np.ndarray, edges, hops: int) -> np.ndarray:
     return group_arrays(rank, edges, hops)[0]
 
 
+def pair_set(df: pd.DataFrame) -> set[tuple[int, int]]:
+    """The pairs (i, j) of a frame with columns i, j, as a set of int tuples."""
+    return set(zip(df["i"].astype(int), df["j"].astype(int), strict=True))
+
+
 def group_pairs(comp: np.ndarray) -> set[tuple[int, int]]:
     """All pairs (i < j) of images in one group."""
     out: set[tuple[int, int]] = set()
@@ -429,14 +434,13 @@ def main() -> None:
     t_edges = time.perf_counter() - t
     g2, g23 = (group_pairs(dedupe_groups(rank, e, opts.hops)) for e in (e2, e23))
     cand = trace["candidates"]
-    cset = set(zip(cand["i"].astype(int), cand["j"].astype(int), strict=True))
+    cset = pair_set(cand)
     first = cand[cand["source"] != "expand"]
-    fset = set(zip(first["i"].astype(int), first["j"].astype(int), strict=True))
+    fset = pair_set(first)
     lazy = cand[(cand["source"] == "expand") & (cand["inliers"] < 0)]
-    lset = set(zip(lazy["i"].astype(int), lazy["j"].astype(int), strict=True))
+    lset = pair_set(lazy)
     s2 = e23[e23["stage"] == 2]
-    reached = cset | set(zip(trace["tested"]["i"].astype(int), trace["tested"]["j"].astype(int), strict=True)) \
-        | set(zip(s2["i"].astype(int), s2["j"].astype(int), strict=True))
+    reached = cset | pair_set(trace["tested"]) | pair_set(s2)
     cgraph = group_pairs(components(n, pd.concat([e2[["i", "j"]], cand[["i", "j"]]])))
 
     print(f"\nour phash {t_hash:.1f}s, scene features {t_feat:.1f}s ({n / t_feat:.0f} img/s), "
@@ -454,7 +458,7 @@ def main() -> None:
     print("imagededup is scored on its pairs under the threshold (it has no groups)")
     print(f"\n{'method':<52} {'precision':>9} {'recall':>7} {'TP':>6} {'FP':>6}")
     rows = []
-    links = set(zip(e23["i"].astype(int), e23["j"].astype(int), strict=True))
+    links = pair_set(e23)
     for name, pred in (
         (f"ours, stage 2 alone (pHash, Hamming <= {opts.hash_threshold})", g2),
         (f"ours, stages 2+3 (groups, hops={opts.hops})", g23),

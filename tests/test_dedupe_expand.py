@@ -22,7 +22,7 @@ FLIGHTS = [("0_100_80_0_03484", "0_100_80_0_03489"), ("0_100_90_0_03504", "0_100
 
 def test_expansion_pairs_follow_links_always_and_candidates_only_with_votes(monkeypatch) -> None:
     """y linked to x: y pairs with x's other links (weak ones too), and with x's candidates only where the pair
-    is in ``reserve`` (vote matches); existing candidates and y itself are left out. The links are joined in
+    is in ``reserve`` (vote matches); existing candidates, pairs tested already and y itself are left out. The links are joined in
     chunks: one link at a time gives the same pairs."""
     import inf30.dedupe.edges as de
 
@@ -33,6 +33,8 @@ def test_expansion_pairs_follow_links_always_and_candidates_only_with_votes(monk
     # 0-2 (0-1-2 links), 0-3 (1's candidate, voted); not 2-3, 0-6, 2-6 (no votes); nothing through 4-5 alone
     assert got.values.tolist() == [[0, 2], [0, 3]]
     assert expansion_pairs(links.iloc[:0], cand, reserve, 10).empty
+    tested = pd.DataFrame({"i": [0], "j": [2]})  # a pair some test looked at already
+    assert expansion_pairs(links, cand, reserve, 10, tested=tested).values.tolist() == [[0, 3]]
     monkeypatch.setattr(de, "EXPAND_CHUNK", 1)
     pd.testing.assert_frame_equal(expansion_pairs(links, cand, reserve, 10), got)
 

@@ -51,9 +51,11 @@ def find_edges(
     still in no group (after passes 1 and 2 of :func:`~inf30.dedupe.assign_anchors`: pass 3 is the fallback
     for what these tests leave) are also tested against their candidates' groups (:func:`lone_pairs`,
     ``opts.lone_pairs``; weak links), and those still alone get the crop search (:mod:`inf30.dedupe.crops`,
-    ``crop_corr``, ``opts.lone_crops``; weak links). ``trace`` (a dict) receives the stage 3 ``candidates`` (with
+    ``crop_corr``, ``opts.lone_crops``; weak links). Last, query expansion (:func:`expansion_pairs`,
+    ``opts.expand``, :data:`EXPAND_ROUNDS` rounds) pairs each linked image with its links' links and
+    vote-supported candidates, verified lazily with the ORB test only. ``trace`` (a dict) receives the stage 3 ``candidates`` (with
     ``inliers``, -1 where skipped) and the pairs some stage 3 test looked at, ``tested`` (columns i < j: the
-    verified candidates, the lone images' pairs and the crop search's pairs). Returns a DataFrame i, j, stage
+    verified candidates and expansion pairs, the lone images' pairs and the crop search's pairs). Returns a DataFrame i, j, stage
     (2 or 3), evidence (str), hamming, inliers, similarity (-1 where not applicable), weak (a stage 3 link made by the photometric test or with
     fewer than ``strong_inliers`` ORB inliers, which groups take as a leaf only, see
     :func:`inf30.dedupe.assign_anchors`).
@@ -155,9 +157,7 @@ def find_edges(
             added = 0
             for _round in range(EXPAND_ROUNDS):
                 links = pd.concat([links_so_far(parts, v, p), *crop_edges])
-                extra = expansion_pairs(links, cand, reserve[0], n)
-                tested_keys = v["i"].to_numpy(np.int64) * n + v["j"].to_numpy(np.int64)  # lone images' pairs too
-                extra = extra[~np.isin(extra["i"].to_numpy() * n + extra["j"].to_numpy(), tested_keys)]
+                extra = expansion_pairs(links, cand, reserve[0], n, tested=v)  # v: the lone images' pairs too
                 if not len(extra):
                     break
                 extra = extra.assign(similarity=pair_similarity(descriptors[0], extra["i"], extra["j"])
@@ -235,16 +235,21 @@ def lone_pairs(cand: pd.DataFrame, v: pd.DataFrame, parts: list[pd.DataFrame], r
     return pd.DataFrame({"i": key // n, "j": key % n, "similarity": chosen["similarity"].to_numpy(np.float32)})
 
 
-def expansion_pairs(links: pd.DataFrame, cand: pd.DataFrame, reserve: pd.DataFrame, n: int) -> pd.DataFrame:
+def expansion_pairs(links: pd.DataFrame, cand: pd.DataFrame, reserve: pd.DataFrame, n: int,
+                    tested: pd.DataFrame | None = None) -> pd.DataFrame:
     """Query expansion with verified matches (as in Chum et al., "Total recall", ICCV 2007): each image y
     linked to an image x (``links``: the links so far, columns i, j, weak ones included) is paired with x's
     other links, and with x's candidates (``cand``, columns i, j) whose pair with y is in ``reserve``
     (columns i < j: one of the two is among the other's best vote matches). A crop whose candidates reached
     a neighbouring frame of its video, not its own frame, then reaches its own frame through it. Pairs that
-    are candidates already are left out. Returns columns i, j (i < j), sorted by pair."""
+    are candidates already, or in ``tested`` (columns i < j), are left out. Returns columns i, j (i < j),
+    sorted by pair."""
     li, lj = links["i"].to_numpy(np.int64), links["j"].to_numpy(np.int64)
     ci, cj = cand["i"].to_numpy(np.int64), cand["j"].to_numpy(np.int64)
-    known = np.unique(ci * n + cj)
+    known = ci * n + cj
+    if tested is not None:
+        known = np.r_[known, tested["i"].to_numpy(np.int64) * n + tested["j"].to_numpy(np.int64)]
+    known = np.unique(known)
     voted = np.unique(reserve["i"].to_numpy(np.int64) * n + reserve["j"].to_numpy(np.int64))
     yx = pd.DataFrame({"y": np.r_[li, lj], "x": np.r_[lj, li]}).drop_duplicates()
 

@@ -36,7 +36,7 @@ class DedupeOptions:
                                           "than vote-keypoints (finds more crops; the vote index grows with it).")
     window: int = option(8, "Stage 3 candidates per image: the next N images in source order (item key: "
                             "folder, file name, video time; 0 = off).")
-    expand: int = option(16, "Stage 3 query expansion: once the candidates are verified, an image is also paired with "
+    expand: int = option(16, "Stage 3 query expansion, last: an image is also paired with "
                              "the images linked to its links, and with their candidates among its N best vote "
                              "matches (either way; finds a crop whose frame is only reached through a neighbouring "
                              "frame; pairs already in one group are not verified; 0 = off).")
