@@ -418,7 +418,7 @@ def test_cli_bad_options_and_missing_folder_exit_2_before_any_work(tmp_path: Pat
                  ["--min-inliers", "2"], ["--votes", "-3"], ["--order", "size,bogus"], ["--workers", "-1"],
                  ["--photo-corr", "1.5"], ["--photo-inliers", "2"], ["--strong-inliers", "-1"],
                  ["--vote-index-keypoints", "-5"], ["--lone-pairs", "-1"], ["--crop-corr", "1.2"], ["--lone-crops", "-2"],
-                 ["--copy-corr", "-0.1"]):
+                 ["--copy-corr", "-0.1"], ["--expand", "-1"]):
         res = CliRunner().invoke(inf30_app, ["dedupe", str(missing), *args, "-q"])
         assert res.exit_code == 2, (args, res.output)
         assert res.output.startswith("error: ") and res.output.count("\n") == 1, res.output
