@@ -21,7 +21,9 @@ It runs our stage 2 alone, stages 2+3 (the same code as ``inf30 dedupe``: candid
 whole collection, not only over labelled pairs, grouped as ``dedupe_dataset`` groups) and imagededup's PHash
 at its best threshold, and prints precision / recall on the same pairs: ours by group (a pair counts when
 both images end in one group) and by verified link, imagededup by pair. Per positive type it prints the
-candidate recall (the pair reaches verification), the candidate-graph recall, the link and group recall.
+candidate recall (the pair reaches verification), the pairs the lazy rule decides without a test (both
+images already in one component of strong links), the candidate-graph recall, the link and group recall,
+then why the pairs no test looked at were not reached (each pair's first cause).
 
     .venv/bin/python benchmarks/dedupe_quality.py [--data ../shared/data] [--fraction 0.25] [--hops 2]
 """
@@ -54,7 +56,7 @@ from inf30.dedupe import (  # noqa: E402
 )
 from inf30.entropy import entropy8  # noqa: E402
 from inf30.hashing import compute_hashes  # noqa: E402
-from inf30.scene import extract_features  # noqa: E402
+from inf30.scene import extract_features, verify_pair  # noqa: E402
 
 HIT_RE = re.compile(r"^(\d)_(\d+)_(\d+)_(\d+)_(\d+)$")
 AUGS = ("crop", "zoom", "shift", "rotate", "agc", "noise", "jpeg", "combo")
@@ -344,6 +346,38 @@ def pair_kind(a: dict, b: dict) -> str:
     return f"{kind} ({'HIT-UAV' if a['hit'] else 'SIRST'})" if kind == "curate" else kind
 
 
+def unreached_causes(positives: np.ndarray, reached: set[tuple[int, int]], strong_comp: np.ndarray | None,
+                     feats: list, opts: DedupeOptions, labels: list[dict]) -> dict[str, int]:
+    """Why the positive pairs no stage 3 test looked at were not reached, one cause each, in this order:
+    already in one component of strong links (``strong_comp``; decided by the lazy rule), an image without
+    ORB features (no stage 3 test can look at it), the stage 3 test (``verify_pair``, run here on them)
+    would not link them, or it would (a retrieval miss that costs a group). Prints and returns the counts."""
+    causes = {"in one component of strong links (decided)": 0, "an image without ORB features": 0,
+              "the test would not link them": 0, "the test would link them (retrieval miss)": 0}
+    keys = list(causes)
+    missed_links = []
+    for i, j in positives:
+        i, j = int(i), int(j)
+        if (i, j) in reached:
+            continue
+        if strong_comp is not None and strong_comp[i] == strong_comp[j]:
+            causes[keys[0]] += 1
+        elif min(len(feats[i].desc), len(feats[j].desc)) < 2:
+            causes[keys[1]] += 1
+        elif verify_pair(feats[i], feats[j], opts.scene_params).same:
+            causes[keys[3]] += 1
+            missed_links.append(f"{labels[i]['name']} / {labels[j]['name']}")
+        else:
+            causes[keys[2]] += 1
+    total = sum(causes.values())
+    print(f"\npositive pairs no stage 3 test looked at: {total} of {len(positives)}")
+    for k, v in causes.items():
+        print(f"  {k:<46} {v:5d}")
+    if missed_links:
+        print("  retrieval misses: " + ", ".join(missed_links[:10]))
+    return causes
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
@@ -441,6 +475,10 @@ def main() -> None:
     lset = pair_set(lazy)
     s2 = e23[e23["stage"] == 2]
     reached = cset | pair_set(trace["tested"]) | pair_set(s2)
+    # the lazy rule (hops=0): a pair whose images are already in one component of strong links is decided
+    # without a test, whether or not any stage proposed it
+    weak = e23["weak"].fillna(False).astype(bool) if "weak" in e23.columns else np.zeros(len(e23), bool)
+    strong_comp = components(n, e23[~np.asarray(weak)])
     cgraph = group_pairs(components(n, pd.concat([e2[["i", "j"]], cand[["i", "j"]]])))
 
     print(f"\nour phash {t_hash:.1f}s, scene features {t_feat:.1f}s ({n / t_feat:.0f} img/s), "
@@ -483,12 +521,18 @@ def main() -> None:
     for i, j in positives:
         p = (int(i), int(j))
         kinds.setdefault(pair_kind(labels[i], labels[j]), []).append(
-            (p in fset, p in cset, p in lset, p in reached, p in cgraph, p in links, p in g23))
+            (p in fset, p in cset, p in lset, p in reached,
+             p in reached or (opts.hops == 0 and strong_comp[p[0]] == strong_comp[p[1]]), p in cgraph, p in links,
+             p in g23))
     allv = [v for vs in kinds.values() for v in vs]
-    print(f"  {'type':<28} {'first':>6} {'cand.':>6} {'lazy':>6} {'reach':>6} {'graph':>6} {'link':>6} {'group':>6}  pairs")
+    print(f"  {'type':<28} {'first':>6} {'cand.':>6} {'lazy':>6} {'reach':>6} {'decid.':>6} {'graph':>6} {'link':>6} "
+          f"{'group':>6}  pairs")
     for k, v in sorted(kinds.items()) + [("all", allv)]:
         m = np.mean(np.array(v, float), axis=0)
         print(f"  {k:<28} " + " ".join(f"{x:6.3f}" for x in m) + f"  {len(v)}")
+    print("  (decid.: reach, or both images already in one component of strong links, which the lazy rule of")
+    print("  --hops 0 decides as one group without a test)")
+    unreached_causes(positives, reached, strong_comp if opts.hops == 0 else None, feats, opts, labels)
     fps = rows[1][5]
     if args.overlap_oracle and fps:
         # adjudicate the "false positives" with the independent SIFT oracle: different SIRST images or HIT-UAV

@@ -284,6 +284,9 @@ def main() -> None:
     ap.add_argument("--hops", type=int, default=d.hops, help="stage 3 run: group reach (0 = components)")
     ap.add_argument("--lone-pairs", type=int, default=d.lone_pairs, help="stage 3 run: second-hand pairs per lone image")
     ap.add_argument("--lone-crops", type=int, default=d.lone_crops, help="stage 3 run: anchors crop-searched per lone image")
+    ap.add_argument("--expand", type=int, default=d.expand, help="stage 3 run: query expansion's vote matches (0 = off)")
+    ap.add_argument("--vote-index-keypoints", type=int, default=d.vote_index_keypoints,
+                    help="stage 3 run: descriptors per image in the vote index")
     args = ap.parse_args()
     if not args.skip_hashing:
         bench_hashing(args.data)
@@ -300,6 +303,8 @@ def main() -> None:
         bench_stage3(args.data, args.stage3, DedupeOptions(workers=1, neighbors=args.neighbors, votes=args.votes,
                                                             window=args.window, hops=args.hops,
                                                             lone_pairs=args.lone_pairs, lone_crops=args.lone_crops,
+                                                            expand=args.expand,
+                                                            vote_index_keypoints=args.vote_index_keypoints,
                                                             scene_params=d.scene_params))
 
 

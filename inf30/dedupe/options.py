@@ -34,7 +34,7 @@ class DedupeOptions:
     vote_keypoints: int = option(128, "Stage 3: descriptors per image (the strongest) that vote.")
     vote_index_keypoints: int = option(0, "Stage 3: descriptors per image (the strongest) that are voted for, if more "
                                           "than vote-keypoints (finds more crops; the vote index grows with it).")
-    window: int = option(8, "Stage 3 candidates per image: the next N images in source order (item key: "
+    window: int = option(5, "Stage 3 candidates per image: the next N images in source order (item key: "
                             "folder, file name, video time; 0 = off).")
     expand: int = option(16, "Stage 3 query expansion, last: an image is also paired with "
                              "the images linked to its links, and with their candidates among its N best vote "
