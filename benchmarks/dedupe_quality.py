@@ -351,7 +351,8 @@ def unreached_causes(positives: np.ndarray, reached: set[tuple[int, int]], stron
     """Why the positive pairs no stage 3 test looked at were not reached, one cause each, in this order:
     already in one component of strong links (``strong_comp``; decided by the lazy rule), an image without
     ORB features (no stage 3 test can look at it), the stage 3 test (``verify_pair``, run here on them)
-    would not link them, or it would (a retrieval miss that costs a group). Prints and returns the counts."""
+    would not link them, or it would (a retrieval miss; the pair may still be grouped through others).
+    Prints and returns the counts."""
     causes = {"in one component of strong links (decided)": 0, "an image without ORB features": 0,
               "the test would not link them": 0, "the test would link them (retrieval miss)": 0}
     keys = list(causes)
