@@ -391,6 +391,7 @@ def main() -> None:
     ap.add_argument("--neighbors", type=int, default=d.neighbors, help="stage 3 candidates per image")
     ap.add_argument("--votes", type=int, default=d.votes, help="stage 3 local-descriptor vote candidates (0 = off)")
     ap.add_argument("--window", type=int, default=d.window, help="stage 3 source-order window (0 = off)")
+    ap.add_argument("--vote-keypoints", type=int, default=d.vote_keypoints, help="descriptors per image that vote")
     ap.add_argument("--vote-index-keypoints", type=int, default=d.vote_index_keypoints)
     ap.add_argument("--expand", type=int, default=d.expand, help="query expansion: vote matches per image (0 = off)")
     ap.add_argument("--lone-pairs", type=int, default=d.lone_pairs, help="second-hand pairs per lone image (0 = off)")
@@ -442,7 +443,8 @@ def main() -> None:
                  crop_corr=args.crop_corr)
     opts = DedupeOptions(workers=args.workers, neighbors=args.neighbors, votes=args.votes,
                          window=args.window, min_similarity=args.min_similarity, hops=args.hops, scene_params=sp,
-                         vote_index_keypoints=args.vote_index_keypoints, lone_pairs=args.lone_pairs,
+                         vote_keypoints=args.vote_keypoints, vote_index_keypoints=args.vote_index_keypoints,
+                         lone_pairs=args.lone_pairs,
                          lone_crops=args.lone_crops, expand=args.expand)
     t = time.perf_counter()
     hexes = [compute_hashes(im, opts.hashes)["phash"] for im in tqdm(images, desc="our phash")]
