@@ -346,10 +346,10 @@ def pair_kind(a: dict, b: dict) -> str:
     return f"{kind} ({'HIT-UAV' if a['hit'] else 'SIRST'})" if kind == "curate" else kind
 
 
-def unreached_causes(positives: np.ndarray, reached: set[tuple[int, int]], strong_comp: np.ndarray | None,
+def unreached_causes(positives: np.ndarray, reached: set[tuple[int, int]], decided: set[tuple[int, int]],
                      feats: list, opts: DedupeOptions, labels: list[dict]) -> dict[str, int]:
     """Why the positive pairs no stage 3 test looked at were not reached, one cause each, in this order:
-    already in one component of strong links (``strong_comp``; decided by the lazy rule), an image without
+    already in one component of strong links (in ``decided``: the lazy rule decides them), an image without
     ORB features (no stage 3 test can look at it), the stage 3 test (``verify_pair``, run here on them)
     would not link them, or it would (a retrieval miss; the pair may still be grouped through others).
     Prints and returns the counts."""
@@ -361,7 +361,7 @@ def unreached_causes(positives: np.ndarray, reached: set[tuple[int, int]], stron
         i, j = int(i), int(j)
         if (i, j) in reached:
             continue
-        if strong_comp is not None and strong_comp[i] == strong_comp[j]:
+        if (i, j) in decided:
             causes[keys[0]] += 1
         elif min(len(feats[i].desc), len(feats[j].desc)) < 2:
             causes[keys[1]] += 1
@@ -479,9 +479,11 @@ def main() -> None:
     s2 = e23[e23["stage"] == 2]
     reached = cset | pair_set(trace["tested"]) | pair_set(s2)
     # the lazy rule (hops=0): a pair whose images are already in one component of strong links is decided
-    # without a test, whether or not any stage proposed it
-    weak = e23["weak"].fillna(False).astype(bool) if "weak" in e23.columns else np.zeros(len(e23), bool)
-    strong_comp = components(n, e23[~np.asarray(weak)])
+    # without a test, whether or not any stage proposed it (stage 2 edges carry no weak flag: strong)
+    decided = set(reached)
+    if opts.hops == 0:
+        strong_comp = components(n, e23[~e23["weak"].fillna(False).astype(bool).to_numpy()])
+        decided |= {(int(i), int(j)) for i, j in positives if strong_comp[i] == strong_comp[j]}
     cgraph = group_pairs(components(n, pd.concat([e2[["i", "j"]], cand[["i", "j"]]])))
 
     print(f"\nour phash {t_hash:.1f}s, scene features {t_feat:.1f}s ({n / t_feat:.0f} img/s), "
@@ -524,9 +526,7 @@ def main() -> None:
     for i, j in positives:
         p = (int(i), int(j))
         kinds.setdefault(pair_kind(labels[i], labels[j]), []).append(
-            (p in fset, p in cset, p in lset, p in reached,
-             p in reached or (opts.hops == 0 and strong_comp[p[0]] == strong_comp[p[1]]), p in cgraph, p in links,
-             p in g23))
+            (p in fset, p in cset, p in lset, p in reached, p in decided, p in cgraph, p in links, p in g23))
     allv = [v for vs in kinds.values() for v in vs]
     print(f"  {'type':<28} {'first':>6} {'cand.':>6} {'lazy':>6} {'reach':>6} {'decid.':>6} {'graph':>6} {'link':>6} "
           f"{'group':>6}  pairs")
@@ -535,7 +535,7 @@ def main() -> None:
         print(f"  {k:<28} " + " ".join(f"{x:6.3f}" for x in m) + f"  {len(v)}")
     print("  (decid.: reach, or both images already in one component of strong links, which the lazy rule of")
     print("  --hops 0 decides as one group without a test)")
-    unreached_causes(positives, reached, strong_comp if opts.hops == 0 else None, feats, opts, labels)
+    unreached_causes(positives, reached, decided, feats, opts, labels)
     fps = rows[1][5]
     if args.overlap_oracle and fps:
         # adjudicate the "false positives" with the independent SIFT oracle: different SIRST images or HIT-UAV
