@@ -247,11 +247,6 @@ def imagededup_phash(images: list[np.ndarray]) -> np.ndarray:
     return hex_to_codes([hexes])[0]
 
 
-def hamming_matrix_pairs(codes: np.ndarray, pairs: np.ndarray) -> np.ndarray:
-    x = np.unpackbits(codes[pairs[:, 0]] ^ codes[pairs[:, 1]], axis=1)
-    return x.sum(1)
-
-
 def hash_pair_table(codes: np.ndarray, labels: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every pair i < j of a collection of N images with hash ``codes`` (N, B) uint8: the pairs (P, 2), their
     Hamming distances (P,) and labels (P,) int8 (1, 0, -1 unlabelled, :data:`UNLABELLED` included)."""
@@ -277,12 +272,14 @@ def threshold_curve(d: np.ndarray, y: np.ndarray, max_t: int = 32) -> list[tuple
     return out
 
 
-def curve_summary(curve: list[tuple[int, float, float]]) -> tuple[tuple, tuple]:
-    """The best-F1 row of a :func:`threshold_curve` and its highest-recall row at precision >= 0.98
-    ((None, 0, 0) if none)."""
+def print_curve_summary(curve: list[tuple[int, float, float]]) -> None:
+    """Print imagededup's rows of a :func:`threshold_curve`: its best-F1 threshold and its highest recall at
+    precision >= 0.98."""
     f1 = max(curve, key=lambda r: 2 * r[1] * r[2] / (r[1] + r[2]) if r[1] + r[2] else 0)
     hp = [r for r in curve if r[1] >= 0.98]
-    return f1, (max(hp, key=lambda r: r[2]) if hp else (None, 0.0, 0.0))
+    at98 = max(hp, key=lambda r: r[2]) if hp else (None, 0.0, 0.0)
+    print(f"{'imagededup PHash (pairs), best-F1 threshold ' + str(f1[0]):<52} {f1[1]:9.3f} {f1[2]:7.3f}")
+    print(f"{'imagededup PHash (pairs), max recall at prec>=0.98 (t=' + str(at98[0]) + ')':<52} {at98[1]:9.3f} {at98[2]:7.3f}")
 
 
 def positives_sheet(images: list[np.ndarray], pairs: np.ndarray, path: Path, n: int | None = 24, seed: int = 1,
@@ -393,6 +390,12 @@ def unreached_causes(positives: np.ndarray, reached: set[tuple[int, int]], decid
     return causes
 
 
+def cleaned_precision(tp: int, fps: list[tuple[int, int]], same: set[tuple[int, int]]) -> float:
+    """Precision of ``tp`` true pairs and the false pairs ``fps`` that are not in ``same`` (unlabelled)."""
+    fp = sum(p not in same for p in fps)
+    return tp / (tp + fp) if tp + fp else 1.0
+
+
 ADJUDICATE_T = 16  # imagededup pairs up to this Hamming distance are adjudicated (964 negatives on the whole collection)
 ORACLE_NEGATIVE_INLIERS = 25  # SIFT inliers that unlabel a negative (stricter than the 15 that keep a video positive)
 
@@ -408,9 +411,8 @@ def oracle_cleaned_scores(images: list[np.ndarray], rows: list[tuple], hpairs: n
     precision, so adjudicating those is adjudicating them all; imagededup's thresholds stop at
     :data:`ADJUDICATE_T`. rows: (name, precision, recall, TP, FP, false-positive pairs) of our methods.
     Returns the unlabelled pairs."""
-    near = hdist <= ADJUDICATE_T
-    claimed = sorted({p for r in rows for p in r[5]}
-                     | {(int(i), int(j)) for i, j in hpairs[near & (hlab == 0)]})
+    near_neg = (hdist <= ADJUDICATE_T) & (hlab == 0)  # imagededup's claimed negatives
+    claimed = sorted({p for r in rows for p in r[5]} | {(int(i), int(j)) for i, j in hpairs[near_neg]})
     ok = sift_overlap(images, claimed, min_inliers=ORACLE_NEGATIVE_INLIERS) if claimed else np.zeros(0, bool)
     same = {p for p, s in zip(claimed, ok, strict=True) if s}
     print(f"\nlabels cleaned by the SIFT oracle: {len(same)} of the {len(claimed)} negative pairs some method calls a "
@@ -418,13 +420,11 @@ def oracle_cleaned_scores(images: list[np.ndarray], rows: list[tuple], hpairs: n
           f"every method; imagededup adjudicated up to t={ADJUDICATE_T}")
     print(f"{'method':<52} {'precision':>9} {'recall':>7} {'TP':>6} {'FP':>6}")
     for name, _prec, rec, tp, _fp, fps in rows:
-        fp = sum(1 for p in fps if p not in same)
-        print(f"{name:<52} {tp / (tp + fp) if tp + fp else 1.0:9.3f} {rec:7.3f} {tp:6d} {fp:6d}")
+        fp = sum(p not in same for p in fps)
+        print(f"{name:<52} {cleaned_precision(tp, fps, same):9.3f} {rec:7.3f} {tp:6d} {fp:6d}")
     y = hlab.copy()
-    y[near & (hlab == 0)] = [-1 if (int(i), int(j)) in same else 0 for i, j in hpairs[near & (hlab == 0)]]
-    f1, at98 = curve_summary(threshold_curve(hdist, y, ADJUDICATE_T))
-    print(f"{'imagededup PHash (pairs), best-F1 threshold ' + str(f1[0]):<52} {f1[1]:9.3f} {f1[2]:7.3f}")
-    print(f"{'imagededup PHash (pairs), max recall at prec>=0.98 (t=' + str(at98[0]) + ')':<52} {at98[1]:9.3f} {at98[2]:7.3f}")
+    y[near_neg] = [-1 if (int(i), int(j)) in same else 0 for i, j in hpairs[near_neg]]
+    print_curve_summary(threshold_curve(hdist, y, ADJUDICATE_T))
     return same
 
 
@@ -561,9 +561,7 @@ def main() -> None:
         print(f"{name:<52} {prec:9.3f} {rec:7.3f} {tp:6d} {fp:6d}")
     idd = imagededup_phash(images)
     hpairs, hdist, hlab = hash_pair_table(idd, labels)
-    f1, at98 = curve_summary(threshold_curve(hdist, hlab))
-    print(f"{'imagededup PHash (pairs), best-F1 threshold ' + str(f1[0]):<52} {f1[1]:9.3f} {f1[2]:7.3f}")
-    print(f"{'imagededup PHash (pairs), max recall at prec>=0.98 (t=' + str(at98[0]) + ')':<52} {at98[1]:9.3f} {at98[2]:7.3f}")
+    print_curve_summary(threshold_curve(hdist, hlab))
 
     print("\nby positive type: candidate recall before query expansion (first) and with it (cand.; of those, lazy:")
     print("the expansion's pairs in one group already, decided without verification), reach (a stage 2 link, or a")
@@ -588,9 +586,8 @@ def main() -> None:
     if args.overlap_oracle:
         same = oracle_cleaned_scores(images, rows, hpairs, hdist, hlab)
         fps = [p for p in fps if p not in same] + [p for p in fps if p in same]  # the ones the oracle upholds first
-    tp, fp_clean = rows[1][3], sum(p not in same for p in rows[1][5])  # same: empty without the oracle
     reach, dec = (float(np.mean([v[k] for v in allv])) for k in (3, 4))
-    cleaned = f", {tp / max(1, tp + fp_clean):.3f} (oracle-cleaned)" if args.overlap_oracle else ""
+    cleaned = f", {cleaned_precision(rows[1][3], rows[1][5], same):.3f} (oracle-cleaned)" if args.overlap_oracle else ""
     print(f"\nissue 17's goals: recall {rows[1][2]:.3f} at precision {rows[1][1]:.3f} (raw labels){cleaned} "
           f"[>= 0.97 at >= 0.98]; candidate recall {reach:.3f} reached, {dec:.3f} reached or decided by the lazy "
           f"rule [>= 0.99]")
